@@ -1,0 +1,1 @@
+"""Storage: URL -> filesystem, listing that never swallows errors, retries, resumable reads."""

@@ -1,0 +1,65 @@
+"""Errors raised for bad input and failed I/O: each names the file (and row or line) and what to do."""
+
+from __future__ import annotations
+
+
+class SourceError(Exception):
+    """A problem with a source's data or storage, naming the file and what to do about it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        row: int | None = None,
+        hint: str | None = None,
+    ):
+        self.path = path
+        self.row = row
+        self.hint = hint
+        parts = [message]
+        if hint:
+            parts.append(hint)
+        super().__init__(" ".join(parts))
+
+
+class ShardNotFoundError(SourceError, FileNotFoundError):
+    """A file, bucket or shard name that does not exist."""
+
+
+class NoFilesMatchedError(SourceError, FileNotFoundError):
+    """A glob pattern or directory that matched no file."""
+
+
+class ListingError(SourceError):
+    """A listing of the store failed; the file list is unknown, so nothing is read."""
+
+
+class AccessDeniedError(SourceError, PermissionError):
+    """The store refused the credentials (wrong, expired or missing)."""
+
+
+class CorruptShardError(SourceError):
+    """A file that cannot be decoded: empty, truncated or not of the declared format."""
+
+
+class SchemaMismatchError(SourceError):
+    """Two shards of one source disagree on their columns or types."""
+
+
+class MissingColumnError(SourceError, KeyError):
+    """A projected column that the shard does not have."""
+
+    __str__ = Exception.__str__
+
+
+class MalformedRowError(SourceError):
+    """A row (a JSON line, say) that cannot be parsed."""
+
+
+class RowOutOfRangeError(SourceError, IndexError):
+    """A row index past the end of a shard."""
+
+
+class RetriesExhaustedError(SourceError):
+    """A transient fault that persisted through every retry of the policy."""

@@ -1,0 +1,126 @@
+"""Expand paths, globs and directories into a file list; a failed or empty listing raises."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import fsspec
+from fsspec.utils import glob_translate
+
+from easydata_grain.io.errors import (
+    AccessDeniedError,
+    ListingError,
+    NoFilesMatchedError,
+    ShardNotFoundError,
+)
+from easydata_grain.io.filesystem import protocol_of, to_url
+from easydata_grain.io.retry import RetryPolicy, is_transient
+
+_MAGIC = re.compile(r"[*?\[]")
+
+
+def _static_prefix(path: str) -> str:
+    """The directory part of a pattern before its first wildcard."""
+    match = _MAGIC.search(path)
+    head = path if match is None else path[: match.start()]
+    return head.rsplit("/", 1)[0] if "/" in head else ""
+
+
+def _list_files(fs: fsspec.AbstractFileSystem, root: str, url: str) -> list[str]:
+    """All files under ``root``, raising on any error (``fs.glob`` would return ``[]``)."""
+    try:
+        if not fs.exists(root) and root:
+            raise FileNotFoundError(root)
+        return sorted(fs.find(root, withdirs=False))
+    except FileNotFoundError:
+        raise
+    except PermissionError as exc:
+        raise AccessDeniedError(
+            f"Listing {url!r} was refused: {exc}.",
+            path=url,
+            hint="Check the credentials in storage_options.",
+        ) from exc
+
+
+def _expand_one(
+    fs: fsspec.AbstractFileSystem, pattern: str, suffixes: Sequence[str], policy: RetryPolicy
+) -> list[str]:
+    protocol = protocol_of(pattern)
+    path = fs._strip_protocol(pattern)
+    is_glob = _MAGIC.search(path) is not None
+
+    def listing() -> list[str]:
+        if is_glob:
+            regex = re.compile(glob_translate(path))
+            return [p for p in _list_files(fs, _static_prefix(path), pattern) if regex.match(p)]
+        if fs.isdir(path):
+            files = _list_files(fs, path, pattern)
+            return [p for p in files if p.endswith(tuple(suffixes))] if suffixes else files
+        if not fs.exists(path):
+            raise FileNotFoundError(path)
+        return [path]
+
+    try:
+        found = policy.call(listing)
+    except FileNotFoundError as exc:
+        if is_glob:
+            found = []
+        else:
+            raise ShardNotFoundError(
+                f"No such file or directory: {pattern!r}.",
+                path=pattern,
+                hint="Check the path and the bucket name.",
+            ) from exc
+    except (AccessDeniedError, ShardNotFoundError):
+        raise
+    except Exception as exc:
+        kind = "transient" if is_transient(exc) else "permanent"
+        raise ListingError(
+            f"Listing {pattern!r} failed ({kind} error after {policy.max_retries} retries): "
+            f"{type(exc).__name__}: {exc}.",
+            path=pattern,
+            hint="The file list is unknown, so nothing is read; check the store and retry.",
+        ) from exc
+    if not found:
+        what = "pattern" if is_glob else "directory"
+        wanted = f" (files ending in {', '.join(suffixes)})" if suffixes and not is_glob else ""
+        raise NoFilesMatchedError(
+            f"The {what} {pattern!r} matched no file{wanted}.",
+            path=pattern,
+            hint="Check the path, the bucket and the extension.",
+        )
+    return [to_url(fs, p, protocol) if protocol != "file" else p for p in found]
+
+
+def expand_paths(
+    fs: fsspec.AbstractFileSystem,
+    patterns: str | Sequence[str],
+    *,
+    suffixes: Sequence[str] = (),
+    policy: RetryPolicy,
+) -> list[str]:
+    """Expand a path, glob or directory (or a list of them) into sorted, de-duplicated file URLs.
+
+    Local paths given without a wildcard keep the form they were given in, so that shard names
+    match what the user wrote. A pattern that matches nothing, a missing file and a failed
+    listing each raise an error naming the pattern.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not patterns:
+        raise NoFilesMatchedError("No paths were given.", hint="Pass a path, a glob or a list.")
+    files: list[str] = []
+    seen: set[str] = set()
+    for pattern in patterns:
+        if protocol_of(pattern) == "file" and _MAGIC.search(pattern) is None:
+            expanded = _expand_one(fs, pattern, suffixes, policy)
+            if expanded == [fs._strip_protocol(pattern)]:
+                expanded = [pattern]
+        else:
+            expanded = _expand_one(fs, pattern, suffixes, policy)
+        for path in expanded:
+            if path not in seen:
+                seen.add(path)
+                files.append(path)
+    return files

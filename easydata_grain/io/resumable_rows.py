@@ -1,0 +1,57 @@
+"""A row stream that survives transient faults: it re-opens and continues at the next row."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+from easydata_grain.io.errors import RetriesExhaustedError, SourceError
+from easydata_grain.io.retry import RetryPolicy, is_transient
+from easydata_grain.io.stats import IOStats
+
+Row = TypeVar("Row")
+
+
+def resumable_rows(
+    open_at: Callable[[int], Iterator[Sequence[Row]]],
+    start: int,
+    *,
+    policy: RetryPolicy,
+    stats: IOStats,
+    path: str,
+) -> Iterator[Row]:
+    """Yield rows from ``open_at(start)``; after a transient fault, re-open at the next row.
+
+    ``open_at(row)`` returns an iterator of row chunks starting exactly at ``row``. A chunk is
+    only counted as delivered once all its rows have been yielded, and the retry count starts
+    again after progress, so a long stream survives any number of separate faults while a fault
+    that persists through ``policy.max_retries`` retries raises an error naming file and row.
+    Permanent faults (not found, access denied, corrupt data) are raised at once.
+    """
+    row = start
+    retry = 0
+    while True:
+        try:
+            for chunk in open_at(row):
+                yield from chunk
+                row += len(chunk)
+                stats.add(rows=len(chunk))
+                retry = 0
+            return
+        except SourceError:
+            raise
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if retry >= policy.max_retries:
+                raise RetriesExhaustedError(
+                    f"Reading {path!r} failed at row {row} after {policy.max_retries} "
+                    f"retries: {type(exc).__name__}: {exc}.",
+                    path=path,
+                    row=row,
+                    hint="The store kept failing; check the network or raise RetryPolicy.max_retries.",
+                ) from exc
+            retry += 1
+            stats.add(retries=1)
+            time.sleep(policy.delay(retry))

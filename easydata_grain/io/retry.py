@@ -1,0 +1,157 @@
+"""Retry policy: which faults are transient, and exponential backoff with jitter."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import http.client
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_TRANSIENT_ERRNO = frozenset(
+    {errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT, errno.ECONNREFUSED}
+)
+# Exception class names of the object-store clients that mean "try again" (matched by name so
+# that this module does not import aiohttp, botocore, google or azure).
+_TRANSIENT_NAMES = frozenset(
+    {
+        "ClientPayloadError",
+        "ServerDisconnectedError",
+        "ClientConnectionError",
+        "ClientConnectorError",
+        "ClientOSError",
+        "ServerTimeoutError",
+        "ContentLengthError",
+        "TransferEncodingError",
+        "FSTimeoutError",
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+        "ResponseStreamingError",
+        "IncompleteReadError",
+        "ServiceRequestError",
+        "ServiceResponseError",
+        "IncompleteRead",
+        "RemoteDisconnected",
+        "ChunkedEncodingError",
+        "ProtocolError",
+    }
+)
+_PERMANENT_NAMES = frozenset({"NoCredentialsError", "ClientAuthenticationError"})
+
+
+def _status_of(exc: BaseException) -> int | None:
+    """The HTTP status an exception carries, if any (boto, gcsfs, azure and aiohttp styles)."""
+    for attr in ("status_code", "status", "code"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int) and 100 <= value < 600:
+            return value
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        value = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a fault is worth retrying: dropped connections, timeouts, 5xx, 429, truncated bodies.
+
+    Not found, access denied, bad credentials and decoding errors are permanent. The exception's
+    cause chain is inspected, so a fault wrapped by fsspec or pyarrow is still recognised.
+    """
+    for cause in _causes(exc):
+        name = type(cause).__name__
+        if name in _PERMANENT_NAMES or isinstance(
+            cause, FileNotFoundError | PermissionError | IsADirectoryError
+        ):
+            return False
+        status = _status_of(cause)
+        if status is not None:
+            return status in _TRANSIENT_STATUS
+        if name in _TRANSIENT_NAMES or isinstance(
+            cause,
+            ConnectionError | TimeoutError | asyncio.TimeoutError | http.client.IncompleteRead,
+        ):
+            return True
+        if isinstance(cause, OSError) and cause.errno in _TRANSIENT_ERRNO:
+            return True
+        if isinstance(cause, OSError) and any(
+            marker in str(cause)
+            for marker in ("503", "500", "502", "504", "SlowDown", "Service Unavailable")
+        ):
+            return True
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How transient faults are retried: up to ``max_retries`` times with jittered backoff.
+
+    The delay before retry ``n`` (1-based) is ``min(max_backoff, initial_backoff *
+    multiplier**(n-1))``, scaled by a random factor in ``[1 - jitter, 1]``. A retry count is
+    per fault episode: progress (a row read) starts the count again.
+    """
+
+    max_retries: int = 3
+    initial_backoff: float = 0.2
+    max_backoff: float = 10.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            expected = int if field.type in ("int", int) else (int, float)
+            if isinstance(value, bool) or not isinstance(value, expected):
+                raise TypeError(f"RetryPolicy.{field.name} must be {field.type}, got {value!r}")
+            if value < 0:
+                raise ValueError(f"RetryPolicy.{field.name} must be >= 0, got {value!r}")
+        if self.jitter > 1:
+            raise ValueError(f"RetryPolicy.jitter must be in [0, 1], got {self.jitter!r}")
+        if self.multiplier < 1:
+            raise ValueError(f"RetryPolicy.multiplier must be >= 1, got {self.multiplier!r}")
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (retry - 1))
+        return base * (1.0 - self.jitter * random.random())
+
+    def call(
+        self,
+        fn: Callable[[], T],
+        *,
+        on_retry: Callable[[BaseException, int], None] | None = None,
+    ) -> T:
+        """Run ``fn``, retrying transient faults; the last fault is re-raised when retries run out."""
+        retry = 0
+        while True:
+            try:
+                return fn()
+            except Exception as exc:
+                if retry >= self.max_retries or not is_transient(exc):
+                    raise
+                retry += 1
+                if on_retry is not None:
+                    on_retry(exc, retry)
+                time.sleep(self.delay(retry))
+
+
+NO_RETRY = RetryPolicy(max_retries=0)
+"""A policy that never retries: every fault surfaces at once."""

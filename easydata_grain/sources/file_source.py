@@ -1,0 +1,294 @@
+"""The shared machinery of file-backed sources: listing, metadata, retries, row streams."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any, ClassVar
+
+import pyarrow as pa
+
+from easydata_grain.io.counting_file import CountingFile
+from easydata_grain.io.errors import (
+    AccessDeniedError,
+    RetriesExhaustedError,
+    RowOutOfRangeError,
+    SchemaMismatchError,
+    ShardNotFoundError,
+    SourceError,
+)
+from easydata_grain.io.filesystem import REMOTE_PROTOCOLS, filesystem_for, protocol_of
+from easydata_grain.io.listing import expand_paths
+from easydata_grain.io.resumable_rows import resumable_rows
+from easydata_grain.io.retry import RetryPolicy, is_transient
+from easydata_grain.io.stats import IOStats
+
+Row = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardMeta:
+    """What is known about one shard without reading its rows."""
+
+    num_rows: int
+    schema: pa.Schema | None
+    identity: str
+    """The file's size and etag (or mtime): it changes when the file is rewritten."""
+    index: Any = None
+    """Format-specific seek data (Parquet footer, JSON line offsets)."""
+
+
+def file_identity(info: dict[str, Any]) -> str:
+    """A short string that changes when a file is rewritten: its size plus etag or mtime."""
+    version = next(
+        (
+            info[key]
+            for key in (
+                "ETag",
+                "etag",
+                "md5Hash",
+                "generation",
+                "mtime",
+                "last_modified",
+                "LastModified",
+            )
+            if info.get(key) is not None
+        ),
+        "",
+    )
+    return f"{info.get('size')}:{str(version).strip(chr(34))}"
+
+
+def describe_schema_difference(expected: pa.Schema, actual: pa.Schema) -> str:
+    """Which columns are missing, extra or of another type, in words."""
+    expected_types = {f.name: f.type for f in expected}
+    actual_types = {f.name: f.type for f in actual}
+    parts = []
+    if missing := [n for n in expected_types if n not in actual_types]:
+        parts.append(f"missing columns {missing}")
+    if extra := [n for n in actual_types if n not in expected_types]:
+        parts.append(f"extra columns {extra}")
+    if changed := [
+        f"{n} ({expected_types[n]} vs {actual_types[n]})"
+        for n in expected_types
+        if n in actual_types and expected_types[n] != actual_types[n]
+    ]:
+        parts.append(f"different types for {', '.join(changed)}")
+    return "; ".join(parts) or "a different column order"
+
+
+class FileShardedSource(abc.ABC):
+    """A source whose shards are files on local disk, GCS, S3 or Azure.
+
+    Subclasses read one format: ``_read_meta`` returns a shard's ``ShardMeta`` from as little of
+    the file as the format allows, and ``_read_chunks`` yields lists of rows starting at a row.
+    """
+
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    metadata_threads: ClassVar[int] = 16
+
+    def __init__(
+        self,
+        paths: str | Sequence[str],
+        storage_options: dict[str, Any] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+    ):
+        path_list = [paths] if isinstance(paths, str) else list(paths)
+        if not path_list or not all(isinstance(p, str) for p in path_list):
+            raise TypeError(f"paths must be a path, a glob or a list of them, got {paths!r}")
+        protocols = {protocol_of(p) for p in path_list}
+        if len(protocols) > 1:
+            raise ValueError(
+                f"All paths of one source must be on one store, got {sorted(protocols)}"
+            )
+        if storage_options is not None and not isinstance(storage_options, dict):
+            raise TypeError(f"storage_options must be a dict, got {storage_options!r}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, got {retry!r}")
+        self.protocol = protocols.pop()
+        self.storage_options = dict(storage_options or {})
+        self.retry = retry or RetryPolicy()
+        self.stats = IOStats()
+        self._fs = filesystem_for(path_list[0], self.storage_options)
+        self._shards = expand_paths(self._fs, path_list, suffixes=self.suffixes, policy=self.retry)
+        self._positions = {self._key(name): i for i, name in enumerate(self._shards)}
+        self._meta: dict[int, ShardMeta] = {}
+        self._meta_lock = threading.Lock()
+
+    # -- the ShardedSource protocol ------------------------------------------------------------
+
+    @property
+    def shard_names(self) -> list[str]:
+        """The shard files, sorted, as full URLs (local paths as given)."""
+        return list(self._shards)
+
+    def open_shard(self, shard: str) -> Iterator[Row]:
+        """Iterate over all rows of ``shard``; transient faults are retried at the same row."""
+        return self.open_shard_at_row(shard, 0)
+
+    def open_shard_at_row(self, shard: str, row: int) -> Iterator[Row]:
+        """Iterate over the rows of ``shard`` from ``row`` on, seeking without reading earlier data."""
+        index = self.shard_index(shard)
+        meta = self.shard_meta(index)
+        if isinstance(row, bool) or not isinstance(row, int):
+            raise TypeError(f"row must be an int, got {row!r}")
+        if not 0 <= row <= meta.num_rows:
+            raise RowOutOfRangeError(
+                f"Row {row} is out of range for {self._shards[index]!r}, which has "
+                f"{meta.num_rows} rows.",
+                path=self._shards[index],
+                row=row,
+                hint="Valid start rows are 0..num_rows; a checkpoint from other data gives this.",
+            )
+        path = self._shards[index]
+        return resumable_rows(
+            lambda start: self._read_chunks(path, meta, start),
+            row,
+            policy=self.retry,
+            stats=self.stats,
+            path=path,
+        )
+
+    # -- metadata -------------------------------------------------------------------------------
+
+    def shard_index(self, shard: str | int) -> int:
+        """The position of a shard given by name (or by position, checked)."""
+        if isinstance(shard, int) and not isinstance(shard, bool):
+            if not 0 <= shard < len(self._shards):
+                raise IndexError(f"Shard {shard} out of range: the source has {len(self._shards)}")
+            return shard
+        index = self._positions.get(self._key(shard))
+        if index is None:
+            raise ShardNotFoundError(
+                f"{shard!r} is not a shard of this source.",
+                path=str(shard),
+                hint=f"Use one of source.shard_names ({len(self._shards)} shards).",
+            )
+        return index
+
+    def num_rows(self, shard: str | int) -> int:
+        """The row count of a shard, from its metadata only."""
+        return self.shard_meta(self.shard_index(shard)).num_rows
+
+    def row_counts(self) -> list[int]:
+        """The row count of every shard (metadata read in parallel, then cached)."""
+        return [meta.num_rows for meta in self.all_meta()]
+
+    def __len__(self) -> int:
+        return sum(self.row_counts())
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        """The (projected) schema shared by all shards, from the first shard's metadata."""
+        return self.shard_meta(0).schema
+
+    def all_meta(self) -> list[ShardMeta]:
+        """Every shard's metadata, reading what is not cached with a pool of threads."""
+        missing = [i for i in range(len(self._shards)) if i not in self._meta]
+        if missing:
+            self.shard_meta(0)
+            with ThreadPoolExecutor(min(self.metadata_threads, len(missing))) as pool:
+                list(pool.map(self.shard_meta, missing))
+        return [self._meta[i] for i in range(len(self._shards))]
+
+    def shard_meta(self, index: int) -> ShardMeta:
+        """One shard's metadata (cached); its schema is checked against the first shard's."""
+        meta = self._meta.get(index)
+        if meta is not None:
+            return meta
+        path = self._shards[index]
+        meta = self._call(path, lambda: self._read_meta(path))
+        if index != 0 and meta.schema is not None:
+            reference = self.shard_meta(0).schema
+            if reference is not None and not meta.schema.equals(reference):
+                first = self._shards[0]
+                raise SchemaMismatchError(
+                    f"The schema of {path!r} differs from that of {first!r}: "
+                    f"{describe_schema_difference(reference, meta.schema)}.",
+                    path=path,
+                    hint="All shards of one source must have the same columns and types; "
+                    "rewrite the odd shard or pass columns= to project the common ones.",
+                )
+        with self._meta_lock:
+            self._meta[index] = meta
+        return meta
+
+    def identities(self) -> list[str]:
+        """Each shard's name, row count and identity: a fingerprint of the data."""
+        return [
+            f"{name}|{m.num_rows}|{m.identity}"
+            for name, m in zip(self._shards, self.all_meta(), strict=True)
+        ]
+
+    # -- for subclasses -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _read_meta(self, path: str) -> ShardMeta:
+        """Read a shard's metadata from the store."""
+
+    @abc.abstractmethod
+    def _read_chunks(self, path: str, meta: ShardMeta, row: int) -> Iterator[list[Row]]:
+        """Yield lists of rows of ``path``, starting exactly at ``row``."""
+
+    def _info(self, path: str) -> dict[str, Any]:
+        self.stats.add(requests=1)
+        return self._fs.info(path)
+
+    def _open(self, path: str) -> IO[bytes]:
+        """Open a shard for reading: uncached and counted on a remote store, plain on disk."""
+        if self.protocol in REMOTE_PROTOCOLS:
+            self.stats.add(requests=1)
+            return CountingFile(self._fs.open(path, "rb", cache_type="none"), self.stats)  # type: ignore[return-value]
+        return self._fs.open(path, "rb")
+
+    def _call(self, path: str, fn: Any) -> Any:
+        """Run a metadata read under the retry policy, turning store errors into clear ones."""
+        try:
+            return self.retry.call(fn, on_retry=lambda exc, n: self.stats.add(retries=1))
+        except SourceError:
+            raise
+        except FileNotFoundError as exc:
+            raise ShardNotFoundError(
+                f"{path!r} does not exist (any more): {exc}.",
+                path=path,
+                hint="It was listed but is gone; was the dataset rewritten while in use?",
+            ) from exc
+        except PermissionError as exc:
+            raise AccessDeniedError(
+                f"Access to {path!r} was denied: {exc}.",
+                path=path,
+                hint="Check the credentials in storage_options.",
+            ) from exc
+        except Exception as exc:
+            if is_transient(exc):
+                raise RetriesExhaustedError(
+                    f"Reading the metadata of {path!r} failed after {self.retry.max_retries} "
+                    f"retries: {type(exc).__name__}: {exc}.",
+                    path=path,
+                    hint="The store kept failing; check the network or raise RetryPolicy.max_retries.",
+                ) from exc
+            raise
+
+    @staticmethod
+    def _key(name: str) -> str:
+        """A shard name normalised for lookup: no scheme for URLs, absolute for local paths."""
+        if not isinstance(name, str):
+            return repr(name)
+        return name.split("://", 1)[1].lstrip("/") if "://" in name else os.path.abspath(name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_meta_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._meta_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self._shards)} shards, first={self._shards[0]!r})"

@@ -1,0 +1,143 @@
+"""ParquetShardedSource: row counts from footers, column projection, O(1) row-group seek."""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from easydata_grain.io.errors import CorruptShardError, MissingColumnError
+from easydata_grain.io.retry import RetryPolicy, is_transient
+from easydata_grain.sources.arrow_rows import batch_to_rows
+from easydata_grain.sources.file_source import FileShardedSource, Row, ShardMeta, file_identity
+
+
+@dataclasses.dataclass(frozen=True)
+class ParquetIndex:
+    """A Parquet footer and the first row of each row group."""
+
+    metadata: pq.FileMetaData
+    group_starts: tuple[int, ...]
+
+    def group_of(self, row: int) -> int:
+        """The row group that holds ``row``."""
+        return bisect.bisect_right(self.group_starts, row) - 1
+
+
+class ParquetShardedSource(FileShardedSource):
+    """Parquet files (a path, a glob or a list) on local disk, ``gs://``, ``s3://`` or ``az://``.
+
+    Row counts and the schema come from the footers alone. ``columns`` projects: only those
+    column chunks are read (and downloaded). ``open_shard_at_row`` seeks with the row-group
+    metadata and reads nothing before the target row group. Rows are dicts; numeric list
+    columns (token ids) are read-only numpy views of Arrow's buffers unless
+    ``numpy_lists=False``.
+    """
+
+    suffixes: ClassVar[tuple[str, ...]] = (".parquet", ".pq")
+
+    def __init__(
+        self,
+        paths: str | Sequence[str],
+        storage_options: dict[str, Any] | None = None,
+        columns: Sequence[str] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        batch_size: int = 4096,
+        numpy_lists: bool = True,
+    ):
+        if columns is not None and (
+            isinstance(columns, str) or not columns or not all(isinstance(c, str) for c in columns)
+        ):
+            raise TypeError(f"columns must be a non-empty list of column names, got {columns!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.columns = list(columns) if columns is not None else None
+        self.batch_size = batch_size
+        self.numpy_lists = bool(numpy_lists)
+        super().__init__(paths, storage_options, retry=retry)
+
+    def _read_meta(self, path: str) -> ShardMeta:
+        info = self._info(path)
+        if info.get("size") == 0:
+            raise CorruptShardError(
+                f"{path!r} is empty (0 bytes), not a Parquet file.",
+                path=path,
+                hint="Remove it or rewrite it; an interrupted upload leaves such files.",
+            )
+        try:
+            with self._open(path) as handle:
+                metadata = pq.read_metadata(handle)
+        except (pa.ArrowInvalid, OSError) as exc:
+            if is_transient(exc):
+                raise
+            raise CorruptShardError(
+                f"{path!r} is not a readable Parquet file: {exc}.",
+                path=path,
+                hint="The file is corrupt or truncated (or not Parquet); rewrite or remove it.",
+            ) from exc
+        schema = metadata.schema.to_arrow_schema()
+        if self.columns is not None:
+            missing = [c for c in self.columns if c not in schema.names]
+            if missing:
+                raise MissingColumnError(
+                    f"{path!r} has no column(s) {missing}; its columns are {schema.names}.",
+                    path=path,
+                    hint="Fix columns= (names are case-sensitive).",
+                )
+            schema = pa.schema([schema.field(c) for c in self.columns])
+        schema = schema.remove_metadata()
+        starts, total = [], 0
+        for group in range(metadata.num_row_groups):
+            starts.append(total)
+            total += metadata.row_group(group).num_rows
+        return ShardMeta(
+            num_rows=metadata.num_rows,
+            schema=schema,
+            identity=file_identity(info),
+            index=ParquetIndex(metadata, tuple(starts)),
+        )
+
+    def _read_chunks(self, path: str, meta: ShardMeta, row: int) -> Iterator[list[Row]]:
+        if row >= meta.num_rows:
+            return
+        index: ParquetIndex = meta.index
+        first_group = index.group_of(row)
+        skip = row - index.group_starts[first_group]
+        groups = range(first_group, index.metadata.num_row_groups)
+        with self._open(path) as handle:
+            reader = pq.ParquetFile(handle, metadata=index.metadata, pre_buffer=True)
+            batches = reader.iter_batches(
+                batch_size=self.batch_size,
+                row_groups=groups,
+                columns=self.columns,
+                use_threads=False,
+            )
+            position = index.group_starts[first_group]
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+                    if is_transient(exc):
+                        raise
+                    raise CorruptShardError(
+                        f"{path!r} is corrupt in row group {index.group_of(position)} "
+                        f"(rows from {position}): {exc}.",
+                        path=path,
+                        row=position,
+                        hint="Rewrite or remove the file.",
+                    ) from exc
+                position += batch.num_rows
+                if skip >= batch.num_rows:
+                    skip -= batch.num_rows
+                    continue
+                if skip:
+                    batch = batch.slice(skip)
+                    skip = 0
+                yield batch_to_rows(batch, self.numpy_lists)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ def _numeric_lists(array: pa.Array) -> list[np.ndarray | None]:
     bounds = array.offsets.to_numpy().tolist()
     values = array.values.to_numpy(zero_copy_only=True)
     rows: list[np.ndarray | None] = [
-        values[start:stop] for start, stop in zip(bounds, bounds[1:], strict=False)
+        values[start:stop] for start, stop in itertools.pairwise(bounds)
     ]
     if array.null_count:
         for index in np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False)).tolist():

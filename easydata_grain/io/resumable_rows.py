@@ -34,10 +34,10 @@ def resumable_rows(
     while True:
         try:
             for chunk in open_at(row):
-                yield from chunk
-                row += len(chunk)
                 stats.add(rows=len(chunk))
                 retry = 0
+                yield from chunk
+                row += len(chunk)
             return
         except SourceError:
             raise

@@ -1,0 +1,148 @@
+"""RetryPolicy, the transient/permanent classification, and the resumable row stream."""
+
+from __future__ import annotations
+
+import errno
+import random
+
+import aiohttp
+import botocore.exceptions
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from easydata_grain import NO_RETRY, IOStats, RetriesExhaustedError, RetryPolicy
+from easydata_grain.io.resumable_rows import resumable_rows
+from easydata_grain.io.retry import is_transient
+
+
+def _client_error(status: int, code: str) -> botocore.exceptions.ClientError:
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject"
+    )
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionResetError(errno.ECONNRESET, "reset"),
+        TimeoutError("read timed out"),
+        aiohttp.ClientPayloadError("Response payload is not completed"),
+        aiohttp.ServerDisconnectedError(),
+        botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"),
+        _client_error(503, "SlowDown"),
+        _client_error(500, "InternalError"),
+        OSError("503 Service Unavailable"),
+    ],
+    ids=type,
+)
+def test_transient_faults(exc: Exception) -> None:
+    assert is_transient(exc)
+    wrapped = RuntimeError("while reading")
+    wrapped.__cause__ = exc
+    assert is_transient(wrapped)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        FileNotFoundError("gone"),
+        PermissionError("denied"),
+        _client_error(403, "AccessDenied"),
+        _client_error(404, "NoSuchKey"),
+        botocore.exceptions.NoCredentialsError(),
+        ValueError("bad value"),
+    ],
+    ids=type,
+)
+def test_permanent_faults(exc: Exception) -> None:
+    assert not is_transient(exc)
+
+
+def test_policy_validation_and_backoff() -> None:
+    with pytest.raises(TypeError, match="max_retries"):
+        RetryPolicy(max_retries=2.5)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        RetryPolicy(retries=3)
+    with pytest.raises(ValueError, match="jitter"):
+        RetryPolicy(jitter=2)
+    with pytest.raises(TypeError):
+        RetryPolicy(max_retries=True)
+    policy = RetryPolicy(initial_backoff=1.0, multiplier=2.0, max_backoff=5.0, jitter=0.5)
+    for retry, base in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (9, 5.0)]:
+        delays = [policy.delay(retry) for _ in range(200)]
+        assert all(base * 0.5 <= d <= base for d in delays)
+        assert max(delays) - min(delays) > 0.1 * base
+
+
+def test_call_retries_transient_only() -> None:
+    policy = RetryPolicy(max_retries=3, initial_backoff=0.0)
+    attempts = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionResetError("reset")
+        return "ok"
+
+    assert policy.call(flaky) == "ok" and len(attempts) == 3
+    with pytest.raises(FileNotFoundError):
+        policy.call(lambda: (_ for _ in ()).throw(FileNotFoundError("x")))
+    with pytest.raises(ConnectionResetError):
+        NO_RETRY.call(lambda: (_ for _ in ()).throw(ConnectionResetError("x")))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    num_rows=st.integers(0, 200),
+    chunk=st.integers(1, 17),
+    start=st.integers(0, 200),
+    fault_rate=st.floats(0, 0.5),
+    seed=st.integers(0, 1000),
+)
+def test_resumable_rows_continue_at_the_same_row(
+    num_rows: int, chunk: int, start: int, fault_rate: float, seed: int
+) -> None:
+    start = min(start, num_rows)
+    faults = random.Random(seed)
+    opens = []
+
+    def open_at(row: int):
+        opens.append(row)
+        for first in range(row, num_rows, chunk):
+            if faults.random() < fault_rate:
+                raise ConnectionResetError(errno.ECONNRESET, "injected")
+            yield list(range(first, min(first + chunk, num_rows)))
+
+    stats = IOStats()
+    policy = RetryPolicy(max_retries=50, initial_backoff=0.0)
+    rows = list(resumable_rows(open_at, start, policy=policy, stats=stats, path="p"))
+    assert rows == list(range(start, num_rows))
+    assert stats.retries == len(opens) - 1
+    assert all(row >= start for row in opens)
+
+
+def test_resumable_rows_give_up_naming_path_and_row() -> None:
+    def open_at(row: int):
+        yield [row]
+        raise ConnectionResetError(errno.ECONNRESET, "injected")
+
+    stream = resumable_rows(open_at, 5, policy=NO_RETRY, stats=IOStats(), path="s3://b/x.parquet")
+    assert next(stream) == 5
+    with pytest.raises(
+        RetriesExhaustedError, match=r"'s3://b/x.parquet' failed at row 6 after 0 retries"
+    ):
+        next(stream)
+
+
+def test_resumable_rows_raise_permanent_faults_at_once() -> None:
+    calls = []
+
+    def open_at(row: int):
+        calls.append(row)
+        raise PermissionError("denied")
+        yield []
+
+    with pytest.raises(PermissionError):
+        list(resumable_rows(open_at, 0, policy=RetryPolicy(), stats=IOStats(), path="p"))
+    assert calls == [0]

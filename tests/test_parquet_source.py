@@ -121,7 +121,7 @@ def test_seek_reads_nothing_before_the_target_row_group(tmp_path: Path) -> None:
 
 
 def test_missing_and_unmatched_paths(tmp_path: Path) -> None:
-    with pytest.raises(ShardNotFoundError, match="nope.parquet"):
+    with pytest.raises(ShardNotFoundError, match=r"nope\.parquet"):
         ParquetShardedSource(str(tmp_path / "nope.parquet"))
     with pytest.raises(NoFilesMatchedError, match=r"\*\.parquet"):
         ParquetShardedSource(str(tmp_path / "*.parquet"))
@@ -136,7 +136,7 @@ def test_corrupt_empty_and_truncated_files(tmp_path: Path, content: bytes | str)
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(Path(good).read_bytes()[:-50] if content == "truncated" else content)
     source = ParquetShardedSource(str(bad))
-    with pytest.raises(CorruptShardError, match="bad.parquet"):
+    with pytest.raises(CorruptShardError, match=r"bad\.parquet"):
         source.row_counts()
 
 
@@ -166,7 +166,7 @@ def test_row_past_the_end(tmp_path: Path) -> None:
     path = write_parquet_dataset(tmp_path, num_shards=1, rows_per_shard=10)[0]
     source = ParquetShardedSource(path)
     assert list(source.open_shard_at_row(path, 10)) == []
-    with pytest.raises(RowOutOfRangeError, match="Row 11 .* 10 rows"):
+    with pytest.raises(RowOutOfRangeError, match=r"Row 11 .* 10 rows"):
         source.open_shard_at_row(path, 11)
     with pytest.raises(RowOutOfRangeError):
         source.open_shard_at_row(path, -1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,44 +13,56 @@ def _is_numeric(value_type: pa.DataType) -> bool:
     return pa.types.is_integer(value_type) or pa.types.is_floating(value_type)
 
 
-def _numeric_lists(array: pa.Array) -> list[np.ndarray | None]:
-    """A list<number> column as read-only numpy views (no copy, no Python ints)."""
+def numpy_viewable(array: pa.Array) -> bool:
+    """Whether a column is a list of numbers without null elements (a numpy view is possible)."""
+    array_type = array.type
+    if pa.types.is_list(array_type) or pa.types.is_large_list(array_type):
+        return _is_numeric(array_type.value_type) and array.values.null_count == 0
+    if pa.types.is_fixed_size_list(array_type):
+        return (
+            _is_numeric(array_type.value_type)
+            and array.null_count == 0
+            and array.values.null_count == 0
+        )
+    return False
+
+
+def numpy_lists(array: pa.Array) -> list[np.ndarray | None]:
+    """A ``numpy_viewable`` column as read-only numpy views, one per row (None for null rows)."""
+    if pa.types.is_fixed_size_list(array.type):
+        flat = array.flatten().to_numpy(zero_copy_only=True)
+        return list(flat.reshape(len(array), array.type.list_size))
     bounds = array.offsets.to_numpy().tolist()
     values = array.values.to_numpy(zero_copy_only=True)
-    rows: list[np.ndarray | None] = [
-        values[start:stop] for start, stop in itertools.pairwise(bounds)
-    ]
+    rows: list[np.ndarray | None] = [values[a:b] for a, b in itertools.pairwise(bounds)]
     if array.null_count:
         for index in np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False)).tolist():
             rows[index] = None
     return rows
 
 
-def column_values(array: pa.Array, numpy_lists: bool = True) -> Sequence[Any]:
-    """The Python values of one column: numpy arrays for numeric lists, else Arrow's ``to_pylist``."""
-    array_type = array.type
-    if (
-        numpy_lists
-        and (pa.types.is_list(array_type) or pa.types.is_large_list(array_type))
-        and _is_numeric(array_type.value_type)
-        and array.values.null_count == 0
-    ):
-        return _numeric_lists(array)
-    if (
-        numpy_lists
-        and pa.types.is_fixed_size_list(array_type)
-        and _is_numeric(array_type.value_type)
-        and array.null_count == 0
-        and array.values.null_count == 0
-    ):
-        width = array_type.list_size
-        flat = array.flatten().to_numpy(zero_copy_only=True)
-        return list(flat.reshape(len(array), width))
-    return array.to_pylist()
+def batch_to_rows(batch: pa.RecordBatch, numpy_lists_enabled: bool = True) -> list[dict[str, Any]]:
+    """Convert a record batch into dict rows in schema order (strings ``str``, structs dicts).
 
-
-def batch_to_rows(batch: pa.RecordBatch, numpy_lists: bool = True) -> list[dict[str, Any]]:
-    """Convert a record batch into a list of dict rows (strings stay ``str``, structs dicts)."""
-    names = batch.schema.names
-    columns = [column_values(batch.column(i), numpy_lists) for i in range(batch.num_columns)]
-    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+    With ``numpy_lists_enabled``, numeric list columns (token ids) become numpy views instead of
+    Python lists: no copy and no Python int per element, several times faster.
+    """
+    viewable = (
+        [i for i in range(batch.num_columns) if numpy_viewable(batch.column(i))]
+        if numpy_lists_enabled
+        else []
+    )
+    if not viewable:
+        return batch.to_pylist()
+    # Nulls hold the numpy columns' places, so the dicts keep the schema's key order.
+    placeholders = batch
+    for i in viewable:
+        placeholders = placeholders.set_column(
+            i, batch.schema.field(i).name, pa.nulls(batch.num_rows)
+        )
+    rows = placeholders.to_pylist()
+    for i in viewable:
+        name = batch.schema.field(i).name
+        for row, value in zip(rows, numpy_lists(batch.column(i)), strict=True):
+            row[name] = value
+    return rows

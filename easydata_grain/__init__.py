@@ -15,6 +15,7 @@ from easydata_grain.io.errors import (
 )
 from easydata_grain.io.retry import NO_RETRY, RetryPolicy
 from easydata_grain.io.stats import IOStats
+from easydata_grain.sources.json import JsonShardedSource
 from easydata_grain.sources.parquet import ParquetShardedSource
 from easydata_grain.sources.protocol import ShardedSource
 
@@ -23,6 +24,7 @@ __all__ = [
     "AccessDeniedError",
     "CorruptShardError",
     "IOStats",
+    "JsonShardedSource",
     "ListingError",
     "MalformedRowError",
     "MissingColumnError",

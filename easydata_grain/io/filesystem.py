@@ -1,27 +1,28 @@
-"""URL -> fsspec filesystem, with the stores' own retries handed to our RetryPolicy."""
+"""URL -> fsspec filesystem, with the stores' own retries handed over to our RetryPolicy.
+
+Each store's client retries on its own (s3fs/botocore, gcsfs's ``retry_request``, the Azure
+SDK's policy). Those retries hide faults from our counters, ignore "retries disabled", and the
+Azure SDK's backoff alone takes tens of seconds, so the filesystems built here turn them off and
+bound each connect and socket read by the policy's timeouts: a stalled read becomes a transient
+fault that our policy retries at the same row.
+"""
 
 from __future__ import annotations
 
 import os
+import types
 from typing import Any
 
 import fsspec
+from fsspec.asyn import sync
 
-# gcsfs otherwise calls a gRPC control API over TLS at import, which hangs without a real GCS.
+from easydata_grain.io.retry import RetryPolicy
+
+# gcsfs otherwise calls a gRPC control API over TLS, which hangs without a real GCS.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 _PROTOCOL_ALIASES = {"gcs": "gs", "s3a": "s3", "abfs": "az", "abfss": "az", "local": "file"}
 REMOTE_PROTOCOLS = frozenset({"gs", "s3", "az"})
-
-# Each store's client retries on its own; those retries hide faults from our counters and from
-# the "retries disabled" setting, and the Azure SDK's backoff alone can take tens of seconds.
-# Our RetryPolicy is the one retry layer, so the defaults turn the clients' own retries off.
-# Anything the user passes in ``storage_options`` wins over these.
-_STORE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "s3": {"retries": 1, "config_kwargs": {"retries": {"max_attempts": 0, "mode": "standard"}}},
-    "gs": {},
-    "az": {},
-}
 
 
 def protocol_of(url: str) -> str:
@@ -32,29 +33,81 @@ def protocol_of(url: str) -> str:
     return _PROTOCOL_ALIASES.get(scheme, scheme)
 
 
-def store_options(protocol: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
-    """The options a filesystem is built with: our defaults for the store, then the user's."""
-    options = {
-        key: dict(value) if isinstance(value, dict) else value
-        for key, value in _STORE_DEFAULTS.get(protocol, {}).items()
-    }
-    for key, value in (storage_options or {}).items():
-        if isinstance(value, dict) and isinstance(options.get(key), dict):
-            options[key] = {**options[key], **value}
+def _merge(defaults: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    """``user`` over ``defaults``, merging nested dicts one level deep."""
+    merged = dict(defaults)
+    for key, value in user.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
         else:
-            options[key] = value
-    return options
+            merged[key] = value
+    return merged
+
+
+def _s3(options: dict[str, Any], policy: RetryPolicy) -> fsspec.AbstractFileSystem:
+    config = {
+        "retries": {"total_max_attempts": 1, "mode": "standard"},
+        "connect_timeout": policy.connect_timeout,
+        "read_timeout": policy.read_timeout,
+    }
+    fs = fsspec.filesystem(
+        "s3", skip_instance_cache=True, **_merge({"config_kwargs": config}, options)
+    )
+    fs.retries = 1  # s3fs's own loop counts attempts: one attempt, no retry
+    return fs
+
+
+def _gcs(options: dict[str, Any], policy: RetryPolicy) -> fsspec.AbstractFileSystem:
+    import aiohttp
+    from gcsfs import GCSFileSystem
+
+    timeout = aiohttp.ClientTimeout(
+        sock_connect=policy.connect_timeout, sock_read=policy.read_timeout
+    )
+    fs = fsspec.filesystem(
+        "gs", skip_instance_cache=True, **{"requests_timeout": timeout, **options}
+    )
+    # gcsfs wraps its request methods in @retry_request (6 attempts); bind the undecorated ones.
+    for name in ("_request", "_get_file_request", "_get_file_concurrent"):
+        undecorated = getattr(GCSFileSystem, name).__wrapped__
+        setattr(fs, name, types.MethodType(undecorated, fs))
+    return fs
+
+
+def _azure(options: dict[str, Any], policy: RetryPolicy) -> fsspec.AbstractFileSystem:
+    fs = fsspec.filesystem("az", skip_instance_cache=True, **options)
+    connection_string = getattr(fs, "connection_string", None)
+    if connection_string:
+        # adlfs passes no client options; swap in a client without SDK retries and with timeouts.
+        from azure.storage.blob.aio import BlobServiceClient
+
+        old = fs.service_client
+        fs.service_client = BlobServiceClient.from_connection_string(
+            connection_string,
+            retry_total=0,
+            connection_timeout=policy.connect_timeout,
+            read_timeout=policy.read_timeout,
+        )
+        sync(fs.loop, old.close)
+    return fs
+
+
+_BUILDERS = {"s3": _s3, "gs": _gcs, "az": _azure}
 
 
 def filesystem_for(
-    url: str, storage_options: dict[str, Any] | None = None
+    url: str, storage_options: dict[str, Any] | None, policy: RetryPolicy
 ) -> fsspec.AbstractFileSystem:
-    """The fsspec filesystem that serves ``url`` (local paths included)."""
+    """A new filesystem that serves ``url``; ``storage_options`` override our defaults."""
     protocol = protocol_of(url)
-    return fsspec.filesystem(protocol, **store_options(protocol, storage_options))
+    options = dict(storage_options or {})
+    builder = _BUILDERS.get(protocol)
+    if builder is None:
+        return fsspec.filesystem(protocol, **options)
+    return builder(options, policy)
 
 
-def to_url(fs: fsspec.AbstractFileSystem, path: str, protocol: str) -> str:
+def to_url(path: str, protocol: str) -> str:
     """A path as returned by the filesystem (no scheme) turned back into a full URL."""
     if protocol == "file" or "://" in path:
         return path

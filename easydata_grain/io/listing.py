@@ -16,6 +16,7 @@ from easydata_grain.io.errors import (
 )
 from easydata_grain.io.filesystem import protocol_of, to_url
 from easydata_grain.io.retry import RetryPolicy, is_transient
+from easydata_grain.io.stats import IOStats
 
 _MAGIC = re.compile(r"[*?\[]")
 
@@ -30,11 +31,7 @@ def _static_prefix(path: str) -> str:
 def _list_files(fs: fsspec.AbstractFileSystem, root: str, url: str) -> list[str]:
     """All files under ``root``, raising on any error (``fs.glob`` would return ``[]``)."""
     try:
-        if not fs.exists(root) and root:
-            raise FileNotFoundError(root)
         return sorted(fs.find(root, withdirs=False))
-    except FileNotFoundError:
-        raise
     except PermissionError as exc:
         raise AccessDeniedError(
             f"Listing {url!r} was refused: {exc}.",
@@ -44,7 +41,11 @@ def _list_files(fs: fsspec.AbstractFileSystem, root: str, url: str) -> list[str]
 
 
 def _expand_one(
-    fs: fsspec.AbstractFileSystem, pattern: str, suffixes: Sequence[str], policy: RetryPolicy
+    fs: fsspec.AbstractFileSystem,
+    pattern: str,
+    suffixes: Sequence[str],
+    policy: RetryPolicy,
+    stats: IOStats,
 ) -> list[str]:
     protocol = protocol_of(pattern)
     path = fs._strip_protocol(pattern)
@@ -62,7 +63,8 @@ def _expand_one(
         return [path]
 
     try:
-        found = policy.call(listing)
+        stats.add(requests=1)
+        found = policy.call(listing, on_retry=lambda exc, n: stats.add(retries=1, requests=1))
     except FileNotFoundError as exc:
         if is_glob:
             found = []
@@ -90,7 +92,7 @@ def _expand_one(
             path=pattern,
             hint="Check the path, the bucket and the extension.",
         )
-    return [to_url(fs, p, protocol) if protocol != "file" else p for p in found]
+    return [to_url(p, protocol) for p in found]
 
 
 def expand_paths(
@@ -99,6 +101,7 @@ def expand_paths(
     *,
     suffixes: Sequence[str] = (),
     policy: RetryPolicy,
+    stats: IOStats,
 ) -> list[str]:
     """Expand a path, glob or directory (or a list of them) into sorted, de-duplicated file URLs.
 
@@ -114,11 +117,11 @@ def expand_paths(
     seen: set[str] = set()
     for pattern in patterns:
         if protocol_of(pattern) == "file" and _MAGIC.search(pattern) is None:
-            expanded = _expand_one(fs, pattern, suffixes, policy)
+            expanded = _expand_one(fs, pattern, suffixes, policy, stats)
             if expanded == [fs._strip_protocol(pattern)]:
                 expanded = [pattern]
         else:
-            expanded = _expand_one(fs, pattern, suffixes, policy)
+            expanded = _expand_one(fs, pattern, suffixes, policy, stats)
         for path in expanded:
             if path not in seen:
                 seen.add(path)

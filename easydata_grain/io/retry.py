@@ -106,7 +106,9 @@ class RetryPolicy:
 
     The delay before retry ``n`` (1-based) is ``min(max_backoff, initial_backoff *
     multiplier**(n-1))``, scaled by a random factor in ``[1 - jitter, 1]``. A retry count is
-    per fault episode: progress (a row read) starts the count again.
+    per fault episode: progress (a row read) starts the count again. ``connect_timeout`` and
+    ``read_timeout`` (seconds) bound each connection and each wait on the socket of a remote
+    store; a stalled read then fails as a transient fault and is retried.
     """
 
     max_retries: int = 3
@@ -114,6 +116,8 @@ class RetryPolicy:
     max_backoff: float = 10.0
     multiplier: float = 2.0
     jitter: float = 0.5
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -125,6 +129,8 @@ class RetryPolicy:
                 raise ValueError(f"RetryPolicy.{field.name} must be >= 0, got {value!r}")
         if self.jitter > 1:
             raise ValueError(f"RetryPolicy.jitter must be in [0, 1], got {self.jitter!r}")
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ValueError("RetryPolicy timeouts must be > 0")
         if self.multiplier < 1:
             raise ValueError(f"RetryPolicy.multiplier must be >= 1, got {self.multiplier!r}")
 

@@ -114,8 +114,10 @@ class FileShardedSource(abc.ABC):
         self.storage_options = dict(storage_options or {})
         self.retry = retry or RetryPolicy()
         self.stats = IOStats()
-        self._fs = filesystem_for(path_list[0], self.storage_options)
-        self._shards = expand_paths(self._fs, path_list, suffixes=self.suffixes, policy=self.retry)
+        self._fs = filesystem_for(path_list[0], self.storage_options, self.retry)
+        self._shards = expand_paths(
+            self._fs, path_list, suffixes=self.suffixes, policy=self.retry, stats=self.stats
+        )
         self._positions = {self._key(name): i for i, name in enumerate(self._shards)}
         self._meta: dict[int, ShardMeta] = {}
         self._meta_lock = threading.Lock()
@@ -283,12 +285,15 @@ class FileShardedSource(abc.ABC):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_meta_lock"]
+        del state["_meta_lock"], state["_fs"]
+        state["_first_url"] = self._shards[0]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        first_url = state.pop("_first_url")
         self.__dict__.update(state)
         self._meta_lock = threading.Lock()
+        self._fs = filesystem_for(first_url, self.storage_options, self.retry)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self._shards)} shards, first={self._shards[0]!r})"

@@ -1,0 +1,349 @@
+"""JsonShardedSource: JSON Lines (or JSON array) files, row counts and O(1) seeks from a cached index."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import itertools
+import json
+import logging
+import lzma
+import os
+import zlib
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import IO, Any, ClassVar, Literal, NamedTuple
+
+import fsspec.compression
+import numpy as np
+
+from easydata_grain.io.errors import CorruptShardError, MalformedRowError
+from easydata_grain.io.retry import RetryPolicy, is_transient
+from easydata_grain.sources.file_source import FileShardedSource, Row, ShardMeta, file_identity
+from easydata_grain.sources.json_array import ArrayElements, ArrayIndex, scan_array
+from easydata_grain.sources.line_index import IndexCache, LineIndex, default_cache_dir, scan_lines
+
+logger = logging.getLogger(__name__)
+
+_COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number"}
+_SNIPPET = 80
+_SKIPPED = object()
+"""Stands in a chunk for a row left out by ``on_bad_row="skip"``, so chunks keep their length."""
+
+
+class SkippedRow(NamedTuple):
+    """A row that ``on_bad_row="skip"`` left out."""
+
+    path: str
+    row: int
+    line: int | None
+    """The 1-based line in a JSON Lines file; None for an element of a JSON array."""
+
+
+class _BadLine(NamedTuple):
+    """A JSON Lines row that does not parse."""
+
+    reason: str
+    text: bytes
+
+
+def compression_of(path: str) -> str | None:
+    """The compression of a file by its extension (fsspec's codec name), or None."""
+    return next((codec for suffix, codec in _COMPRESSIONS.items() if path.endswith(suffix)), None)
+
+
+def _numeric_array(items: list[Any]) -> np.ndarray | None:
+    """A list of ints as int64, of ints and floats as float64; None for anything else."""
+    kinds = set(map(type, items))
+    if kinds == {int}:
+        try:
+            return np.array(items, np.int64)
+        except OverflowError:
+            return None
+    if kinds <= {int, float}:
+        return np.array(items, np.float64)
+    return None
+
+
+def _read_exact(stream: IO[bytes], size: int, path: str) -> bytes:
+    """Exactly ``size`` bytes; a stream that ends first no longer matches its index."""
+    data = stream.read(size)
+    while len(data) < size:
+        more = stream.read(size - len(data))
+        if not more:
+            raise CorruptShardError(
+                f"{path!r} ended {size - len(data)} bytes earlier than its index says.",
+                path=path,
+                hint="The file was truncated or rewritten while in use; open the source again.",
+            )
+        data += more
+    return data
+
+
+class _Raw(io.RawIOBase):
+    """Any binary file as an ``io`` raw stream, for ``io.BufferedReader`` to buffer."""
+
+    def __init__(self, file: IO[bytes]):
+        self._file = file
+
+    def readable(self) -> bool:
+        """Always true."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` with one read of the file."""
+        return self._file.readinto(buffer)  # type: ignore[attr-defined]
+
+
+class JsonShardedSource(FileShardedSource):
+    """JSON Lines (or JSON array) files: a path, glob, directory or list; local or gs/s3/az.
+
+    Files end in ``.jsonl``, ``.ndjson`` or ``.json``, optionally compressed (``.gz``,
+    ``.bz2``, ``.xz``; ``.zst`` needs the ``zstandard`` package). Each row is a JSON object;
+    rows are dicts whose numeric lists (all ints: int64, ints and floats: float64) are numpy
+    arrays unless ``numpy_lists=False``; strings stay ``str``, nested objects dicts, and empty
+    lists lists (JSON gives them no element type).
+
+    Row ``r`` of a JSON Lines file is its ``r``-th non-blank line. The first time a file is
+    read, one sequential pass records where every row starts; that index is cached under
+    ``index_cache_dir`` (default ``$EASYDATA_GRAIN_CACHE`` or ``~/.cache/easydata_grain``)
+    keyed by the file's URL, size and etag/mtime, so row counts and ``open_shard_at_row`` are
+    O(1) afterwards and a rewritten file is indexed again. In a compressed file a seek must
+    decompress (not parse) everything before the row: it is linear, not O(1).
+
+    With ``jsonl=False`` each file holds one JSON array of objects whose elements are the rows;
+    it is parsed incrementally (never loaded whole) and the index holds the offset of every
+    1024th element, so a seek parses at most 1023 elements.
+
+    A line that is not a JSON object raises ``MalformedRowError`` naming file, line and row.
+    With ``on_bad_row="skip"`` it is left out instead, counted in ``stats.skipped_rows`` and
+    listed in ``skipped`` (the latest 1000). A skipped row keeps its number: rows are numbered
+    before skipping, ``num_rows`` counts them all, and ``open_shard_at_row(s, r)`` yields the
+    rows numbered ``r`` and above that ``open_shard(s)`` yields; ``stats.rows`` counts skipped
+    rows too. (Syntax errors in a JSON array cannot be skipped: without line breaks there is no
+    telling where the next element starts.)
+    Empty files, and files without any row, raise ``CorruptShardError``.
+    """
+
+    suffixes: ClassVar[tuple[str, ...]] = tuple(
+        base + compression
+        for base in (".jsonl", ".ndjson", ".json")
+        for compression in ("", *_COMPRESSIONS)
+    )
+    block_size: ClassVar[int] = 4 << 20
+    """Bytes per read: one request on an object store."""
+    checkpoint_every: ClassVar[int] = 1024
+    """In a JSON array, one element in this many has its offset indexed."""
+    skipped_kept: ClassVar[int] = 1000
+
+    def __init__(
+        self,
+        paths: str | Sequence[str],
+        jsonl: bool = True,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        on_bad_row: Literal["raise", "skip"] = "raise",
+        index_cache_dir: str | os.PathLike[str] | None = None,
+        batch_size: int = 1024,
+        numpy_lists: bool = True,
+    ):
+        if not isinstance(jsonl, bool):
+            raise TypeError(f"jsonl must be True or False, got {jsonl!r}")
+        if on_bad_row not in ("raise", "skip"):
+            raise ValueError(f'on_bad_row must be "raise" or "skip", got {on_bad_row!r}')
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.jsonl = jsonl
+        self.on_bad_row = on_bad_row
+        self.batch_size = batch_size
+        self.numpy_lists = bool(numpy_lists)
+        self.index_cache_dir = os.fspath(index_cache_dir or default_cache_dir())
+        self.skipped: deque[SkippedRow] = deque(maxlen=self.skipped_kept)
+        self._cache = IndexCache(self.index_cache_dir)
+        super().__init__(paths, storage_options, retry=retry)
+        if "zstd" not in fsspec.compression.compr:
+            zstd_files = [p for p in self._shards if compression_of(p) == "zstd"]
+            if zstd_files:
+                raise ImportError(
+                    f"Reading {zstd_files[0]!r} ({len(zstd_files)} .zst files in all) needs "
+                    "the zstandard package: pip install zstandard."
+                )
+
+    def open_shard_at_row(self, shard: str, row: int) -> Iterator[Row]:
+        """Iterate over the rows of ``shard`` from ``row`` on (skipped rows left out)."""
+        rows = super().open_shard_at_row(shard, row)
+        if self.on_bad_row == "skip":
+            return (r for r in rows if r is not _SKIPPED)
+        return rows
+
+    # -- the index --------------------------------------------------------------------------
+
+    def _read_meta(self, path: str) -> ShardMeta:
+        info = self._info(path)
+        if info.get("size") == 0:
+            raise CorruptShardError(
+                f"{path!r} is empty (0 bytes).",
+                path=path,
+                hint="Remove it or rewrite it; an interrupted upload leaves such files.",
+            )
+        identity = file_identity(info)
+        url = f"{self.protocol}://{self._key(path)}"
+        index_type = LineIndex if self.jsonl else ArrayIndex
+        kind = "lines" if self.jsonl else f"array-{self.checkpoint_every}"
+        cached = self._cache.load(url, identity, kind)
+        if cached is not None:
+            index = index_type.from_arrays(cached)
+        else:
+            index = self._scan(path)
+            if index.num_rows:
+                self._cache.save(url, identity, kind, index.to_arrays())
+        if not index.num_rows:
+            raise CorruptShardError(
+                f"{path!r} holds no rows ({'only blank lines' if self.jsonl else 'an empty array'}).",
+                path=path,
+                hint="Remove it or rewrite it; training on it would silently use less data.",
+            )
+        return ShardMeta(num_rows=index.num_rows, schema=None, identity=identity, index=index)
+
+    def _scan(self, path: str) -> LineIndex | ArrayIndex:
+        """Build a file's index in one sequential pass."""
+        with self._stream(path, 0) as stream:
+            if self.jsonl:
+                return scan_lines(iter(functools.partial(stream.read, self.block_size), b""))
+            return scan_array(stream, path, block_size=self.block_size, every=self.checkpoint_every)
+
+    @contextlib.contextmanager
+    def _stream(self, path: str, offset: int) -> Iterator[IO[bytes]]:
+        """The file's (decompressed) bytes from ``offset`` on; bad compressed data is corrupt."""
+        codec = compression_of(path)
+        with contextlib.ExitStack() as stack:
+            raw = stack.enter_context(self._open(path))
+            if codec is None:
+                raw.seek(offset)
+                yield raw
+                return
+            try:
+                # The decompressors read small pieces: buffer them into one request per block.
+                buffered = stack.enter_context(io.BufferedReader(_Raw(raw), self.block_size))
+                stream = stack.enter_context(fsspec.compression.compr[codec](buffered, mode="rb"))
+                while offset:
+                    offset -= len(_read_exact(stream, min(offset, self.block_size), path))
+                yield stream
+            except (EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+                if is_transient(exc) or isinstance(exc, FileNotFoundError | PermissionError):
+                    raise
+                raise CorruptShardError(
+                    f"{path!r} is not a valid {codec} file: {type(exc).__name__}: {exc}.",
+                    path=path,
+                    hint="It is truncated or corrupt; rewrite or remove it.",
+                ) from exc
+
+    # -- the rows -----------------------------------------------------------------------------
+
+    def _read_chunks(self, path: str, meta: ShardMeta, row: int) -> Iterator[list[Row]]:
+        index: LineIndex | ArrayIndex = meta.index
+        if row >= index.num_rows:
+            return
+        values = self._lines(path, index, row) if self.jsonl else self._elements(path, index, row)
+        chunk: list[Any] = []
+        skipped: list[SkippedRow] = []
+        for value in values:
+            if type(value) is dict:
+                chunk.append(self._row(value))
+            else:
+                chunk.append(self._bad_row(path, index, row + len(chunk), value, skipped))
+            if len(chunk) == self.batch_size:
+                self._report_skipped(path, skipped)
+                yield chunk
+                row += len(chunk)
+                chunk, skipped = [], []
+        if chunk:
+            self._report_skipped(path, skipped)
+            yield chunk
+
+    def _lines(self, path: str, index: LineIndex, row: int) -> Iterator[Any]:
+        """The parsed rows of a JSON Lines file from ``row`` on, a block of lines per read."""
+        bounds = index.bounds
+        with self._stream(path, int(bounds[row])) as stream:
+            while row < index.num_rows:
+                target = int(bounds[row]) + self.block_size
+                stop = int(np.searchsorted(bounds, target, side="right")) - 1
+                stop = min(index.num_rows, max(row + 1, stop))
+                edges = bounds[row : stop + 1].tolist()
+                data = _read_exact(stream, edges[-1] - edges[0], path)
+                base = edges[0]
+                for start, end in itertools.pairwise(edges):
+                    line = data[start - base : end - base]
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        yield _BadLine(f"not valid JSON ({exc.msg} at column {exc.colno})", line)
+                    except (ValueError, RecursionError) as exc:
+                        yield _BadLine(f"not valid JSON ({type(exc).__name__}: {exc})", line)
+                row = stop
+
+    def _elements(self, path: str, index: ArrayIndex, row: int) -> Iterator[Any]:
+        """The elements of a JSON array file from ``row`` on, from the checkpoint before it."""
+        checkpoint = row // index.every
+        offset = int(index.checkpoints[checkpoint])
+        with self._stream(path, offset) as stream:
+            elements = ArrayElements(
+                stream,
+                path,
+                block_size=self.block_size,
+                offset=offset,
+                element=checkpoint * index.every,
+            )
+            yield from itertools.islice(elements, row - checkpoint * index.every, None)
+
+    def _row(self, value: dict[str, Any]) -> Row:
+        """A parsed object as a row: numeric lists become numpy arrays."""
+        if self.numpy_lists:
+            for key, item in value.items():
+                if type(item) is list and item:
+                    array = _numeric_array(item)
+                    if array is not None:
+                        value[key] = array
+        return value
+
+    def _bad_row(
+        self,
+        path: str,
+        index: LineIndex | ArrayIndex,
+        row: int,
+        value: Any,
+        skipped: list[SkippedRow],
+    ) -> object:
+        """Raise ``MalformedRowError`` for a row that is not an object, or note it as skipped."""
+        if isinstance(value, _BadLine):
+            reason, text = value.reason, value.text.decode(errors="replace").strip()
+        else:
+            reason = f"not a JSON object but {_JSON_TYPES.get(type(value), json.dumps(value))}"
+            text = json.dumps(value)
+        if self.on_bad_row == "raise":
+            raise MalformedRowError(
+                f"{path!r} {index.location(row)} is {reason}: {text[:_SNIPPET]!r}.",
+                path=path,
+                row=row,
+                hint='Fix the row, or pass on_bad_row="skip" to leave bad rows out (they are '
+                "counted in source.stats.skipped_rows and listed in source.skipped).",
+            )
+        line = index.line_number(row) if isinstance(index, LineIndex) else None
+        skipped.append(SkippedRow(path, row, line))
+        return _SKIPPED
+
+    def _report_skipped(self, path: str, skipped: list[SkippedRow]) -> None:
+        """Count and list the rows skipped in a chunk, once it is delivered."""
+        if not skipped:
+            return
+        self.stats.add(skipped_rows=len(skipped))
+        self.skipped.extend(skipped)
+        logger.warning(
+            "Skipped %d malformed row(s) of %s: %s",
+            len(skipped),
+            path,
+            ", ".join(f"row {s.row}" + (f" (line {s.line})" if s.line else "") for s in skipped),
+        )

@@ -148,7 +148,7 @@ def test_missing_objects_and_buckets(store: StoreEndpoint, remote_dataset: str) 
     bucket = remote_dataset.rsplit("/data/", 1)[0]
     with pytest.raises(NoFilesMatchedError, match="nothing"):
         _source(f"{bucket}/data/*.nothing", options)
-    with pytest.raises(ShardNotFoundError, match="missing.parquet"):
+    with pytest.raises(ShardNotFoundError, match=r"missing\.parquet"):
         _source(f"{bucket}/data/missing.parquet", options)
     with pytest.raises(SourceError, match="no-such-bucket"):
         _source(f"{store.protocol}://no-such-bucket-x1/data/*.parquet", options)

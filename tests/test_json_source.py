@@ -25,7 +25,7 @@ from easydata_grain import (
     RetryPolicy,
     RowOutOfRangeError,
 )
-from easydata_grain.io.counting_file import CountingFile
+from easydata_grain.io.remote_file import RemoteFile
 from easydata_grain.sources.json import SkippedRow
 
 COMPRESSORS = {"": bytes, ".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}
@@ -273,8 +273,8 @@ def flaky_source(path: str, tmp_path: Path, fail_at: set[int], **kwargs: Any) ->
     class Flaky(SmallBlocks):
         block_size = 16
 
-        def _open(self, path: str) -> Any:
-            return FlakyFile(super()._open(path), calls, fail_at)
+        def _open(self, path: str, size: int) -> Any:
+            return FlakyFile(super()._open(path, size), calls, fail_at)
 
     return Flaky(path, index_cache_dir=tmp_path, retry=FAST_RETRY, batch_size=2, **kwargs)
 
@@ -366,7 +366,7 @@ def test_compressed_remote_reads_are_buffered_into_blocks(tmp_path: Path) -> Non
     block = 1 << 16
     sizes: list[int] = []
 
-    class Recording(CountingFile):
+    class Recording(RemoteFile):
         def read(self, size: int = -1) -> bytes:
             sizes.append(size)
             return super().read(size)
@@ -376,8 +376,8 @@ def test_compressed_remote_reads_are_buffered_into_blocks(tmp_path: Path) -> Non
 
         block_size = block
 
-        def _open(self, path: str) -> Any:
-            return Recording(open(path, "rb"), self.stats)
+        def _open(self, path: str, size: int) -> Any:
+            return Recording(lambda: open(path, "rb"), size, policy=self.retry, stats=self.stats)
 
     source = Remote(path, index_cache_dir=tmp_path)
     assert [r["i"] for r in source.open_shard_at_row(path, 1500)] == list(range(1500, 2000))

@@ -12,7 +12,6 @@ from typing import IO, Any, ClassVar
 
 import pyarrow as pa
 
-from easydata_grain.io.counting_file import CountingFile
 from easydata_grain.io.errors import (
     AccessDeniedError,
     RetriesExhaustedError,
@@ -23,6 +22,7 @@ from easydata_grain.io.errors import (
 )
 from easydata_grain.io.filesystem import REMOTE_PROTOCOLS, filesystem_for, protocol_of
 from easydata_grain.io.listing import expand_paths
+from easydata_grain.io.remote_file import RemoteFile
 from easydata_grain.io.resumable_rows import resumable_rows
 from easydata_grain.io.retry import RetryPolicy, is_transient
 from easydata_grain.io.stats import IOStats
@@ -38,6 +38,8 @@ class ShardMeta:
     schema: pa.Schema | None
     identity: str
     """The file's size and etag (or mtime): it changes when the file is rewritten."""
+    size: int
+    """The file's size in bytes."""
     index: Any = None
     """Format-specific seek data (Parquet footer, JSON line offsets)."""
 
@@ -241,11 +243,15 @@ class FileShardedSource(abc.ABC):
         self.stats.add(requests=1)
         return self._fs.info(path)
 
-    def _open(self, path: str) -> IO[bytes]:
-        """Open a shard for reading: uncached and counted on a remote store, plain on disk."""
+    def _open(self, path: str, size: int) -> IO[bytes]:
+        """Open a shard: uncached, counted and retried read by read on a store; plain on disk."""
         if self.protocol in REMOTE_PROTOCOLS:
-            self.stats.add(requests=1)
-            return CountingFile(self._fs.open(path, "rb", cache_type="none"), self.stats)  # type: ignore[return-value]
+            return RemoteFile(  # type: ignore[return-value]
+                lambda: self._fs.open(path, "rb", cache_type="none", size=size),
+                size,
+                policy=self.retry,
+                stats=self.stats,
+            )
         return self._fs.open(path, "rb")
 
     def _call(self, path: str, fn: Any) -> Any:

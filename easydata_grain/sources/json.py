@@ -82,21 +82,6 @@ def _read_exact(stream: IO[bytes], size: int, path: str) -> bytes:
     return data
 
 
-class _Raw(io.RawIOBase):
-    """Any binary file as an ``io`` raw stream, for ``io.BufferedReader`` to buffer."""
-
-    def __init__(self, file: IO[bytes]):
-        self._file = file
-
-    def readable(self) -> bool:
-        """Always true."""
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        """Fill ``buffer`` with one read of the file."""
-        return self._file.readinto(buffer)  # type: ignore[attr-defined]
-
-
 class JsonShardedSource(FileShardedSource):
     """JSON Lines (or JSON array) files: a path, glob, directory or list; local or gs/s3/az.
 
@@ -197,7 +182,7 @@ class JsonShardedSource(FileShardedSource):
         if cached is not None:
             index = index_type.from_arrays(cached)
         else:
-            index = self._scan(path)
+            index = self._scan(path, info["size"])
             if index.num_rows:
                 self._cache.save(url, identity, kind, index.to_arrays())
         if not index.num_rows:
@@ -206,28 +191,30 @@ class JsonShardedSource(FileShardedSource):
                 path=path,
                 hint="Remove it or rewrite it; training on it would silently use less data.",
             )
-        return ShardMeta(num_rows=index.num_rows, schema=None, identity=identity, index=index)
+        return ShardMeta(
+            num_rows=index.num_rows, schema=None, identity=identity, size=info["size"], index=index
+        )
 
-    def _scan(self, path: str) -> LineIndex | ArrayIndex:
+    def _scan(self, path: str, size: int) -> LineIndex | ArrayIndex:
         """Build a file's index in one sequential pass."""
-        with self._stream(path, 0) as stream:
+        with self._stream(path, size, 0) as stream:
             if self.jsonl:
                 return scan_lines(iter(functools.partial(stream.read, self.block_size), b""))
             return scan_array(stream, path, block_size=self.block_size, every=self.checkpoint_every)
 
     @contextlib.contextmanager
-    def _stream(self, path: str, offset: int) -> Iterator[IO[bytes]]:
+    def _stream(self, path: str, size: int, offset: int) -> Iterator[IO[bytes]]:
         """The file's (decompressed) bytes from ``offset`` on; bad compressed data is corrupt."""
         codec = compression_of(path)
         with contextlib.ExitStack() as stack:
-            raw = stack.enter_context(self._open(path))
+            raw = stack.enter_context(self._open(path, size))
             if codec is None:
                 raw.seek(offset)
                 yield raw
                 return
             try:
                 # The decompressors read small pieces: buffer them into one request per block.
-                buffered = stack.enter_context(io.BufferedReader(_Raw(raw), self.block_size))
+                buffered = stack.enter_context(io.BufferedReader(raw, self.block_size))
                 stream = stack.enter_context(fsspec.compression.compr[codec](buffered, mode="rb"))
                 while offset:
                     offset -= len(_read_exact(stream, min(offset, self.block_size), path))
@@ -247,7 +234,11 @@ class JsonShardedSource(FileShardedSource):
         index: LineIndex | ArrayIndex = meta.index
         if row >= index.num_rows:
             return
-        values = self._lines(path, index, row) if self.jsonl else self._elements(path, index, row)
+        values = (
+            self._lines(path, meta.size, index, row)
+            if self.jsonl
+            else self._elements(path, meta.size, index, row)
+        )
         chunk: list[Any] = []
         skipped: list[SkippedRow] = []
         for value in values:
@@ -264,10 +255,10 @@ class JsonShardedSource(FileShardedSource):
             self._report_skipped(path, skipped)
             yield chunk
 
-    def _lines(self, path: str, index: LineIndex, row: int) -> Iterator[Any]:
+    def _lines(self, path: str, size: int, index: LineIndex, row: int) -> Iterator[Any]:
         """The parsed rows of a JSON Lines file from ``row`` on, a block of lines per read."""
         bounds = index.bounds
-        with self._stream(path, int(bounds[row])) as stream:
+        with self._stream(path, size, int(bounds[row])) as stream:
             while row < index.num_rows:
                 target = int(bounds[row]) + self.block_size
                 stop = int(np.searchsorted(bounds, target, side="right")) - 1
@@ -285,11 +276,11 @@ class JsonShardedSource(FileShardedSource):
                         yield _BadLine(f"not valid JSON ({type(exc).__name__}: {exc})", line)
                 row = stop
 
-    def _elements(self, path: str, index: ArrayIndex, row: int) -> Iterator[Any]:
+    def _elements(self, path: str, size: int, index: ArrayIndex, row: int) -> Iterator[Any]:
         """The elements of a JSON array file from ``row`` on, from the checkpoint before it."""
         checkpoint = row // index.every
         offset = int(index.checkpoints[checkpoint])
-        with self._stream(path, offset) as stream:
+        with self._stream(path, size, offset) as stream:
             elements = ArrayElements(
                 stream,
                 path,

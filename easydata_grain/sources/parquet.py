@@ -98,7 +98,7 @@ class ParquetShardedSource(FileShardedSource):
                 hint="Remove it or rewrite it; an interrupted upload leaves such files.",
             )
         try:
-            with self._open(path) as handle:
+            with self._open(path, info["size"]) as handle:
                 metadata = read_footer(handle, info["size"], path)
         except (pa.ArrowInvalid, OSError) as exc:
             if is_transient(exc):
@@ -127,6 +127,7 @@ class ParquetShardedSource(FileShardedSource):
             num_rows=metadata.num_rows,
             schema=schema,
             identity=file_identity(info),
+            size=info["size"],
             index=ParquetIndex(metadata, tuple(starts)),
         )
 
@@ -137,7 +138,7 @@ class ParquetShardedSource(FileShardedSource):
         first_group = index.group_of(row)
         skip = row - index.group_starts[first_group]
         groups = range(first_group, index.metadata.num_row_groups)
-        with self._open(path) as handle:
+        with self._open(path, meta.size) as handle:
             reader = pq.ParquetFile(handle, metadata=index.metadata, pre_buffer=True)
             batches = reader.iter_batches(
                 batch_size=self.batch_size,

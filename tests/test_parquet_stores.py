@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from easydata_grain import (
     RetriesExhaustedError,
     RetryPolicy,
     ShardNotFoundError,
-    SourceError,
 )
+from easydata_grain.io.filesystem import filesystem_for
 from easydata_grain.synthetic import write_parquet_dataset
 from ops.emulators import StoreEndpoint
 from ops.fault_proxy import FaultProxy
@@ -150,7 +151,7 @@ def test_missing_objects_and_buckets(store: StoreEndpoint, remote_dataset: str) 
         _source(f"{bucket}/data/*.nothing", options)
     with pytest.raises(ShardNotFoundError, match=r"missing\.parquet"):
         _source(f"{bucket}/data/missing.parquet", options)
-    with pytest.raises(SourceError, match="no-such-bucket"):
+    with pytest.raises(ShardNotFoundError, match="bucket 'no-such-bucket-x1'"):
         _source(f"{store.protocol}://no-such-bucket-x1/data/*.parquet", options)
 
 
@@ -184,9 +185,22 @@ def test_seek_downloads_only_the_target_row_group(
     assert proxy.body_bytes_sent < 2 * group_bytes[5] + 1024, (proxy.body_bytes_sent, group_bytes)
 
 
-def test_wrong_credentials_fail_at_once(store: StoreEndpoint, remote_dataset: str) -> None:
-    if store.kind == "gcs":
-        pytest.skip("gcp-storage-emulator does not check credentials")
-    wrong = store.bad_credentials_options()
+@pytest.mark.parametrize("kind", ["s3", "azure"])  # the GCS emulator checks no credentials
+def test_wrong_credentials_fail_at_once(
+    kind: str, local_dataset: list[str], request: pytest.FixtureRequest
+) -> None:
+    store: StoreEndpoint = request.getfixturevalue(f"{kind}_store")
+    bucket = store.new_bucket("creds")
+    store.upload(local_dataset[0], f"{bucket}/data/a.parquet")
+    slow_retries = RetryPolicy(max_retries=3, initial_backoff=5.0)
     with pytest.raises(AccessDeniedError, match="credentials"):
-        _source(remote_dataset, wrong, retry=RetryPolicy(max_retries=3, initial_backoff=5.0))
+        _source(f"{bucket}/data/*.parquet", store.bad_credentials_options(), retry=slow_retries)
+    # Credentials that expire after listing: the read fails at once, naming the file.
+    source = _source(f"{bucket}/data/a.parquet", store.storage_options(), retry=slow_retries)
+    source._fs = filesystem_for(
+        source.shard_names[0], store.bad_credentials_options(), slow_retries
+    )
+    start = time.monotonic()
+    with pytest.raises(AccessDeniedError, match=r"(?s)a\.parquet.*credentials"):
+        source.row_counts()
+    assert time.monotonic() - start < 4.0  # no retry of a permanent error

@@ -15,7 +15,7 @@ from easydata_grain.io.errors import (
     ShardNotFoundError,
 )
 from easydata_grain.io.filesystem import protocol_of, to_url
-from easydata_grain.io.retry import RetryPolicy, is_transient
+from easydata_grain.io.retry import RetryPolicy, is_access_denied, is_transient
 from easydata_grain.io.stats import IOStats
 
 _MAGIC = re.compile(r"[*?\[]")
@@ -28,16 +28,23 @@ def _static_prefix(path: str) -> str:
     return head.rsplit("/", 1)[0] if "/" in head else ""
 
 
-def _list_files(fs: fsspec.AbstractFileSystem, root: str, url: str) -> list[str]:
-    """All files under ``root``, raising on any error (``fs.glob`` would return ``[]``)."""
+def _list_files(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
+    """All files under ``root``, raising on any error.
+
+    ``fs.glob`` (and ``find`` with ``maxdepth``) return short or empty results on s3fs when a
+    listing request fails; a recursive ``find`` without ``maxdepth`` raises on every store.
+    """
+    return sorted(fs.find(root, withdirs=False))
+
+
+def _missing_bucket(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+    """The bucket of ``path`` if it does not exist (stores list a missing bucket as empty)."""
+    bucket = path.split("/", 1)[0]
     try:
-        return sorted(fs.find(root, withdirs=False))
-    except PermissionError as exc:
-        raise AccessDeniedError(
-            f"Listing {url!r} was refused: {exc}.",
-            path=url,
-            hint="Check the credentials in storage_options.",
-        ) from exc
+        fs.info(bucket)
+    except FileNotFoundError:
+        return bucket
+    return None
 
 
 def _expand_one(
@@ -54,9 +61,9 @@ def _expand_one(
     def listing() -> list[str]:
         if is_glob:
             regex = re.compile(glob_translate(path))
-            return [p for p in _list_files(fs, _static_prefix(path), pattern) if regex.match(p)]
+            return [p for p in _list_files(fs, _static_prefix(path)) if regex.match(p)]
         if fs.isdir(path):
-            files = _list_files(fs, path, pattern)
+            files = _list_files(fs, path)
             return [p for p in files if p.endswith(tuple(suffixes))] if suffixes else files
         if not fs.exists(path):
             raise FileNotFoundError(path)
@@ -74,9 +81,13 @@ def _expand_one(
                 path=pattern,
                 hint="Check the path and the bucket name.",
             ) from exc
-    except (AccessDeniedError, ShardNotFoundError):
-        raise
     except Exception as exc:
+        if is_access_denied(exc):
+            raise AccessDeniedError(
+                f"Listing {pattern!r} was refused: {type(exc).__name__}: {exc}.",
+                path=pattern,
+                hint="Check the credentials in storage_options.",
+            ) from exc
         kind = "transient" if is_transient(exc) else "permanent"
         raise ListingError(
             f"Listing {pattern!r} failed ({kind} error after {policy.max_retries} retries): "
@@ -84,6 +95,16 @@ def _expand_one(
             path=pattern,
             hint="The file list is unknown, so nothing is read; check the store and retry.",
         ) from exc
+    if (
+        not found
+        and protocol != "file"
+        and (bucket := policy.call(lambda: _missing_bucket(fs, path)))
+    ):
+        raise ShardNotFoundError(
+            f"The bucket {bucket!r} of {pattern!r} does not exist.",
+            path=pattern,
+            hint="Check the bucket (container) name and the account or endpoint.",
+        )
     if not found:
         what = "pattern" if is_glob else "directory"
         wanted = f" (files ending in {', '.join(suffixes)})" if suffixes and not is_glob else ""

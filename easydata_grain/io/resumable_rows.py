@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from easydata_grain.io.errors import RetriesExhaustedError, SourceError
-from easydata_grain.io.retry import RetryPolicy, is_transient
+from easydata_grain.io.retry import RetryPolicy, is_transient, storage_error
 from easydata_grain.io.stats import IOStats
 
 Row = TypeVar("Row")
@@ -43,7 +43,10 @@ def resumable_rows(
             raise
         except Exception as exc:
             if not is_transient(exc):
-                raise
+                clear = storage_error(exc, path, row)
+                if clear is None:
+                    raise
+                raise clear from exc
             if retry >= policy.max_retries:
                 raise RetriesExhaustedError(
                     f"Reading {path!r} failed at row {row} after {policy.max_retries} "

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from easydata_grain.io.errors import AccessDeniedError, ShardNotFoundError, SourceError
+
 T = TypeVar("T")
 
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -44,7 +46,9 @@ _TRANSIENT_NAMES = frozenset(
         "ProtocolError",
     }
 )
-_PERMANENT_NAMES = frozenset({"NoCredentialsError", "ClientAuthenticationError"})
+_DENIED_NAMES = frozenset(
+    {"NoCredentialsError", "ClientAuthenticationError", "PartialCredentialsError"}
+)
 
 
 def _status_of(exc: BaseException) -> int | None:
@@ -78,7 +82,7 @@ def is_transient(exc: BaseException) -> bool:
     """
     for cause in _causes(exc):
         name = type(cause).__name__
-        if name in _PERMANENT_NAMES or isinstance(
+        if name in _DENIED_NAMES or isinstance(
             cause, FileNotFoundError | PermissionError | IsADirectoryError
         ):
             return False
@@ -98,6 +102,48 @@ def is_transient(exc: BaseException) -> bool:
         ):
             return True
     return False
+
+
+def is_access_denied(exc: BaseException) -> bool:
+    """Whether the store refused the credentials (401/403, PermissionError, no credentials)."""
+    return any(
+        isinstance(cause, PermissionError)
+        or type(cause).__name__ in _DENIED_NAMES
+        or _status_of(cause) in (401, 403)
+        for cause in _causes(exc)
+    )
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """Whether the object or bucket does not exist (FileNotFoundError, 404)."""
+    return any(
+        isinstance(cause, FileNotFoundError) or _status_of(cause) == 404 for cause in _causes(exc)
+    )
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    """Whether an error came from the store (transient, denied, not found), not from the data."""
+    return is_transient(exc) or is_access_denied(exc) or is_not_found(exc)
+
+
+def storage_error(exc: BaseException, path: str, row: int | None = None) -> SourceError | None:
+    """A clear error for a permanent storage fault on ``path`` (None for other faults)."""
+    detail = f"{type(exc).__name__}: {exc}"
+    if is_access_denied(exc):
+        return AccessDeniedError(
+            f"Access to {path!r} was denied ({detail}).",
+            path=path,
+            row=row,
+            hint="Check the credentials in storage_options (key, secret, token, connection string).",
+        )
+    if is_not_found(exc):
+        return ShardNotFoundError(
+            f"{path!r} does not exist ({detail}).",
+            path=path,
+            row=row,
+            hint="Check the path and the bucket; a file listed earlier may have been deleted.",
+        )
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

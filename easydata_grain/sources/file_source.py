@@ -13,7 +13,6 @@ from typing import IO, Any, ClassVar
 import pyarrow as pa
 
 from easydata_grain.io.errors import (
-    AccessDeniedError,
     RetriesExhaustedError,
     RowOutOfRangeError,
     SchemaMismatchError,
@@ -24,7 +23,7 @@ from easydata_grain.io.filesystem import REMOTE_PROTOCOLS, filesystem_for, proto
 from easydata_grain.io.listing import expand_paths
 from easydata_grain.io.remote_file import RemoteFile
 from easydata_grain.io.resumable_rows import resumable_rows
-from easydata_grain.io.retry import RetryPolicy, is_transient
+from easydata_grain.io.retry import RetryPolicy, is_transient, storage_error
 from easydata_grain.io.stats import IOStats
 
 Row = dict[str, Any]
@@ -260,19 +259,10 @@ class FileShardedSource(abc.ABC):
             return self.retry.call(fn, on_retry=lambda exc, n: self.stats.add(retries=1))
         except SourceError:
             raise
-        except FileNotFoundError as exc:
-            raise ShardNotFoundError(
-                f"{path!r} does not exist (any more): {exc}.",
-                path=path,
-                hint="It was listed but is gone; was the dataset rewritten while in use?",
-            ) from exc
-        except PermissionError as exc:
-            raise AccessDeniedError(
-                f"Access to {path!r} was denied: {exc}.",
-                path=path,
-                hint="Check the credentials in storage_options.",
-            ) from exc
         except Exception as exc:
+            clear = storage_error(exc, path)
+            if clear is not None:
+                raise clear from exc
             if is_transient(exc):
                 raise RetriesExhaustedError(
                     f"Reading the metadata of {path!r} failed after {self.retry.max_retries} "

@@ -19,7 +19,7 @@ import fsspec.compression
 import numpy as np
 
 from easydata_grain.io.errors import CorruptShardError, MalformedRowError
-from easydata_grain.io.retry import RetryPolicy, is_transient
+from easydata_grain.io.retry import RetryPolicy, is_storage_fault
 from easydata_grain.sources.file_source import FileShardedSource, Row, ShardMeta, file_identity
 from easydata_grain.sources.json_array import ArrayElements, ArrayIndex, scan_array
 from easydata_grain.sources.line_index import IndexCache, LineIndex, default_cache_dir, scan_lines
@@ -220,7 +220,7 @@ class JsonShardedSource(FileShardedSource):
                     offset -= len(_read_exact(stream, min(offset, self.block_size), path))
                 yield stream
             except (EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
-                if is_transient(exc) or isinstance(exc, FileNotFoundError | PermissionError):
+                if is_storage_fault(exc):
                     raise
                 raise CorruptShardError(
                     f"{path!r} is not a valid {codec} file: {type(exc).__name__}: {exc}.",

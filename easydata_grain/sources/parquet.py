@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from easydata_grain.io.errors import CorruptShardError, MissingColumnError
-from easydata_grain.io.retry import RetryPolicy, is_transient
+from easydata_grain.io.retry import RetryPolicy, is_storage_fault
 from easydata_grain.sources.arrow_rows import batch_to_rows
 from easydata_grain.sources.file_source import FileShardedSource, Row, ShardMeta, file_identity
 
@@ -101,7 +101,7 @@ class ParquetShardedSource(FileShardedSource):
             with self._open(path, info["size"]) as handle:
                 metadata = read_footer(handle, info["size"], path)
         except (pa.ArrowInvalid, OSError) as exc:
-            if is_transient(exc):
+            if is_storage_fault(exc):
                 raise
             raise CorruptShardError(
                 f"{path!r} is not a readable Parquet file: {exc}.",
@@ -153,7 +153,7 @@ class ParquetShardedSource(FileShardedSource):
                 except StopIteration:
                     return
                 except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-                    if is_transient(exc):
+                    if is_storage_fault(exc):
                         raise
                     raise CorruptShardError(
                         f"{path!r} is corrupt in row group {index.group_of(position)} "

@@ -1,7 +1,7 @@
 """Benchmark the sources against plain pyarrow, in one run, on a generated dataset.
 
-    .venv/bin/python ops/bench_sources.py                # 1M rows (~1 GB uncompressed)
-    .venv/bin/python ops/bench_sources.py --rows 200000  # quicker
+    .venv/bin/python -m ops.bench_sources                # 1M rows (~1 GB uncompressed)
+    .venv/bin/python -m ops.bench_sources --rows 200000  # quicker
 
 Prints rows/s and MB/s of ``open_shard`` over all shards against pyarrow reading the same files
 and columns into Python rows (``RecordBatch.to_pylist``), with and without projection; the time
@@ -140,6 +140,7 @@ def s3_seeks(path: str) -> None:
                 url, storage_options=store.storage_options(), columns=columns
             )
             label = "s3 " + ("all columns" if columns is None else "columns=[id]")
+            seeks(source, url, label + " (footer read)")
             seeks(source, url, label)
 
 

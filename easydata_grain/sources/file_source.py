@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import itertools
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -91,6 +92,7 @@ class FileShardedSource(abc.ABC):
 
     suffixes: ClassVar[tuple[str, ...]] = ()
     metadata_threads: ClassVar[int] = 16
+    block_rows: ClassVar[int] = 1024
 
     def __init__(
         self,
@@ -220,6 +222,20 @@ class FileShardedSource(abc.ABC):
         with self._meta_lock:
             self._meta[index] = meta
         return meta
+
+    def block_starts(self, shard: str | int) -> Sequence[int]:
+        """The first row of each block of a shard: the unit that random access reads at once."""
+        return range(0, self.num_rows(shard), self.block_rows)
+
+    def read_block(self, shard: str | int, block: int) -> list[Row]:
+        """All rows of one block of a shard (see ``block_starts``), read in one go."""
+        index = self.shard_index(shard)
+        starts = self.block_starts(index)
+        start = starts[block]
+        stop = starts[block + 1] if block + 1 < len(starts) else self.num_rows(index)
+        return list(
+            itertools.islice(self.open_shard_at_row(self._shards[index], start), stop - start)
+        )
 
     def identities(self) -> list[str]:
         """Each shard's name, row count and identity: a fingerprint of the data."""

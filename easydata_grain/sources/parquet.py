@@ -131,42 +131,45 @@ class ParquetShardedSource(FileShardedSource):
             index=ParquetIndex(metadata, tuple(starts)),
         )
 
+    def block_starts(self, shard: str | int) -> Sequence[int]:
+        """Row groups are the blocks of random access: each is read and decoded once."""
+        return self.shard_meta(self.shard_index(shard)).index.group_starts
+
     def _read_chunks(self, path: str, meta: ShardMeta, row: int) -> Iterator[list[Row]]:
         if row >= meta.num_rows:
             return
         index: ParquetIndex = meta.index
         first_group = index.group_of(row)
         skip = row - index.group_starts[first_group]
-        groups = range(first_group, index.metadata.num_row_groups)
         with self._open(path, meta.size) as handle:
             reader = pq.ParquetFile(handle, metadata=index.metadata, pre_buffer=True)
-            batches = reader.iter_batches(
+            # One row group at a time: pre-buffering a range of groups would fetch them all.
+            for group in range(first_group, index.metadata.num_row_groups):
+                for batch in self._group_batches(reader, path, group):
+                    if skip >= batch.num_rows:
+                        skip -= batch.num_rows
+                        continue
+                    if skip:
+                        batch = batch.slice(skip)
+                        skip = 0
+                    yield batch_to_rows(batch, self.numpy_lists)
+
+    def _group_batches(
+        self, reader: pq.ParquetFile, path: str, group: int
+    ) -> Iterator[pa.RecordBatch]:
+        """The record batches of one row group; undecodable data is a CorruptShardError."""
+        try:
+            yield from reader.iter_batches(
                 batch_size=self.batch_size,
-                row_groups=groups,
+                row_groups=[group],
                 columns=self.columns,
                 use_threads=False,
             )
-            position = index.group_starts[first_group]
-            while True:
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    return
-                except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-                    if is_storage_fault(exc):
-                        raise
-                    raise CorruptShardError(
-                        f"{path!r} is corrupt in row group {index.group_of(position)} "
-                        f"(rows from {position}): {exc}.",
-                        path=path,
-                        row=position,
-                        hint="Rewrite or remove the file.",
-                    ) from exc
-                position += batch.num_rows
-                if skip >= batch.num_rows:
-                    skip -= batch.num_rows
-                    continue
-                if skip:
-                    batch = batch.slice(skip)
-                    skip = 0
-                yield batch_to_rows(batch, self.numpy_lists)
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            if is_storage_fault(exc):
+                raise
+            raise CorruptShardError(
+                f"{path!r} is corrupt in row group {group}: {exc}.",
+                path=path,
+                hint="Rewrite or remove the file.",
+            ) from exc

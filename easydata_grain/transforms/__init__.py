@@ -1,0 +1,1 @@
+"""Transforms between source and batch: Grain map/filter operations and batch collation."""

@@ -1,0 +1,115 @@
+"""Rows -> a batch: a dict of numpy arrays (text stays text), ragged fields padded with a mask."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from numbers import Number
+from typing import Any
+
+import numpy as np
+
+
+class CollateError(ValueError):
+    """Rows that cannot be stacked into one batch; the message names the field and the fix."""
+
+
+def _ragged_error(field: str, lengths: list[int]) -> CollateError:
+    return CollateError(
+        f"Field {field!r} is ragged in this batch (lengths {min(lengths)}..{max(lengths)}): it "
+        "cannot become one array. Pass pad=True (or pad={field: length}) to pad it with a mask, "
+        "or pack/truncate it in a transform first."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Collate:
+    """Stacks dict rows into a batch: numbers and equal-shape arrays become numpy arrays.
+
+    Strings become a list of ``str`` (never object arrays) and nested dicts are collated field
+    by field. A ragged numeric field (token-id lists of different lengths) raises a clear
+    error unless padding is asked for: ``pad=True`` pads every ragged field to the longest in
+    the batch, ``pad={"input_ids": 512}`` pads the named fields to a fixed length (a longer row
+    is an error). A padded field ``f`` comes with ``f_mask`` (True where there is data).
+    """
+
+    pad: bool | Mapping[str, int] = False
+    pad_value: int | float = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pad, bool | Mapping):
+            raise TypeError(f"pad must be a bool or a mapping of field -> length, got {self.pad!r}")
+        if isinstance(self.pad, Mapping) and not all(
+            isinstance(k, str) and isinstance(v, int) and v > 0 for k, v in self.pad.items()
+        ):
+            raise ValueError(f"pad must map field names to positive lengths, got {self.pad!r}")
+        if isinstance(self.pad_value, bool) or not isinstance(self.pad_value, Number):
+            raise TypeError(f"pad_value must be a number, got {self.pad_value!r}")
+
+    def __call__(self, rows: Sequence[Any]) -> Any:
+        """Collate ``rows`` (a list of dicts) into one batch."""
+        if not rows:
+            raise CollateError("Cannot collate an empty batch.")
+        if not isinstance(rows[0], Mapping):
+            return self._field("value", rows)
+        return self._mapping("", rows)
+
+    def _mapping(self, prefix: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        keys = list(rows[0])
+        for index, row in enumerate(rows):
+            if not isinstance(row, Mapping) or set(row) != set(keys):
+                got = sorted(row) if isinstance(row, Mapping) else type(row).__name__
+                raise CollateError(
+                    f"Row {index} of the batch has fields {got}, the first row {sorted(keys)}"
+                    f"{' under ' + repr(prefix[:-1]) if prefix else ''}: every row of a batch "
+                    "needs the same fields."
+                )
+        batch: dict[str, Any] = {}
+        for key in keys:
+            values = [row[key] for row in rows]
+            batch[key] = self._field(prefix + key, values)
+            if isinstance(batch[key], tuple):
+                batch[key], batch[f"{key}_mask"] = batch[key]
+        return batch
+
+    def _field(self, field: str, values: list[Any]) -> Any:
+        first = values[0]
+        if isinstance(first, str):
+            if not all(isinstance(v, str) for v in values):
+                raise CollateError(f"Field {field!r} mixes text with other values in one batch.")
+            return values
+        if isinstance(first, Mapping):
+            return self._mapping(field + ".", values)
+        if any(v is None for v in values):
+            index = next(i for i, v in enumerate(values) if v is None)
+            raise CollateError(
+                f"Field {field!r} is None in row {index} of the batch: fill it or filter such "
+                "rows out before batching."
+            )
+        arrays = [np.asarray(v) for v in values]
+        if any(a.dtype == object for a in arrays):
+            raise CollateError(
+                f"Field {field!r} holds values numpy cannot type ({type(first).__name__})."
+            )
+        shapes = {a.shape for a in arrays}
+        fixed = self.pad.get(field) if isinstance(self.pad, Mapping) else None
+        if len(shapes) == 1 and fixed is None:
+            return np.stack(arrays)
+        if any(a.ndim != 1 for a in arrays):
+            raise _ragged_error(field, [a.size for a in arrays])
+        lengths = [len(a) for a in arrays]
+        if fixed is None and self.pad is not True:
+            raise _ragged_error(field, lengths)
+        width = fixed if fixed is not None else max(lengths)
+        if max(lengths) > width:
+            raise CollateError(
+                f"Field {field!r} has a row of length {max(lengths)}, longer than its pad length "
+                f"{width}: raise the length or truncate in a transform."
+            )
+        dtype = np.result_type(*arrays)
+        padded = np.full((len(arrays), width), self.pad_value, dtype=dtype)
+        mask = np.zeros((len(arrays), width), dtype=bool)
+        for i, array in enumerate(arrays):
+            padded[i, : len(array)] = array
+            mask[i, : len(array)] = True
+        return padded, mask

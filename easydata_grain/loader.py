@@ -1,0 +1,328 @@
+"""AsyncDataLoader: a source through transforms, shuffle, batching and prefetch, with exact state."""
+
+from __future__ import annotations
+
+import json
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import grain
+from grain.experimental import ThreadPrefetchIterDataset
+
+from easydata_grain.fingerprint import describe, differences, digest
+from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
+from easydata_grain.sources.concat import ConcatSource
+from easydata_grain.transforms.collate import Collate
+
+STATE_VERSION = 1
+Transform = (
+    grain.transforms.Map
+    | grain.transforms.RandomMap
+    | grain.transforms.Filter
+    | Callable[[Any], Any]
+)
+
+
+class LoaderStateError(ValueError):
+    """A saved state that does not belong to this pipeline, or is not a loader state at all."""
+
+
+def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _is_indexed(source: Any) -> bool:
+    return all(
+        hasattr(s, attr) for s in source for attr in ("row_counts", "read_block", "block_starts")
+    )
+
+
+class AsyncDataLoader:
+    """Batches from one or more sources, prepared in the background while the model trains.
+
+    The pipeline is compiled into a Grain dataset. Sources that know their row counts (the
+    Parquet and JSON sources) run in **indexed** mode: the epoch order shuffles shards and rows
+    inside windows of ``shuffle_buffer_size`` consecutive rows, without a buffer, and the state
+    is the position in that order, so resume is O(1). Other sources (a ``datasets`` streaming
+    dataset, any iterable) run in **streaming** mode with a shuffle buffer whose contents are
+    saved with the state.
+
+    ``transforms`` are Grain ``Map``/``RandomMap``/``Filter`` operations or plain callables
+    (maps), applied per row in order before batching. Batches are dicts of numpy arrays (text
+    stays a list of ``str``); ragged numeric fields raise unless ``pad`` asks for padding (see
+    ``Collate``). ``prefetch_workers`` threads read blocks ahead of the consumer and a
+    background thread keeps ``prefetch_buffer_size`` batches ready; ``worker_processes > 0``
+    runs the transforms in that many processes instead (for heavy Python transforms).
+
+    ``get_state()`` is small and JSON-serializable and carries a fingerprint of the pipeline;
+    ``set_state()`` refuses a state from a different pipeline.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        batch_size: int = 8,
+        prefetch_enabled: bool = True,
+        prefetch_workers: int = 2,
+        prefetch_buffer_size: int = 4,
+        shuffle_buffer_size: int | None = None,
+        seed: int = 0,
+        *,
+        num_epochs: int | None = 1,
+        drop_remainder: bool = False,
+        transforms: Sequence[Transform] = (),
+        pad: bool | dict[str, int] = False,
+        pad_value: int | float = 0,
+        worker_processes: int = 0,
+    ):
+        _check_int("batch_size", batch_size, 1)
+        _check_int("prefetch_workers", prefetch_workers, 0)
+        _check_int("prefetch_buffer_size", prefetch_buffer_size, 0)
+        _check_int("shuffle_buffer_size", shuffle_buffer_size, 0, allow_none=True)
+        _check_int("seed", seed, 0)
+        _check_int("num_epochs", num_epochs, 1, allow_none=True)
+        _check_int("worker_processes", worker_processes, 0)
+        for flag, value in (
+            ("prefetch_enabled", prefetch_enabled),
+            ("drop_remainder", drop_remainder),
+        ):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be a bool, got {value!r}")
+        transforms = list(transforms)
+        for transform in transforms:
+            if not callable(transform) and not isinstance(
+                transform,
+                grain.transforms.Map | grain.transforms.RandomMap | grain.transforms.Filter,
+            ):
+                raise TypeError(
+                    f"transforms must be Grain Map/RandomMap/Filter or callables, got {transform!r}"
+                )
+        self.batch_size = batch_size
+        self.prefetch_enabled = prefetch_enabled
+        self.prefetch_workers = prefetch_workers
+        self.prefetch_buffer_size = prefetch_buffer_size
+        self.shuffle_buffer_size = shuffle_buffer_size or 0
+        self.seed = seed
+        self.num_epochs = num_epochs
+        self.drop_remainder = drop_remainder
+        self.transforms = transforms
+        self.collate = Collate(pad=pad, pad_value=pad_value)
+        self.worker_processes = worker_processes
+        sources = list(source) if isinstance(source, list | tuple) else [source]
+        if not sources:
+            raise ValueError("source must be a source or a non-empty list of sources")
+        self.mode = "indexed" if _is_indexed(sources) else "streaming"
+        self.source = sources[0] if len(sources) == 1 else ConcatSource(sources)
+        self._rows_per_epoch: int | None = None
+        self.dataset = self._compile()
+        self._iterator: grain.DatasetIterator | None = None
+        self._batches = 0
+        self._rows = 0
+        self._wait = 0.0
+        self._started: float | None = None
+
+    # -- compilation --------------------------------------------------------------------------
+
+    def _compile(self) -> grain.IterDataset:
+        if self.mode == "indexed":
+            rows = IndexedSourceDataset(
+                self.source,
+                seed=self.seed,
+                shuffle=self.shuffle_buffer_size > 0,
+                window_size=max(1, self.shuffle_buffer_size),
+                num_epochs=self.num_epochs,
+                read_threads=self.prefetch_workers if self.prefetch_enabled else 0,
+            )
+            self._rows_per_epoch = rows.rows_per_epoch
+            if rows.rows_per_epoch == 0:
+                raise ValueError(
+                    f"The source has no rows ({self.source!r}): there is nothing to train on."
+                )
+            if self.drop_remainder and self.num_epochs is not None and len(rows) < self.batch_size:
+                raise ValueError(
+                    f"batch_size {self.batch_size} is larger than the data ({len(rows)} rows over "
+                    f"{self.num_epochs} epoch(s)) and drop_remainder=True: no batch would be produced."
+                )
+            dataset = self._apply_transforms(rows.seed(self.seed))
+            dataset = dataset.to_iter_dataset(
+                grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+            )
+        else:
+            dataset = self._apply_transforms(self._streaming_rows())
+        dataset = dataset.batch(
+            self.batch_size, drop_remainder=self.drop_remainder, batch_fn=self.collate
+        )
+        if self.worker_processes:
+            return dataset.mp_prefetch(
+                grain.MultiprocessingOptions(
+                    num_workers=self.worker_processes,
+                    per_worker_buffer_size=max(1, self.prefetch_buffer_size),
+                )
+            )
+        if self.prefetch_enabled and self.prefetch_buffer_size:
+            return ThreadPrefetchIterDataset(
+                dataset, prefetch_buffer_size=self.prefetch_buffer_size
+            )
+        return dataset
+
+    def _streaming_rows(self) -> grain.IterDataset:
+        from easydata_grain.graph.shuffle_buffer import ShuffleBufferIterDataset
+        from easydata_grain.graph.stream_source import SourceIterDataset
+
+        if self.num_epochs != 1:
+            raise ValueError(
+                "Streaming sources (without row counts) are read once: use num_epochs=1 and "
+                "restart the loader for another pass, or use a Parquet/JSON source."
+            )
+        rows: grain.IterDataset = SourceIterDataset(self.source)
+        if self.shuffle_buffer_size:
+            rows = ShuffleBufferIterDataset(rows, self.shuffle_buffer_size, seed=self.seed)
+        return rows.seed(self.seed)
+
+    def _apply_transforms(self, dataset: Any) -> Any:
+        for transform in self.transforms:
+            if isinstance(transform, grain.transforms.Filter):
+                dataset = dataset.filter(transform)
+            elif isinstance(transform, grain.transforms.RandomMap):
+                dataset = dataset.random_map(transform)
+            else:
+                dataset = dataset.map(transform)
+        return dataset
+
+    # -- iteration ----------------------------------------------------------------------------
+
+    def _iter(self) -> grain.DatasetIterator:
+        if self._iterator is None:
+            self._iterator = iter(self.dataset)
+            # Stop prefetch threads before interpreter teardown (Grain's __del__ is too late).
+            weakref.finalize(self, _close, self._iterator)
+        return self._iterator
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        iterator = self._iter()
+        start = time.perf_counter()
+        if self._started is None:
+            self._started = start
+        batch = next(iterator)
+        self._wait += time.perf_counter() - start
+        self._batches += 1
+        self._rows += _batch_rows(batch)
+        return batch
+
+    def start_prefetch(self) -> None:
+        """Start preparing batches now (e.g. while a checkpoint is restored)."""
+        iterator = self._iter()
+        if hasattr(iterator, "start_prefetch"):
+            iterator.start_prefetch()
+
+    def close(self) -> None:
+        """Stop background threads and processes."""
+        if self._iterator is not None:
+            _close(self._iterator)
+        self._iterator = None
+
+    # -- state --------------------------------------------------------------------------------
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the saved state is valid for: sources, transforms, order and batching."""
+        identities = (
+            self.source.identities() if hasattr(self.source, "identities") else [repr(self.source)]
+        )
+        return {
+            "mode": self.mode,
+            "sources": digest(identities),
+            "shards": len(identities),
+            "rows_per_epoch": self._rows_per_epoch,
+            "transforms": [describe(t) for t in self.transforms],
+            "seed": self.seed,
+            "shuffle_buffer_size": self.shuffle_buffer_size,
+            "batch_size": self.batch_size,
+            "drop_remainder": self.drop_remainder,
+            "num_epochs": self.num_epochs,
+            "pad": describe(self.collate),
+            "worker_processes": self.worker_processes,
+        }
+
+    def get_state(self) -> dict[str, Any]:
+        """A small JSON-serializable state: the next batch is exactly the one after it."""
+        return {
+            "version": STATE_VERSION,
+            "fingerprint": self.fingerprint(),
+            "iterator": self._iter().get_state(),
+            "batches": self._batches,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``; a state from another pipeline raises ``LoaderStateError``."""
+        if isinstance(state, str | bytes):
+            try:
+                state = json.loads(state)
+            except ValueError as exc:
+                raise LoaderStateError(f"The loader state is not valid JSON: {exc}.") from exc
+        if not isinstance(state, dict) or not {"version", "fingerprint", "iterator"} <= set(state):
+            raise LoaderStateError(
+                "This is not an easydata-grain loader state (expected keys version, fingerprint, "
+                f"iterator; got {sorted(state) if isinstance(state, dict) else type(state).__name__})."
+            )
+        if state["version"] != STATE_VERSION:
+            raise LoaderStateError(
+                f"Loader state version {state['version']} is not {STATE_VERSION}."
+            )
+        changed = differences(state["fingerprint"], self.fingerprint())
+        if changed:
+            raise LoaderStateError(
+                "The saved loader state belongs to a different pipeline, so resuming would "
+                "silently train on other data: " + "; ".join(changed) + ". Restore with the "
+                "pipeline that saved it (same data, transforms, seed, batch size and workers)."
+            )
+        try:
+            self._iter().set_state(state["iterator"])
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise LoaderStateError(
+                f"The loader state is corrupted: {type(exc).__name__}: {exc}."
+            ) from exc
+        self._batches = int(state.get("batches", 0))
+
+    # -- stats --------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, float]:
+        """Throughput and input-boundness: rows/s, batches/s, bytes/s, retries, wait fraction.
+
+        ``wait_fraction`` is the share of wall time since the first batch that the consumer
+        spent waiting for data: near 0 means the model is the bottleneck, near 1 the input.
+        """
+        elapsed = time.perf_counter() - self._started if self._started is not None else 0.0
+        io = self.source.stats.snapshot() if hasattr(self.source, "stats") else {}
+        per_second = 1.0 / elapsed if elapsed > 0 else 0.0
+        return {
+            "batches": self._batches,
+            "rows": self._rows,
+            "elapsed_s": elapsed,
+            "rows_per_s": self._rows * per_second,
+            "batches_per_s": self._batches * per_second,
+            "bytes_read": io.get("bytes_read", 0),
+            "bytes_per_s": io.get("bytes_read", 0) * per_second,
+            "retries": io.get("retries", 0),
+            "wait_fraction": self._wait / elapsed if elapsed > 0 else 0.0,
+        }
+
+
+def _close(iterator: Any) -> None:
+    """Close a Grain iterator if it can be closed."""
+    if hasattr(iterator, "close"):
+        iterator.close()
+
+
+def _batch_rows(batch: Any) -> int:
+    """The number of rows in a collated batch."""
+    while isinstance(batch, dict) and batch:
+        batch = next(iter(batch.values()))
+    return len(batch)

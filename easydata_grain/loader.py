@@ -120,7 +120,7 @@ class AsyncDataLoader:
         self.source = sources[0] if len(sources) == 1 else ConcatSource(sources)
         self._rows_per_epoch: int | None = None
         self.dataset = self._compile()
-        self._iterator: grain.DatasetIterator | None = None
+        self._iterator: list[grain.DatasetIterator] = []
         self._batches = 0
         self._rows = 0
         self._wait = 0.0
@@ -197,11 +197,12 @@ class AsyncDataLoader:
     # -- iteration ----------------------------------------------------------------------------
 
     def _iter(self) -> grain.DatasetIterator:
-        if self._iterator is None:
-            self._iterator = iter(self.dataset)
-            # Stop prefetch threads before interpreter teardown (Grain's __del__ is too late).
+        if not self._iterator:
+            self._iterator.append(iter(self.dataset))
+            # Close (and drop) the iterator at exit while modules still exist: Grain's own
+            # __del__ would run during interpreter teardown and fail noisily.
             weakref.finalize(self, _close, self._iterator)
-        return self._iterator
+        return self._iterator[0]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self
@@ -225,9 +226,7 @@ class AsyncDataLoader:
 
     def close(self) -> None:
         """Stop background threads and processes."""
-        if self._iterator is not None:
-            _close(self._iterator)
-        self._iterator = None
+        _close(self._iterator)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -315,10 +314,12 @@ class AsyncDataLoader:
         }
 
 
-def _close(iterator: Any) -> None:
-    """Close a Grain iterator if it can be closed."""
-    if hasattr(iterator, "close"):
-        iterator.close()
+def _close(holder: list[Any]) -> None:
+    """Close and drop the Grain iterator in ``holder``, if any."""
+    while holder:
+        iterator = holder.pop()
+        if hasattr(iterator, "close"):
+            iterator.close()
 
 
 def _batch_rows(batch: Any) -> int:

@@ -1,0 +1,1 @@
+"""The operator graph: Grain datasets and transformations that a pipeline compiles into."""

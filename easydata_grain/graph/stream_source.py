@@ -17,6 +17,7 @@ Address = tuple[int, int]
 """A row's address: ``(shard index in source.shard_names, row in the shard)``."""
 
 _HF_BUFFER_SHUFFLE = "BufferShuffledExamplesIterable"
+_MISSING = object()
 
 
 class NotResumableError(SourceError):
@@ -117,9 +118,6 @@ def read_rows_at(source: Any, addresses: Sequence[Address], *, max_gap: int = 25
     return [found[shard, row] for shard, row in addresses]
 
 
-_MISSING = object()
-
-
 class ShardedSourceIterator(grain.DatasetIterator):
     """The rows of a sharded source's shards, in the shard order, row after row.
 
@@ -128,7 +126,7 @@ class ShardedSourceIterator(grain.DatasetIterator):
     ``last_address`` is the address of the row ``__next__`` returned last.
     """
 
-    def __init__(self, source: Any, order: Sequence[int], reason: str | None, allow: bool):
+    def __init__(self, source: Any, order: Sequence[int], *, reason: str | None, allow: bool):
         super().__init__()
         self.source = source
         self.not_resumable_reason = reason
@@ -188,7 +186,7 @@ class IterableSourceIterator(grain.DatasetIterator):
     ``{"state_dict": ...}`` (None before the first item). Other iterables are iterated once.
     """
 
-    def __init__(self, iterable: Iterable[Row], reason: str | None, allow: bool):
+    def __init__(self, iterable: Iterable[Row], *, reason: str | None, allow: bool):
         super().__init__()
         self.not_resumable_reason = reason
         self._original = iterable
@@ -281,8 +279,10 @@ class SourceIterDataset(grain.IterDataset):
     def __iter__(self) -> ShardedSourceIterator | IterableSourceIterator:
         reason = self.not_resumable_reason
         if self._order is not None:
-            return ShardedSourceIterator(self._source, self._order, reason, self._allow)
-        return IterableSourceIterator(self._source, reason, self._allow)
+            return ShardedSourceIterator(
+                self._source, self._order, reason=reason, allow=self._allow
+            )
+        return IterableSourceIterator(self._source, reason=reason, allow=self._allow)
 
     def __str__(self) -> str:
         return f"SourceIterDataset({type(self._source).__name__})"

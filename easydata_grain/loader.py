@@ -13,6 +13,7 @@ from grain.experimental import ThreadPrefetchIterDataset
 
 from easydata_grain.fingerprint import describe, differences, digest
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
+from easydata_grain.io.errors import NotResumableError
 from easydata_grain.sources.concat import ConcatSource
 from easydata_grain.transforms.collate import Collate
 
@@ -119,6 +120,7 @@ class AsyncDataLoader:
         self.mode = "indexed" if _is_indexed(sources) else "streaming"
         self.source = sources[0] if len(sources) == 1 else ConcatSource(sources)
         self._rows_per_epoch: int | None = None
+        self._stream: Any = None
         self.dataset = self._compile()
         self._iterator: list[grain.DatasetIterator] = []
         self._batches = 0
@@ -179,7 +181,9 @@ class AsyncDataLoader:
                 "Streaming sources (without row counts) are read once: use num_epochs=1 and "
                 "restart the loader for another pass, or use a Parquet/JSON source."
             )
-        rows: grain.IterDataset = SourceIterDataset(self.source)
+        # An unresumable stream (say, a datasets shuffle) still iterates; get_state refuses.
+        self._stream = SourceIterDataset(self.source, allow_unresumable=True)
+        rows: grain.IterDataset = self._stream
         if self.shuffle_buffer_size:
             rows = ShuffleBufferIterDataset(rows, self.shuffle_buffer_size, seed=self.seed)
         return rows.seed(self.seed)
@@ -251,7 +255,15 @@ class AsyncDataLoader:
         }
 
     def get_state(self) -> dict[str, Any]:
-        """A small JSON-serializable state: the next batch is exactly the one after it."""
+        """A small JSON-serializable state: the next batch is exactly the one after it.
+
+        Raises ``NotResumableError`` for a stream whose position cannot be saved exactly.
+        """
+        reason = self._stream.not_resumable_reason if self._stream is not None else None
+        if reason:
+            raise NotResumableError(
+                reason, hint="Iterate without checkpoints, or use a source that can resume."
+            )
         return {
             "version": STATE_VERSION,
             "fingerprint": self.fingerprint(),

@@ -10,12 +10,8 @@ from typing import Any
 import grain
 import numpy as np
 
-from easydata_grain.graph.stream_source import (
-    Address,
-    NotResumableError,
-    ShardedSourceIterator,
-    read_rows_at,
-)
+from easydata_grain.graph.stream_source import Address, ShardedSourceIterator, read_rows_at
+from easydata_grain.io.errors import NotResumableError
 
 
 def _encode(data: bytes) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import numbers
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import grain
 
-from easydata_grain.io.errors import SourceError
+from easydata_grain.io.errors import NotResumableError, RowOutOfRangeError
 
 Row = Any
 Address = tuple[int, int]
@@ -20,8 +21,11 @@ _HF_BUFFER_SHUFFLE = "BufferShuffledExamplesIterable"
 _MISSING = object()
 
 
-class NotResumableError(SourceError):
-    """A stream whose position cannot be saved, or a saved state that cannot be restored."""
+def _cannot_save(reason: str) -> NotResumableError:
+    return NotResumableError(
+        reason,
+        hint="To iterate without checkpoints, pass allow_unresumable=True to SourceIterDataset.",
+    )
 
 
 def _is_sharded(source: Any) -> bool:
@@ -79,6 +83,13 @@ def _not_resumable_reason(source: Any) -> str | None:
     )
 
 
+def _close(rows: Iterator[Row] | None) -> None:
+    """Close a row generator now (releasing its file) rather than when it is collected."""
+    close = getattr(rows, "close", None)
+    if close is not None:
+        close()
+
+
 def _runs(addresses: Sequence[Address], max_gap: int) -> Iterator[tuple[int, list[int]]]:
     """Sorted unique addresses as ``(shard, rows)`` runs whose gaps are at most ``max_gap``."""
     run: list[int] = []
@@ -103,18 +114,21 @@ def read_rows_at(source: Any, addresses: Sequence[Address], *, max_gap: int = 25
     found: dict[Address, Row] = {}
     for shard, rows in _runs(addresses, max_gap):
         stream = iter(source.open_shard_at_row(names[shard], rows[0]))
-        position = rows[0]
-        for row in rows:
-            value = next(itertools.islice(stream, row - position, None), _MISSING)
-            if value is _MISSING:
-                raise SourceError(
-                    f"{names[shard]!r} ended before row {row}, which a saved state refers to.",
-                    path=names[shard],
-                    row=row,
-                    hint="The data changed since the state was saved; restore on the same data.",
-                )
-            found[shard, row] = value
-            position = row + 1
+        try:
+            position = rows[0]
+            for row in rows:
+                value = next(itertools.islice(stream, row - position, None), _MISSING)
+                if value is _MISSING:
+                    raise RowOutOfRangeError(
+                        f"{names[shard]!r} ended before row {row}, which a saved state refers to.",
+                        path=names[shard],
+                        row=row,
+                        hint="The data changed since the state was saved; restore on the same data.",
+                    )
+                found[shard, row] = value
+                position = row + 1
+        finally:
+            _close(stream)
     return [found[shard, row] for shard, row in addresses]
 
 
@@ -150,7 +164,8 @@ class ShardedSourceIterator(grain.DatasetIterator):
                 self._rows = iter(self.source.open_shard_at_row(self._names[shard], self._row))
             row = next(self._rows, _MISSING)
             if row is _MISSING:
-                self._position, self._row, self._rows = self._position + 1, 0, None
+                self._close_rows()
+                self._position, self._row = self._position + 1, 0
                 continue
             self.last_address = (shard, self._row)
             self._row += 1
@@ -158,9 +173,12 @@ class ShardedSourceIterator(grain.DatasetIterator):
         raise StopIteration
 
     def get_state(self) -> dict[str, Any]:
-        if self.not_resumable_reason is not None and not self._allow:
-            raise NotResumableError(self.not_resumable_reason)
-        return {"shard": self._position, "row": self._row}
+        state: dict[str, Any] = {"shard": self._position, "row": self._row}
+        if self.not_resumable_reason is not None:
+            if not self._allow:
+                raise _cannot_save(self.not_resumable_reason)
+            state["not_resumable"] = self.not_resumable_reason
+        return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         if self.not_resumable_reason is not None:
@@ -171,8 +189,18 @@ class ShardedSourceIterator(grain.DatasetIterator):
                 f"The state {state!r} is outside this source's {len(self._order)} shards.",
                 hint="Restore a state saved by the same pipeline over the same data.",
             )
-        self._position, self._row, self._rows = position, row, None
+        self._close_rows()
+        self._position, self._row = position, row
         self.last_address = None
+
+    def close(self) -> None:
+        """Close the open shard's reader, then the iterator."""
+        self._close_rows()
+        super().close()
+
+    def _close_rows(self) -> None:
+        _close(self._rows)
+        self._rows = None
 
     def __str__(self) -> str:
         return f"ShardedSourceIterator({self.source!r})"
@@ -183,16 +211,16 @@ class IterableSourceIterator(grain.DatasetIterator):
 
     A ``datasets.IterableDataset`` (or any iterable with ``state_dict``/``load_state_dict``)
     is deep-copied per iterator so that iterators do not share its position. State:
-    ``{"state_dict": ...}`` (None before the first item). Other iterables are iterated once.
+    ``{"state_dict": ...}`` (None before the first item). Other iterables are iterated as
+    they are (an iterator, only once).
     """
 
     def __init__(self, iterable: Iterable[Row], *, reason: str | None, allow: bool):
         super().__init__()
         self.not_resumable_reason = reason
         self._original = iterable
-        self._stateful = _is_stateful(iterable)
         self._allow = allow
-        self._iterable = copy.deepcopy(iterable) if self._stateful else iterable
+        self._iterable = copy.deepcopy(iterable) if _is_stateful(iterable) else iterable
         self._rows: Iterator[Row] | None = None
         self._start: dict[str, Any] | None = None
         self._count = 0
@@ -207,8 +235,12 @@ class IterableSourceIterator(grain.DatasetIterator):
     def get_state(self) -> dict[str, Any]:
         if self.not_resumable_reason is not None:
             if not self._allow:
-                raise NotResumableError(self.not_resumable_reason)
-            return {"state_dict": None, "rows": self._count}
+                raise _cannot_save(self.not_resumable_reason)
+            return {
+                "state_dict": None,
+                "rows": self._count,
+                "not_resumable": self.not_resumable_reason,
+            }
         state = self._iterable.state_dict() if self._count else self._start  # type: ignore[attr-defined]
         try:
             return {"state_dict": json.loads(json.dumps(state))}
@@ -221,11 +253,17 @@ class IterableSourceIterator(grain.DatasetIterator):
     def set_state(self, state: dict[str, Any]) -> None:
         if self.not_resumable_reason is not None:
             raise NotResumableError(self.not_resumable_reason)
+        _close(self._rows)
         self._iterable = copy.deepcopy(self._original)
         self._start = state["state_dict"]
         if self._start is not None:
             self._iterable.load_state_dict(copy.deepcopy(self._start))  # type: ignore[attr-defined]
         self._rows, self._count = None, 0
+
+    def close(self) -> None:
+        """Close the iterable's iterator, then this one."""
+        _close(self._rows)
+        super().close()
 
     def __str__(self) -> str:
         return f"IterableSourceIterator({type(self._original).__name__})"
@@ -241,8 +279,10 @@ class SourceIterDataset(grain.IterDataset):
     yielded unchanged.
 
     Where the position cannot be saved exactly (see ``not_resumable_reason``), ``get_state``
-    raises ``NotResumableError`` saying what to use instead; with ``allow_unresumable=True``
-    it returns a state that only counts rows (so prefetching works) and ``set_state`` raises.
+    raises ``NotResumableError`` saying what to use instead. Grain's prefetch calls
+    ``get_state`` as it starts, so such a source needs ``allow_unresumable=True`` to be
+    iterated behind it: ``get_state`` then returns a state holding the reason (under
+    ``"not_resumable"``), and ``set_state`` raises.
     """
 
     def __init__(
@@ -256,14 +296,14 @@ class SourceIterDataset(grain.IterDataset):
         if _is_sharded(source):
             num_shards = len(source.shard_names)
             order = list(range(num_shards)) if shard_order is None else list(shard_order)
-            if sorted(set(order)) != sorted(order) or not all(
-                isinstance(s, int) and 0 <= s < num_shards for s in order
+            if len(set(order)) != len(order) or not all(
+                isinstance(s, numbers.Integral) and 0 <= s < num_shards for s in order
             ):
                 raise ValueError(
                     f"shard_order must list distinct shard indices in 0..{num_shards - 1}, "
                     f"got {shard_order!r}"
                 )
-            self._order: list[int] | None = order
+            self._order: list[int] | None = [int(s) for s in order]
         elif isinstance(source, Iterable):
             if shard_order is not None:
                 raise ValueError("shard_order applies only to a ShardedSource")

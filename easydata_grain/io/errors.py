@@ -63,3 +63,7 @@ class RowOutOfRangeError(SourceError, IndexError):
 
 class RetriesExhaustedError(SourceError):
     """A transient fault that persisted through every retry of the policy."""
+
+
+class NotResumableError(SourceError):
+    """A stream whose position cannot be saved, or a saved state that cannot be restored."""

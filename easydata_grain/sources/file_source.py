@@ -14,6 +14,7 @@ from typing import IO, Any, ClassVar
 import pyarrow as pa
 
 from easydata_grain.io.errors import (
+    CorruptShardError,
     RetriesExhaustedError,
     RowOutOfRangeError,
     SchemaMismatchError,
@@ -255,8 +256,16 @@ class FileShardedSource(abc.ABC):
         """Yield lists of rows of ``path``, starting exactly at ``row``."""
 
     def _info(self, path: str) -> dict[str, Any]:
+        """The file's listing entry (size, etag or mtime); a 0-byte file is corrupt."""
         self.stats.add(requests=1)
-        return self._fs.info(path)
+        info = self._fs.info(path)
+        if info.get("size") == 0:
+            raise CorruptShardError(
+                f"{path!r} is empty (0 bytes).",
+                path=path,
+                hint="Remove it or rewrite it; an interrupted upload leaves such files.",
+            )
+        return info
 
     def _open(self, path: str, size: int) -> IO[bytes]:
         """Open a shard: uncached, counted and retried read by read on a store; plain on disk."""

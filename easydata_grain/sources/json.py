@@ -168,12 +168,6 @@ class JsonShardedSource(FileShardedSource):
 
     def _read_meta(self, path: str) -> ShardMeta:
         info = self._info(path)
-        if info.get("size") == 0:
-            raise CorruptShardError(
-                f"{path!r} is empty (0 bytes).",
-                path=path,
-                hint="Remove it or rewrite it; an interrupted upload leaves such files.",
-            )
         identity = file_identity(info)
         url = f"{self.protocol}://{self._key(path)}"
         index_type = LineIndex if self.jsonl else ArrayIndex

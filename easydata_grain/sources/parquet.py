@@ -91,12 +91,6 @@ class ParquetShardedSource(FileShardedSource):
 
     def _read_meta(self, path: str) -> ShardMeta:
         info = self._info(path)
-        if info.get("size") == 0:
-            raise CorruptShardError(
-                f"{path!r} is empty (0 bytes), not a Parquet file.",
-                path=path,
-                hint="Remove it or rewrite it; an interrupted upload leaves such files.",
-            )
         try:
             with self._open(path, info["size"]) as handle:
                 metadata = read_footer(handle, info["size"], path)

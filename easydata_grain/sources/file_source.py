@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import abc
+import base64
 import dataclasses
 import itertools
 import os
+import pickle
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +15,8 @@ from typing import IO, Any, ClassVar
 
 import pyarrow as pa
 
+from easydata_grain.distributed import jax_multihost, shared
+from easydata_grain.fingerprint import digest
 from easydata_grain.io.errors import (
     CorruptShardError,
     RetriesExhaustedError,
@@ -43,6 +47,15 @@ class ShardMeta:
     """The file's size in bytes."""
     index: Any = None
     """Format-specific seek data (Parquet footer, JSON line offsets)."""
+
+
+def _encode(meta: ShardMeta) -> str:
+    """A ShardMeta as text, to send to other hosts."""
+    return base64.b64encode(pickle.dumps(meta)).decode()
+
+
+def _decode(text: str) -> ShardMeta:
+    return pickle.loads(base64.b64decode(text))
 
 
 def file_identity(info: dict[str, Any]) -> str:
@@ -101,6 +114,7 @@ class FileShardedSource(abc.ABC):
         storage_options: dict[str, Any] | None = None,
         *,
         retry: RetryPolicy | None = None,
+        share_listing: bool = True,
     ):
         path_list = [paths] if isinstance(paths, str) else list(paths)
         if not path_list or not all(isinstance(p, str) for p in path_list):
@@ -119,8 +133,15 @@ class FileShardedSource(abc.ABC):
         self.retry = retry or RetryPolicy()
         self.stats = IOStats()
         self._fs = filesystem_for(path_list[0], self.storage_options, self.retry)
-        self._shards = expand_paths(
-            self._fs, path_list, suffixes=self.suffixes, policy=self.retry, stats=self.stats
+        self._share = share_listing and jax_multihost()
+        self._config_key = digest(
+            [type(self).__name__, path_list, sorted(self.storage_options), self._settings()]
+        )
+        self._shards = self._shared(
+            lambda: expand_paths(
+                self._fs, path_list, suffixes=self.suffixes, policy=self.retry, stats=self.stats
+            ),
+            f"the file listing of {path_list}",
         )
         self._positions = {self._key(name): i for i, name in enumerate(self._shards)}
         self._meta: dict[int, ShardMeta] = {}
@@ -194,13 +215,38 @@ class FileShardedSource(abc.ABC):
         return self.shard_meta(0).schema
 
     def all_meta(self) -> list[ShardMeta]:
-        """Every shard's metadata, reading what is not cached with a pool of threads."""
+        """Every shard's metadata, reading what is not cached with a pool of threads.
+
+        On several hosts (``jax.distributed``), host 0 reads the metadata and sends it to the
+        others, so the footers are read once per slice, not once per host.
+        """
+        if len(self._meta) < len(self._shards):
+            encoded = self._shared(
+                lambda: [_encode(m) for m in self._read_all_meta()],
+                f"the metadata of {len(self._shards)} shards from {self._shards[0]!r}",
+            )
+            with self._meta_lock:
+                for i, blob in enumerate(encoded):
+                    self._meta.setdefault(i, _decode(blob))
+        return [self._meta[i] for i in range(len(self._shards))]
+
+    def _read_all_meta(self) -> list[ShardMeta]:
         missing = [i for i in range(len(self._shards)) if i not in self._meta]
         if missing:
             self.shard_meta(0)
             with ThreadPoolExecutor(min(self.metadata_threads, len(missing))) as pool:
                 list(pool.map(self.shard_meta, missing))
         return [self._meta[i] for i in range(len(self._shards))]
+
+    def _shared(self, compute: Any, what: str) -> Any:
+        """``compute()`` here, or on host 0 and shared, when this source shares its listing."""
+        if not self._share:
+            return compute()
+        return shared(compute, what=what, key=self._config_key)
+
+    def _settings(self) -> list[Any]:
+        """Format options that change what is read (for the hosts' agreement check)."""
+        return []
 
     def shard_meta(self, index: int) -> ShardMeta:
         """One shard's metadata (cached); its schema is checked against the first shard's."""

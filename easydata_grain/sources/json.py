@@ -130,6 +130,7 @@ class JsonShardedSource(FileShardedSource):
         storage_options: dict[str, Any] | None = None,
         *,
         retry: RetryPolicy | None = None,
+        share_listing: bool = True,
         on_bad_row: Literal["raise", "skip"] = "raise",
         index_cache_dir: str | os.PathLike[str] | None = None,
         batch_size: int = 1024,
@@ -148,7 +149,7 @@ class JsonShardedSource(FileShardedSource):
         self.index_cache_dir = os.fspath(index_cache_dir or default_cache_dir())
         self.skipped: deque[SkippedRow] = deque(maxlen=self.skipped_kept)
         self._cache = IndexCache(self.index_cache_dir)
-        super().__init__(paths, storage_options, retry=retry)
+        super().__init__(paths, storage_options, retry=retry, share_listing=share_listing)
         if "zstd" not in fsspec.compression.compr:
             zstd_files = [p for p in self._shards if compression_of(p) == "zstd"]
             if zstd_files:
@@ -156,6 +157,9 @@ class JsonShardedSource(FileShardedSource):
                     f"Reading {zstd_files[0]!r} ({len(zstd_files)} .zst files in all) needs "
                     "the zstandard package: pip install zstandard."
                 )
+
+    def _settings(self) -> list[Any]:
+        return [self.jsonl, self.on_bad_row, self.numpy_lists]
 
     def open_shard_at_row(self, shard: str, row: int) -> Iterator[Row]:
         """Iterate over the rows of ``shard`` from ``row`` on (skipped rows left out)."""

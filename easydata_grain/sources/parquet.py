@@ -75,6 +75,7 @@ class ParquetShardedSource(FileShardedSource):
         columns: Sequence[str] | None = None,
         *,
         retry: RetryPolicy | None = None,
+        share_listing: bool = True,
         batch_size: int = 4096,
         numpy_lists: bool = True,
     ):
@@ -87,7 +88,10 @@ class ParquetShardedSource(FileShardedSource):
         self.columns = list(columns) if columns is not None else None
         self.batch_size = batch_size
         self.numpy_lists = bool(numpy_lists)
-        super().__init__(paths, storage_options, retry=retry)
+        super().__init__(paths, storage_options, retry=retry, share_listing=share_listing)
+
+    def _settings(self) -> list[Any]:
+        return [self.columns, self.numpy_lists]
 
     def _read_meta(self, path: str) -> ShardMeta:
         info = self._info(path)

@@ -40,7 +40,9 @@ class Hosts:
 
     @classmethod
     def detect(cls, index: int | None = None, count: int | None = None) -> Hosts:
-        """``jax.process_index()`` / ``jax.process_count()``, or the overrides (for use without JAX).
+        """``jax.process_index()`` / ``jax.process_count()`` under ``jax.distributed``, else one host.
+
+        The arguments override (for use without JAX).
 
         The environment variables ``EASYDATA_HOST_INDEX`` / ``EASYDATA_HOST_COUNT`` override too.
         """
@@ -52,12 +54,12 @@ class Hosts:
             index = int(env_index)
         if count is None and env_count is not None:
             count = int(env_count)
-        if index is None or count is None:
+        if (index is None or count is None) and jax_multihost():
             import jax
 
             index = jax.process_index() if index is None else index
             count = jax.process_count() if count is None else count
-        return cls(index, count)
+        return cls(0 if index is None else index, 1 if count is None else count)
 
     def split(self, global_batch_size: int) -> int:
         """This host's share of a global batch; the global batch must divide evenly."""

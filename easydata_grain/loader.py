@@ -11,7 +11,9 @@ from typing import Any
 import grain
 from grain.experimental import ThreadPrefetchIterDataset
 
+from easydata_grain.distributed import Hosts
 from easydata_grain.fingerprint import describe, differences, digest
+from easydata_grain.graph.host_split import HostSliceDataset, HostSliceIterDataset
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.io.errors import NotResumableError
 from easydata_grain.sources.concat import ConcatSource
@@ -80,6 +82,8 @@ class AsyncDataLoader:
         pad: bool | dict[str, int] = False,
         pad_value: int | float = 0,
         worker_processes: int = 0,
+        global_batch_size: int | None = None,
+        hosts: Hosts | None = None,
     ):
         _check_int("batch_size", batch_size, 1)
         _check_int("prefetch_workers", prefetch_workers, 0)
@@ -88,6 +92,12 @@ class AsyncDataLoader:
         _check_int("seed", seed, 0)
         _check_int("num_epochs", num_epochs, 1, allow_none=True)
         _check_int("worker_processes", worker_processes, 0)
+        _check_int("global_batch_size", global_batch_size, 1, allow_none=True)
+        if hosts is not None and not isinstance(hosts, Hosts):
+            raise TypeError(f"hosts must be a Hosts, got {hosts!r}")
+        self.hosts = hosts or Hosts.detect()
+        if global_batch_size is not None:
+            batch_size = self.hosts.split(global_batch_size)
         for flag, value in (
             ("prefetch_enabled", prefetch_enabled),
             ("drop_remainder", drop_remainder),
@@ -104,6 +114,7 @@ class AsyncDataLoader:
                     f"transforms must be Grain Map/RandomMap/Filter or callables, got {transform!r}"
                 )
         self.batch_size = batch_size
+        self.global_batch_size = batch_size * self.hosts.count
         self.prefetch_enabled = prefetch_enabled
         self.prefetch_workers = prefetch_workers
         self.prefetch_buffer_size = prefetch_buffer_size
@@ -118,6 +129,12 @@ class AsyncDataLoader:
         if not sources:
             raise ValueError("source must be a source or a non-empty list of sources")
         self.mode = "indexed" if _is_indexed(sources) else "streaming"
+        # Several hosts split the global order. Before the transforms when they keep every row
+        # (each host transforms only its own rows); after them when a filter changes the count,
+        # so that all hosts still serve equal numbers of rows.
+        filtering = any(isinstance(t, grain.transforms.Filter) for t in transforms)
+        self._split_rows_first = self.hosts.count > 1 and self.mode == "indexed" and not filtering
+        self._pad_last = self.hosts.count > 1 and not drop_remainder
         self.source = sources[0] if len(sources) == 1 else ConcatSource(sources)
         self._rows_per_epoch: int | None = None
         self._stream: Any = None
@@ -145,17 +162,31 @@ class AsyncDataLoader:
                 raise ValueError(
                     f"The source has no rows ({self.source!r}): there is nothing to train on."
                 )
-            if self.drop_remainder and self.num_epochs is not None and len(rows) < self.batch_size:
+            if (
+                self.drop_remainder
+                and self.num_epochs is not None
+                and len(rows) < self.global_batch_size
+            ):
                 raise ValueError(
-                    f"batch_size {self.batch_size} is larger than the data ({len(rows)} rows over "
+                    f"The global batch of {self.global_batch_size} rows is larger than the data "
+                    f"({len(rows)} rows over "
                     f"{self.num_epochs} epoch(s)) and drop_remainder=True: no batch would be produced."
                 )
-            dataset = self._apply_transforms(rows.seed(self.seed))
+            rows = rows.seed(self.seed)
+            if self._split_rows_first:
+                rows = HostSliceDataset(
+                    rows, self.hosts, self.global_batch_size, pad_last=self._pad_last
+                )
+            dataset = self._apply_transforms(rows)
             dataset = dataset.to_iter_dataset(
                 grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
             )
         else:
             dataset = self._apply_transforms(self._streaming_rows())
+        if self.hosts.count > 1 and not self._split_rows_first:
+            dataset = HostSliceIterDataset(
+                dataset, self.hosts, self.global_batch_size, pad_last=self._pad_last
+            )
         dataset = dataset.batch(
             self.batch_size, drop_remainder=self.drop_remainder, batch_fn=self.collate
         )
@@ -247,7 +278,7 @@ class AsyncDataLoader:
             "transforms": [describe(t) for t in self.transforms],
             "seed": self.seed,
             "shuffle_buffer_size": self.shuffle_buffer_size,
-            "batch_size": self.batch_size,
+            "global_batch_size": self.global_batch_size,
             "drop_remainder": self.drop_remainder,
             "num_epochs": self.num_epochs,
             "pad": describe(self.collate),
@@ -264,12 +295,43 @@ class AsyncDataLoader:
             raise NotResumableError(
                 reason, hint="Iterate without checkpoints, or use a source that can resume."
             )
+        iterator = self._iter().get_state()
         return {
             "version": STATE_VERSION,
             "fingerprint": self.fingerprint(),
-            "iterator": self._iter().get_state(),
+            "iterator": iterator,
+            "hosts": self.hosts.count,
+            "global_position": self._global_position(iterator),
             "batches": self._batches,
         }
+
+    def _global_position(self, iterator_state: Any) -> int | None:
+        """The number of global-order positions consumed, when the state allows elastic restore."""
+        if self.mode != "indexed" or self.worker_processes or not isinstance(iterator_state, dict):
+            return None
+        if self._split_rows_first and set(iterator_state) == {"next_index"}:
+            return iterator_state["next_index"] // self.batch_size * self.global_batch_size
+        if not self._split_rows_first and iterator_state.get("served", 0) == 0:
+            return -1  # the state is the global order's own position: valid on any host count
+        return None
+
+    def _elastic(self, state: dict[str, Any]) -> Any:
+        """The saved iterator state, converted to this host count if it was saved on another."""
+        saved_hosts = state.get("hosts", self.hosts.count)
+        if saved_hosts == self.hosts.count:
+            return state["iterator"]
+        position = state.get("global_position")
+        if position is None:
+            raise LoaderStateError(
+                f"This state was saved on {saved_hosts} hosts and cannot be restored on "
+                f"{self.hosts.count}: {self.mode} mode"
+                f"{' with worker processes' if self.worker_processes else ''} resumes exactly only "
+                "on the same number of hosts. Restart with the original host count, or use an "
+                "indexed source (Parquet/JSON) without worker_processes for elastic restore."
+            )
+        if position == -1:
+            return state["iterator"]
+        return {"next_index": position // self.global_batch_size * self.batch_size}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Continue from ``state``; a state from another pipeline raises ``LoaderStateError``."""
@@ -295,7 +357,7 @@ class AsyncDataLoader:
                 "pipeline that saved it (same data, transforms, seed, batch size and workers)."
             )
         try:
-            self._iter().set_state(state["iterator"])
+            self._iter().set_state(self._elastic(state))
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise LoaderStateError(
                 f"The loader state is corrupted: {type(exc).__name__}: {exc}."

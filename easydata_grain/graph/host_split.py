@@ -1,0 +1,146 @@
+"""Each host's part of every global batch, in indexed and in streaming mode.
+
+Global batch ``g`` covers positions ``[g*B, (g+1)*B)`` of the global order; host ``h`` of ``H``
+takes the contiguous ``b = B/H`` positions ``g*B + h*b ..``. Every host therefore has the same
+number of rows and runs the same number of steps. A last partial global batch is dropped, or
+padded: then every row carries ``sample_mask`` (False on padding rows, copies of a real row).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+import grain
+
+from easydata_grain.distributed import Hosts
+
+MASK = "sample_mask"
+
+
+def _masked(row: Any, valid: bool) -> Any:
+    return {**row, MASK: valid}
+
+
+class HostSliceDataset(grain.MapDataset):
+    """Indexed mode: element ``j`` of host ``h`` is ``parent[g*B + h*b + i]``, ``g, i = divmod(j, b)``."""
+
+    def __init__(
+        self, parent: grain.MapDataset, hosts: Hosts, global_batch_size: int, *, pad_last: bool
+    ):
+        super().__init__(parent)
+        self._hosts = hosts
+        self._global = global_batch_size
+        self._local = hosts.split(global_batch_size)
+        self._total = len(parent)
+        self._pad_last = pad_last
+        full, rest = divmod(self._total, global_batch_size)
+        infinite = self._total >= sys.maxsize // 2
+        self._length = (
+            sys.maxsize if infinite else (full + (1 if rest and pad_last else 0)) * self._local
+        )
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return self.slice(index)
+        batch, offset = divmod(index, self._local)
+        position = batch * self._global + self._hosts.index * self._local + offset
+        if position < self._total:
+            row = self._parent[position]
+            return _masked(row, True) if self._pad_last else row
+        return _masked(self._parent[self._total - 1], False)
+
+    def __str__(self) -> str:
+        return f"HostSliceDataset(host={self._hosts.index}/{self._hosts.count}, global_batch={self._global})"
+
+
+class HostSliceIterDataset(grain.IterDataset):
+    """Streaming mode: every host reads the stream and keeps its part of each global batch."""
+
+    def __init__(
+        self, parent: grain.IterDataset, hosts: Hosts, global_batch_size: int, *, pad_last: bool
+    ):
+        super().__init__(parent)
+        self._hosts = hosts
+        self._global = global_batch_size
+        self._local = hosts.split(global_batch_size)
+        self._pad_last = pad_last
+
+    def __iter__(self) -> _HostSliceIterator:
+        return _HostSliceIterator(
+            self._parent.__iter__(), self._hosts, self._global, self._local, self._pad_last
+        )
+
+    def __str__(self) -> str:
+        return f"HostSliceIterDataset(host={self._hosts.index}/{self._hosts.count}, global_batch={self._global})"
+
+
+class _HostSliceIterator(grain.DatasetIterator):
+    """Reads one global batch at a time and serves this host's slots of it.
+
+    A global batch is only served once it is known to be complete (or the stream ended and it
+    is padded), so that every host serves the same number of rows. The state is the parent's
+    state at the start of the current global batch plus how many rows of it were served.
+    """
+
+    def __init__(
+        self,
+        parent: grain.DatasetIterator,
+        hosts: Hosts,
+        global_size: int,
+        local: int,
+        pad_last: bool,
+    ):
+        super().__init__(parent)
+        self._first = hosts.index * local
+        self._global = global_size
+        self._local = local
+        self._pad_last = pad_last
+        self._start_state = parent.get_state()
+        self._mine: list[Any] = []
+        self._served = 0
+
+    def _load_batch(self) -> None:
+        """Read the next global batch from the parent and keep this host's slots."""
+        self._start_state = self._parent.get_state()
+        rows = []
+        for _ in range(self._global):
+            try:
+                rows.append(next(self._parent))
+            except StopIteration:
+                break
+        self._served = 0
+        if len(rows) == self._global:
+            mine = rows[self._first : self._first + self._local]
+            self._mine = [_masked(r, True) for r in mine] if self._pad_last else mine
+        elif rows and self._pad_last:
+            mine = [_masked(r, True) for r in rows[self._first : self._first + self._local]]
+            mine += [_masked(copy.copy(rows[-1]), False) for _ in range(self._local - len(mine))]
+            self._mine = mine
+        else:
+            self._mine = []
+
+    def __next__(self) -> Any:
+        if self._served == len(self._mine):
+            self._load_batch()
+            if not self._mine:
+                raise StopIteration
+        row = self._mine[self._served]
+        self._served += 1
+        return row
+
+    def get_state(self) -> dict[str, Any]:
+        if self._served == len(self._mine):  # between global batches: the parent's state is exact
+            return {"start": self._parent.get_state(), "served": 0}
+        return {"start": self._start_state, "served": self._served}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._parent.set_state(state["start"])
+        self._mine, self._served = [], 0
+        if state["served"]:
+            self._load_batch()
+            self._served = state["served"]

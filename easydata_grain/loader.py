@@ -362,7 +362,6 @@ class AsyncDataLoader:
             raise LoaderStateError(
                 f"The loader state is corrupted: {type(exc).__name__}: {exc}."
             ) from exc
-        self._batches = int(state.get("batches", 0))
 
     # -- stats --------------------------------------------------------------------------------
 

@@ -67,7 +67,7 @@ class Hosts:
             raise HostMismatchError(
                 f"The global batch size {global_batch_size} is not divisible by the {self.count} "
                 "hosts, so hosts would run unequal batches.",
-                hint=f"Use a multiple of {self.count} (e.g. {global_batch_size // self.count * self.count or self.count}).",
+                hint=f"Use a multiple of {self.count} (e.g. {-(-global_batch_size // self.count) * self.count}).",
             )
         return global_batch_size // self.count
 

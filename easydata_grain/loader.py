@@ -139,6 +139,9 @@ class AsyncDataLoader:
         self._rows_per_epoch: int | None = None
         self._stream: Any = None
         self.dataset = self._compile()
+        # Computed once, here, on every host: it may read all shards' metadata, which is a
+        # collective on several hosts and must not run on host 0 alone at save time.
+        self._fingerprint = self._compute_fingerprint()
         self._iterator: list[grain.DatasetIterator] = []
         self._batches = 0
         self._rows = 0
@@ -267,6 +270,9 @@ class AsyncDataLoader:
 
     def fingerprint(self) -> dict[str, Any]:
         """What the saved state is valid for: sources, transforms, order and batching."""
+        return dict(self._fingerprint)
+
+    def _compute_fingerprint(self) -> dict[str, Any]:
         identities = (
             self.source.identities() if hasattr(self.source, "identities") else [repr(self.source)]
         )

@@ -62,8 +62,7 @@ class RemoteFile(io.RawIOBase):
 
     def _read_once(self, size: int) -> bytes:
         if self._raw is None:
-            self._stats.add(requests=1)
-            self._raw = self._open_raw()
+            self._raw = self._open_raw()  # no request: the size is known and nothing is cached
         self._raw.seek(self._position)
         return self._raw.read(size)
 

@@ -143,6 +143,7 @@ class AsyncDataLoader:
         # collective on several hosts and must not run on host 0 alone at save time.
         self._fingerprint = self._compute_fingerprint()
         self._iterator: list[grain.DatasetIterator] = []
+        self._state_at_close: Any = None
         self._batches = 0
         self._rows = 0
         self._wait = 0.0
@@ -237,6 +238,9 @@ class AsyncDataLoader:
     def _iter(self) -> grain.DatasetIterator:
         if not self._iterator:
             self._iterator.append(iter(self.dataset))
+            if self._state_at_close is not None:
+                self._iterator[0].set_state(self._state_at_close)
+                self._state_at_close = None
             # Close (and drop) the iterator at exit while modules still exist: Grain's own
             # __del__ would run during interpreter teardown and fail noisily.
             weakref.finalize(self, _close, self._iterator)
@@ -263,7 +267,9 @@ class AsyncDataLoader:
             iterator.start_prefetch()
 
     def close(self) -> None:
-        """Stop background threads and processes."""
+        """Stop background threads and processes; iterating again continues where it stopped."""
+        if self._iterator:
+            self._state_at_close = self._iterator[0].get_state()
         _close(self._iterator)
 
     # -- state --------------------------------------------------------------------------------
@@ -355,6 +361,16 @@ class AsyncDataLoader:
             raise LoaderStateError(
                 f"Loader state version {state['version']} is not {STATE_VERSION}."
             )
+        if not isinstance(state["fingerprint"], dict):
+            raise LoaderStateError(
+                f"The loader state is corrupted: its fingerprint is a "
+                f"{type(state['fingerprint']).__name__}, not a dict."
+            )
+        bad = _non_integer_number(state["iterator"])
+        if bad is not None:
+            raise LoaderStateError(
+                f"The loader state is corrupted: the iterator position holds {bad!r}, not an int."
+            )
         changed = differences(state["fingerprint"], self.fingerprint())
         if changed:
             raise LoaderStateError(
@@ -391,6 +407,19 @@ class AsyncDataLoader:
             "retries": io.get("retries", 0),
             "wait_fraction": self._wait / elapsed if elapsed > 0 else 0.0,
         }
+
+
+def _non_integer_number(value: Any) -> Any:
+    """The first float (or bool) inside a nested state, where only ints belong; else None."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            found = _non_integer_number(item)
+            if found is not None:
+                return found
+        return None
+    return value if isinstance(value, float) else None
 
 
 def _close(holder: list[Any]) -> None:

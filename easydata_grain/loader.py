@@ -13,6 +13,7 @@ from grain.experimental import ThreadPrefetchIterDataset
 
 from easydata_grain.distributed import Hosts
 from easydata_grain.fingerprint import describe, differences, digest
+from easydata_grain.graph.batch_dataset import BatchedMapDataset
 from easydata_grain.graph.host_split import HostSliceDataset, HostSliceIterDataset
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.io.errors import NotResumableError
@@ -133,7 +134,8 @@ class AsyncDataLoader:
         # (each host transforms only its own rows); after them when a filter changes the count,
         # so that all hosts still serve equal numbers of rows.
         filtering = any(isinstance(t, grain.transforms.Filter) for t in transforms)
-        self._split_rows_first = self.hosts.count > 1 and self.mode == "indexed" and not filtering
+        self._batch_in_map = self.mode == "indexed" and not filtering
+        self._split_rows_first = self.hosts.count > 1 and self._batch_in_map
         self._pad_last = self.hosts.count > 1 and not drop_remainder
         self.source = sources[0] if len(sources) == 1 else ConcatSource(sources)
         self._rows_per_epoch: int | None = None
@@ -181,19 +183,24 @@ class AsyncDataLoader:
                 rows = HostSliceDataset(
                     rows, self.hosts, self.global_batch_size, pad_last=self._pad_last
                 )
-            dataset = self._apply_transforms(rows)
-            dataset = dataset.to_iter_dataset(
-                grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
-            )
+            rows = self._apply_transforms(rows)
+            if self._batch_in_map:
+                # Batches as random-access elements: Grain's per-element iterator overhead
+                # is paid once per batch, and the state counts batches.
+                rows = BatchedMapDataset(
+                    rows, self.batch_size, drop_remainder=self.drop_remainder, batch_fn=self.collate
+                )
+            dataset = rows.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
         else:
             dataset = self._apply_transforms(self._streaming_rows())
         if self.hosts.count > 1 and not self._split_rows_first:
             dataset = HostSliceIterDataset(
                 dataset, self.hosts, self.global_batch_size, pad_last=self._pad_last
             )
-        dataset = dataset.batch(
-            self.batch_size, drop_remainder=self.drop_remainder, batch_fn=self.collate
-        )
+        if not self._batch_in_map:
+            dataset = dataset.batch(
+                self.batch_size, drop_remainder=self.drop_remainder, batch_fn=self.collate
+            )
         if self.worker_processes:
             return dataset.mp_prefetch(
                 grain.MultiprocessingOptions(
@@ -321,9 +328,9 @@ class AsyncDataLoader:
         """The number of global-order positions consumed, when the state allows elastic restore."""
         if self.mode != "indexed" or self.worker_processes or not isinstance(iterator_state, dict):
             return None
-        if self._split_rows_first and set(iterator_state) == {"next_index"}:
-            return iterator_state["next_index"] // self.batch_size * self.global_batch_size
-        if not self._split_rows_first and iterator_state.get("served", 0) == 0:
+        if self._batch_in_map and set(iterator_state) == {"next_index"}:
+            return iterator_state["next_index"] * self.global_batch_size
+        if not self._batch_in_map and self.hosts.count > 1 and iterator_state.get("served") == 0:
             return -1  # the state is the global order's own position: valid on any host count
         return None
 
@@ -333,7 +340,7 @@ class AsyncDataLoader:
         if saved_hosts == self.hosts.count:
             return state["iterator"]
         position = state.get("global_position")
-        if position is None:
+        if position is None or (position == -1 and self.hosts.count == 1):
             raise LoaderStateError(
                 f"This state was saved on {saved_hosts} hosts and cannot be restored on "
                 f"{self.hosts.count}: {self.mode} mode"
@@ -343,7 +350,7 @@ class AsyncDataLoader:
             )
         if position == -1:
             return state["iterator"]
-        return {"next_index": position // self.global_batch_size * self.batch_size}
+        return {"next_index": position // self.global_batch_size}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Continue from ``state``; a state from another pipeline raises ``LoaderStateError``."""

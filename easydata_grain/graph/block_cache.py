@@ -26,7 +26,7 @@ class BlockCache:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self._source = source
         self._capacity = capacity
-        self._read_threads = read_threads
+        self.read_threads = read_threads
         self._executor: ThreadPoolExecutor | None = None
         self._blocks: collections.OrderedDict[tuple[int, int], Future[list[Row]]] = (
             collections.OrderedDict()
@@ -50,13 +50,17 @@ class BlockCache:
         if last[0] == shard and last[1] <= row < last[2]:
             return last[3][row - last[1]]
         block, start = self.block_of(shard, row)
-        rows = self._future(shard, block, background=False).result()
+        rows = self.block(shard, block)
         self._last = (shard, start, start + len(rows), rows)
         return rows[row - start]
 
+    def block(self, shard: int, block: int) -> list[Row]:
+        """All rows of one block (read now, or waited for if another thread is reading it)."""
+        return self._future(shard, block, background=False).result()
+
     def prefetch(self, blocks: Iterable[tuple[int, int]]) -> None:
         """Start reading these ``(shard, block)`` pairs in the background (no-op without threads)."""
-        if self._read_threads:
+        if self.read_threads:
             for shard, block in blocks:
                 self._future(shard, block, background=True)
 
@@ -73,7 +77,7 @@ class BlockCache:
                 self._blocks.popitem(last=False)
             if background:
                 if self._executor is None:
-                    self._executor = ThreadPoolExecutor(self._read_threads, "easydata-read")
+                    self._executor = ThreadPoolExecutor(self.read_threads, "easydata-read")
                 self._executor.submit(self._read, key, future)
         if not background:
             self._read(key, future)
@@ -92,7 +96,7 @@ class BlockCache:
         future.set_result(rows)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"source": self._source, "capacity": self._capacity, "threads": self._read_threads}
+        return {"source": self._source, "capacity": self._capacity, "threads": self.read_threads}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["source"], state["capacity"], state["threads"])

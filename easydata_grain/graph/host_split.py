@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import grain
@@ -47,12 +48,28 @@ class HostSliceDataset(grain.MapDataset):
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
             return self.slice(index)
-        batch, offset = divmod(index, self._local)
-        position = batch * self._global + self._hosts.index * self._local + offset
+        position = self._position(index)
         if position < self._total:
             row = self._parent[position]
             return _masked(row, True) if self._pad_last else row
         return _masked(self._parent[self._total - 1], False)
+
+    def _getitems(self, indices: Sequence[int]) -> list[Any]:
+        positions = [self._position(index) for index in indices]
+        real = [p for p in positions if p < self._total]
+        rows = iter(self._parent._getitems(real))
+        out = []
+        for position in positions:
+            if position < self._total:
+                row = next(rows)
+                out.append(_masked(row, True) if self._pad_last else row)
+            else:
+                out.append(_masked(self._parent[self._total - 1], False))
+        return out
+
+    def _position(self, index: int) -> int:
+        batch, offset = divmod(index, self._local)
+        return batch * self._global + self._hosts.index * self._local + offset
 
     def __str__(self) -> str:
         return f"HostSliceDataset(host={self._hosts.index}/{self._hosts.count}, global_batch={self._global})"

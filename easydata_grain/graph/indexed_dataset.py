@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import grain
@@ -56,6 +57,8 @@ class IndexedSourceDataset(grain.MapDataset):
         capacity = min(_MAX_CACHED_BLOCKS, window_blocks + 2 * chunk_blocks + 2)
         self._cache = BlockCache(source, capacity, read_threads)
         self._chunk: tuple[int, list[int], list[int]] | None = None
+        self._starts: dict[int, np.ndarray] = {}
+        self._prefetched_until = 0
 
     def __len__(self) -> int:
         if self._num_epochs is None:
@@ -74,13 +77,52 @@ class IndexedSourceDataset(grain.MapDataset):
         offset = index - chunk_start
         return self._cache.row(chunk[1][offset], chunk[2][offset])
 
+    def _getitems(self, indices: Sequence[int]) -> list[Any]:
+        """Many rows at once (a batch): addresses and blocks looked up per block, not per row."""
+        positions = np.asarray(indices, dtype=np.int64)
+        if not len(positions):
+            return []
+        next_chunk = int(positions.max()) // _ADDRESS_CHUNK * _ADDRESS_CHUNK + _ADDRESS_CHUNK
+        if next_chunk > self._prefetched_until and next_chunk < len(self):
+            self._prefetch_chunk(next_chunk)
+            self._prefetched_until = next_chunk
+        epochs, positions = np.divmod(positions, self.rows_per_epoch)
+        shards = np.empty_like(positions)
+        rows = np.empty_like(positions)
+        for epoch in np.unique(epochs).tolist():
+            where = epochs == epoch
+            shards[where], rows[where] = self.order.addresses(epoch, positions[where])
+        out: list[Any] = [None] * len(rows)
+        for shard in np.unique(shards).tolist():
+            where = np.flatnonzero(shards == shard)
+            starts = self._block_starts(shard)
+            blocks = np.searchsorted(starts, rows[where], side="right") - 1
+            for block in np.unique(blocks).tolist():
+                block_rows = self._cache.block(shard, block)
+                mine = where[blocks == block]
+                offsets = (rows[mine] - starts[block]).tolist()
+                for slot, offset in zip(mine.tolist(), offsets, strict=True):
+                    out[slot] = block_rows[offset]
+        return out
+
+    def _block_starts(self, shard: int) -> np.ndarray:
+        starts = self._starts.get(shard)
+        if starts is None:
+            starts = self._starts[shard] = np.asarray(
+                self._source.block_starts(shard), dtype=np.int64
+            )
+        return starts
+
     def _prefetch_chunk(self, start: int) -> None:
         """Start reading the blocks of the chunk at ``start`` in the background."""
-        shards, rows = self._chunk_addresses(start)
-        blocks = dict.fromkeys(
-            (shard, self._cache.block_of(shard, row)[0])
-            for shard, row in zip(shards, rows, strict=True)
-        )
+        if not self._cache.read_threads:
+            return
+        shards, rows = (np.asarray(a) for a in self._chunk_addresses(start))
+        blocks = []
+        for shard in np.unique(shards).tolist():
+            starts = self._block_starts(shard)
+            found = np.searchsorted(starts, rows[shards == shard], side="right") - 1
+            blocks += [(shard, block) for block in np.unique(found).tolist()]
         self._cache.prefetch(blocks)
 
     def _chunk_addresses(self, start: int) -> tuple[list[int], list[int]]:

@@ -27,13 +27,30 @@ def numpy_viewable(array: pa.Array) -> bool:
     return False
 
 
+_FLOAT_NAMES = {"halffloat": np.float16, "float": np.float32, "double": np.float64}
+
+
+def _view(array: pa.Array, dtype: Any, length: int) -> np.ndarray:
+    """A read-only numpy view of a primitive array's data buffer (``to_numpy`` would import
+    pandas on first use, a quarter of a second before the first batch)."""
+    view = np.frombuffer(array.buffers()[1], dtype=dtype)[array.offset : array.offset + length]
+    view.flags.writeable = False
+    return view
+
+
+def _values(array: pa.Array) -> np.ndarray:
+    name = str(array.type)
+    return _view(array, _FLOAT_NAMES.get(name, name), len(array))
+
+
 def numpy_lists(array: pa.Array) -> list[np.ndarray | None]:
     """A ``numpy_viewable`` column as read-only numpy views, one per row (None for null rows)."""
     if pa.types.is_fixed_size_list(array.type):
-        flat = array.flatten().to_numpy(zero_copy_only=True)
+        flat = _values(array.flatten())
         return list(flat.reshape(len(array), array.type.list_size))
-    bounds = array.offsets.to_numpy().tolist()
-    values = array.values.to_numpy(zero_copy_only=True)
+    offsets = np.int64 if pa.types.is_large_list(array.type) else np.int32
+    bounds = _view(array, offsets, len(array) + 1).tolist()
+    values = _values(array.values)
     rows: list[np.ndarray | None] = [values[a:b] for a, b in itertools.pairwise(bounds)]
     if array.null_count:
         for index in np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False)).tolist():

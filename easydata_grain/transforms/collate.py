@@ -55,9 +55,10 @@ class Collate:
         return self._mapping("", rows)
 
     def _mapping(self, prefix: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        keys = list(rows[0])
-        for index, row in enumerate(rows):
-            if not isinstance(row, Mapping) or set(row) != set(keys):
+        keys = rows[0].keys()
+        same = all(type(row) is dict and row.keys() == keys for row in rows)
+        for index, row in enumerate(() if same else rows):
+            if not isinstance(row, Mapping) or row.keys() != keys:
                 got = sorted(row) if isinstance(row, Mapping) else type(row).__name__
                 raise CollateError(
                     f"Row {index} of the batch has fields {got}, the first row {sorted(keys)}"
@@ -80,36 +81,43 @@ class Collate:
             return values
         if isinstance(first, Mapping):
             return self._mapping(field + ".", values)
-        if any(v is None for v in values):
+        all_arrays = all(type(v) is np.ndarray for v in values)
+        if not all_arrays and any(v is None for v in values):
             index = next(i for i, v in enumerate(values) if v is None)
             raise CollateError(
                 f"Field {field!r} is None in row {index} of the batch: fill it or filter such "
                 "rows out before batching."
             )
-        arrays = [np.asarray(v) for v in values]
-        if any(a.dtype == object for a in arrays):
+        fixed = self.pad.get(field) if isinstance(self.pad, Mapping) else None
+        if not isinstance(first, np.ndarray | list | tuple):
+            scalars = np.asarray(values)
+            if scalars.dtype == object:
+                raise CollateError(
+                    f"Field {field!r} holds values numpy cannot type ({type(first).__name__})."
+                )
+            return scalars
+        arrays = values if all_arrays else [np.asarray(v) for v in values]
+        if arrays[0].dtype == object or (not all_arrays and any(a.dtype == object for a in arrays)):
             raise CollateError(
                 f"Field {field!r} holds values numpy cannot type ({type(first).__name__})."
             )
-        shapes = {a.shape for a in arrays}
-        fixed = self.pad.get(field) if isinstance(self.pad, Mapping) else None
-        if len(shapes) == 1 and fixed is None:
+        shape = arrays[0].shape
+        if fixed is None and all(a.shape == shape for a in arrays):
             return np.stack(arrays)
         if any(a.ndim != 1 for a in arrays):
             raise _ragged_error(field, [a.size for a in arrays])
-        lengths = [len(a) for a in arrays]
+        lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
         if fixed is None and self.pad is not True:
-            raise _ragged_error(field, lengths)
-        width = fixed if fixed is not None else max(lengths)
-        if max(lengths) > width:
+            raise _ragged_error(field, lengths.tolist())
+        longest = int(lengths.max())
+        width = fixed if fixed is not None else longest
+        if longest > width:
             raise CollateError(
-                f"Field {field!r} has a row of length {max(lengths)}, longer than its pad length "
+                f"Field {field!r} has a row of length {longest}, longer than its pad length "
                 f"{width}: raise the length or truncate in a transform."
             )
-        dtype = np.result_type(*arrays)
-        padded = np.full((len(arrays), width), self.pad_value, dtype=dtype)
-        mask = np.zeros((len(arrays), width), dtype=bool)
-        for i, array in enumerate(arrays):
-            padded[i, : len(array)] = array
-            mask[i, : len(array)] = True
+        values_flat = np.concatenate(arrays)
+        mask = np.arange(width) < lengths[:, None]
+        padded = np.full((len(arrays), width), self.pad_value, dtype=values_flat.dtype)
+        padded[mask] = values_flat
         return padded, mask

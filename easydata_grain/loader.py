@@ -20,7 +20,7 @@ from easydata_grain.io.errors import NotResumableError
 from easydata_grain.sources.concat import ConcatSource
 from easydata_grain.transforms.collate import Collate
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 Transform = (
     grain.transforms.Map
     | grain.transforms.RandomMap
@@ -426,7 +426,7 @@ def _non_integer_number(value: Any) -> Any:
             if found is not None:
                 return found
         return None
-    return value if isinstance(value, float) else None
+    return value if isinstance(value, float | bool) else None
 
 
 def _close(holder: list[Any]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,7 +29,7 @@ class BatchedMapDataset(grain.MapDataset):
         self._batch_fn = batch_fn
         rows = len(parent)
         self._rows = rows
-        self._length = rows // batch_size if drop_remainder else math.ceil(rows / batch_size)
+        self._length = rows // batch_size if drop_remainder else -(-rows // batch_size)
 
     def __len__(self) -> int:
         return self._length

@@ -1,0 +1,697 @@
+"""Benchmark AsyncDataLoader against plain pyarrow, in one run, on generated Parquet datasets.
+
+    .venv/bin/python -m ops.bench_loader                                   # 5M rows, 1 and 4 GB
+    .venv/bin/python -m ops.bench_loader --rows 500000 --memory-gb 0.25 1  # quicker
+    .venv/bin/python -m ops.bench_loader --profile                         # + where the time goes
+
+Datasets are generated once with ``write_parquet_dataset`` and cached under ``--data``, keyed
+by their parameters (the generation time is kept with them and printed). Prints:
+
+1. loader rows/s over one epoch (batch 256, ``columns=["id", "input_ids"]``, ``pad=True``),
+   shuffle off and on (``shuffle_buffer_size=4096``), ``prefetch_workers`` 2 and 0, against
+   plain pyarrow reading the same files and columns into Python rows
+   (``ParquetFile.iter_batches`` + ``to_pylist``); every reader ``--rounds`` times,
+   round-robin, the best round counts (other work on a shared machine only slows runs down);
+2. resume latency at 0%, 50% and 99% of the epoch: a fresh source and ``AsyncDataLoader`` +
+   ``set_state`` (states saved by ``get_state`` during the shuffled run of 1, as JSON) to the
+   first batch, which is checked against the batch that followed the save;
+3. peak RSS (``VmHWM``: a child's ``ru_maxrss`` starts at the parent's peak on Linux), one
+   subprocess per case, streaming all columns of a ~1 GB and a ~4 GB (decoded) dataset
+   through the shuffled loader, and through pyarrow for reference;
+4. time to the first batch in a fresh process, with the dataset's files evicted from the page
+   cache (cold) and again (warm), and with pandas imported up front (pyarrow imports it on
+   the first ``Array.to_numpy``).
+
+``--profile`` adds the shuffled loader built up stage by stage (us/row, no profiler) and a
+cProfile of it, to show where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import itertools
+import json
+import os
+import pstats
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import grain
+import numpy as np
+import pyarrow.parquet as pq
+
+from easydata_grain import AsyncDataLoader, ParquetShardedSource
+from easydata_grain.synthetic import synthetic_table, write_parquet_dataset
+
+COLUMNS = ["id", "input_ids"]
+BATCH_SIZE = 256
+SHUFFLE_BUFFER = 4096
+SEED = 42
+RESUME_POINTS = (0.0, 0.5, 0.99)
+
+
+# -- datasets ----------------------------------------------------------------------------------
+
+
+def _dataset(
+    root: Path, rows: int, shards: int, row_group_size: int, max_tokens: int
+) -> tuple[list[str], float, bool]:
+    """The shard paths, the generation time in seconds, and whether it was generated now."""
+    directory = root / f"rows{rows}-shards{shards}-rg{row_group_size}-tok{max_tokens}-seed0"
+    marker = directory / ".complete.json"
+    generated = not marker.exists()
+    if generated:
+        print(f"generating {rows:,} rows in {shards} shards under {directory} ...", flush=True)
+        start = time.perf_counter()
+        write_parquet_dataset(
+            directory,
+            num_shards=shards,
+            rows_per_shard=rows // shards,
+            row_group_size=row_group_size,
+            max_tokens=max_tokens,
+        )
+        marker.write_text(json.dumps({"seconds": time.perf_counter() - start}))
+    seconds = json.loads(marker.read_text())["seconds"]
+    return sorted(str(p) for p in directory.glob("shard-*.parquet")), seconds, generated
+
+
+def _rows_for_gb(gigabytes: float, max_tokens: int, shards: int) -> int:
+    """Rows that make ``gigabytes`` of decoded (Arrow) data, a multiple of ``shards``."""
+    sample = synthetic_table(4_000, max_tokens=max_tokens, first_id=10**9)
+    per_row = sample.nbytes / sample.num_rows
+    return max(shards, round(gigabytes * 1e9 / per_row / shards) * shards)
+
+
+def _sizes(paths: list[str], columns: list[str] | None = None) -> dict[str, float]:
+    """Rows, on-disk MB, Parquet-uncompressed MB and decoded (Arrow) MB of ``columns``."""
+    rows = disk = uncompressed = 0
+    for path in paths:
+        metadata = pq.read_metadata(path)
+        rows += metadata.num_rows
+        disk += os.path.getsize(path)
+        for g in range(metadata.num_row_groups):
+            group = metadata.row_group(g)
+            for c in range(group.num_columns):
+                chunk = group.column(c)
+                if columns is None or chunk.path_in_schema.split(".")[0] in columns:
+                    uncompressed += chunk.total_uncompressed_size
+    first = pq.ParquetFile(paths[0])
+    sample = first.read_row_group(0, columns=columns)
+    decoded = sample.nbytes / sample.num_rows * rows
+    return {
+        "rows": rows,
+        "disk_mb": disk / 1e6,
+        "uncompressed_mb": uncompressed / 1e6,
+        "decoded_mb": decoded / 1e6,
+    }
+
+
+def _describe(label: str, paths: list[str], seconds: float, generated: bool) -> None:
+    sizes = _sizes(paths)
+    groups = pq.read_metadata(paths[0]).row_group(0).num_rows
+    print(
+        f"{label}: {len(paths)} shards, {sizes['rows']:,} rows, row groups of {groups:,} rows, "
+        f"{sizes['decoded_mb']:,.0f} MB decoded / {sizes['uncompressed_mb']:,.0f} MB Parquet-"
+        f"uncompressed / {sizes['disk_mb']:,.0f} MB on disk; generated in {seconds:.1f} s"
+        f"{'' if generated else ' (cached)'}",
+        flush=True,
+    )
+
+
+def _warm(paths: list[str]) -> None:
+    """Read the files once so that every reader finds them in the page cache."""
+    for path in paths:
+        with open(path, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+
+
+def _evict(paths: list[str]) -> None:
+    """Drop these files (only) from the page cache, so the next read goes to the disk."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _load() -> str:
+    """The 1-minute load average (other work on a shared machine moves every figure)."""
+    return f"(load average {os.getloadavg()[0]:.2f})"
+
+
+# -- readers -----------------------------------------------------------------------------------
+
+
+def _loader(
+    paths: list[str],
+    *,
+    shuffle: bool,
+    workers: int = 2,
+    columns: list[str] | None = COLUMNS,
+    source: ParquetShardedSource | None = None,
+    **options: Any,
+) -> AsyncDataLoader:
+    return AsyncDataLoader(
+        source or ParquetShardedSource(paths, columns=columns),
+        batch_size=BATCH_SIZE,
+        prefetch_workers=workers,
+        shuffle_buffer_size=SHUFFLE_BUFFER if shuffle else None,
+        seed=SEED,
+        pad=True,
+        **options,
+    )
+
+
+def _pyarrow_rows(paths: list[str], columns: list[str] | None) -> Iterable[dict]:
+    for path in paths:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096, columns=columns):
+            yield from batch.to_pylist()
+
+
+def _source_rows(paths: list[str], columns: list[str] | None) -> Iterable[dict]:
+    source = ParquetShardedSource(paths, columns=columns)
+    for shard in source.shard_names:
+        yield from source.open_shard(shard)
+
+
+def _time_rows(rows: Iterable[object]) -> tuple[int, float]:
+    start = time.perf_counter()
+    count = sum(1 for _ in rows)
+    return count, time.perf_counter() - start
+
+
+Saved = dict[int, tuple[str, np.ndarray]]
+
+
+def _time_loader(loader: AsyncDataLoader, save_at: Iterable[int] = ()) -> tuple[int, float, Saved]:
+    """Rows and seconds of one epoch; the JSON state before batch ``k`` and that batch's ids."""
+    save_at = set(save_at)
+    saved: Saved = {}
+    rows = batches = 0
+    start = time.perf_counter()
+    while True:
+        state = json.dumps(loader.get_state()) if batches in save_at else None
+        try:
+            batch = next(loader)
+        except StopIteration:
+            break
+        if state is not None:
+            saved[batches] = (state, batch["id"].copy())
+        rows += len(batch["id"])
+        batches += 1
+    seconds = time.perf_counter() - start
+    loader.close()
+    return rows, seconds, saved
+
+
+# -- 1. throughput -----------------------------------------------------------------------------
+
+
+def throughput(paths: list[str], save_at: list[int], rounds: int) -> Saved:
+    """Loader rows/s against pyarrow -> Python rows; returns the states saved on the way.
+
+    Every reader reads the whole epoch once per round, round-robin; the best round counts
+    (other work on a shared machine only ever slows a run down).
+    """
+    print(
+        f"\n## 1. One epoch, columns {COLUMNS}, batch {BATCH_SIZE}, pad=True (same run; best of "
+        f"{rounds} rounds, round-robin)"
+    )
+    readers: list[tuple[str, Callable[[], tuple[int, float]]]] = [
+        (
+            "pyarrow iter_batches + to_pylist",
+            lambda: _time_rows(_pyarrow_rows(paths, COLUMNS)),
+        ),
+        (
+            "ParquetShardedSource.open_shard (no loader)",
+            lambda: _time_rows(_source_rows(paths, COLUMNS)),
+        ),
+    ]
+    saved: Saved = {}
+    for shuffle, workers in ((False, 2), (True, 2), (False, 0), (True, 0)):
+
+        def run(shuffle: bool = shuffle, workers: int = workers) -> tuple[int, float]:
+            keep = shuffle and workers and not saved
+            loader = _loader(paths, shuffle=shuffle, workers=workers)
+            rows, seconds, states = _time_loader(loader, save_at if keep else ())
+            saved.update(states)
+            return rows, seconds
+
+        name = f"loader shuffle={'on ' if shuffle else 'off'} prefetch_workers={workers}"
+        readers.append((name, run))
+    rates: dict[str, list[float]] = {name: [] for name, _ in readers}
+    rows = 0
+    for round_ in range(rounds):
+        for name, run in readers:
+            rows, seconds = run()
+            rates[name].append(rows / seconds)
+            print(f"  round {round_ + 1}: {name:<48} {rows / seconds:>10,.0f} rows/s", flush=True)
+    baseline = max(rates[readers[0][0]])
+    print(f"{'reader':<48} {'rows/s':>10} {'seconds':>8} {'vs pyarrow':>10}  rounds (rows/s)")
+    for name, _ in readers:
+        best = max(rates[name])
+        every = " / ".join(f"{rate / 1000:,.0f}k" for rate in rates[name])
+        print(f"{name:<48} {best:>10,.0f} {rows / best:>8.1f} {best / baseline:>9.2f}x  {every}")
+    print(_load())
+    return saved
+
+
+# -- 2. resume ---------------------------------------------------------------------------------
+
+
+def _resume_once(paths: list[str], state: str, expected: np.ndarray) -> list[float]:
+    """Seconds for: source, loader, set_state, first batch (checked against ``expected``)."""
+    marks = [time.perf_counter()]
+    source = ParquetShardedSource(paths, columns=COLUMNS)
+    source.row_counts()
+    marks.append(time.perf_counter())
+    loader = _loader(paths, shuffle=True, source=source)
+    marks.append(time.perf_counter())
+    loader.set_state(state)
+    marks.append(time.perf_counter())
+    batch = next(loader)
+    marks.append(time.perf_counter())
+    loader.close()
+    if not np.array_equal(batch["id"], expected):
+        raise AssertionError("the resumed batch is not the batch that followed the saved state")
+    return [b - a for a, b in itertools.pairwise(marks)]
+
+
+def resume(paths: list[str], saved: Saved, total_batches: int, repeats: int) -> None:
+    """Fresh source + loader + set_state -> first batch, at 0%, 50% and 99% of the epoch."""
+    print(
+        "\n## 2. Resume: fresh source + AsyncDataLoader + set_state(JSON state) -> first batch "
+        f"(shuffle on, median of {repeats}; cold = files evicted from the page cache, 1 run)"
+    )
+    print(
+        f"{'where':<22} {'source':>8} {'loader':>8} {'set_state':>9} {'1st batch':>9} "
+        f"{'total':>8} {'cold total':>10}"
+    )
+    for fraction in RESUME_POINTS:
+        at = int(fraction * total_batches)
+        state, expected = saved[at]
+        runs = [_resume_once(paths, state, expected) for _ in range(repeats)]
+        parts = [1000 * statistics.median(column) for column in zip(*runs, strict=True)]
+        totals = [1000 * sum(run) for run in runs]
+        _evict(paths)
+        cold = 1000 * sum(_resume_once(paths, state, expected))
+        _warm(paths)
+        source_ms, loader_ms, set_ms, batch_ms = parts
+        print(
+            f"{fraction:>4.0%} (batch {at:>6,})     {source_ms:>6.1f}ms {loader_ms:>6.1f}ms "
+            f"{set_ms:>7.1f}ms {batch_ms:>7.1f}ms {statistics.median(totals):>6.1f}ms "
+            f"{cold:>8.1f}ms",
+            flush=True,
+        )
+    print(f"(state size: {len(saved[0][0])} bytes of JSON; every resumed batch matched) {_load()}")
+
+
+# -- 3. memory ---------------------------------------------------------------------------------
+
+
+def _status_kb(field: str) -> int:
+    """A field of /proc/self/status in kB (``VmRSS``: now, ``VmHWM``: the peak)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def memory_child(directory: str, reader: str) -> None:
+    """(In a subprocess.) Stream every row of ``directory``; print RSS figures as JSON."""
+    paths = sorted(str(p) for p in Path(directory).glob("shard-*.parquet"))
+    start = time.perf_counter()
+    if reader == "loader":
+        loader = _loader(paths, shuffle=True, columns=None)
+        before = _status_kb("VmRSS")
+        rows, _, _ = _time_loader(loader)
+    else:
+        before = _status_kb("VmRSS")
+        rows, _ = _time_rows(_pyarrow_rows(paths, None))
+    seconds = time.perf_counter() - start
+    # VmHWM, not ru_maxrss: Linux carries the parent's peak RSS over fork + exec into the
+    # child's ru_maxrss, so a child's ru_maxrss is never below the parent's RSS at the fork.
+    peak = _status_kb("VmHWM")
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "seconds": seconds,
+                "before_kb": before,
+                "peak_kb": peak,
+                "maxrss": maxrss,
+            }
+        )
+    )
+
+
+def memory(datasets: list[tuple[str, list[str]]]) -> None:
+    """Peak RSS streaming all columns of each dataset through the loader and through pyarrow."""
+    print(
+        "\n## 3. Peak RSS streaming every row (all columns), one subprocess per case: loader "
+        f"shuffle on ({SHUFFLE_BUFFER}), batch {BATCH_SIZE}, pad=True, prefetch_workers=2"
+    )
+    print(
+        f"{'dataset':<30} {'reader':<30} {'rows/s':>9} {'MB/s':>7} {'RSS before':>10} "
+        f"{'peak RSS':>9}"
+    )
+    for label, paths in datasets:
+        decoded = _sizes(paths)["decoded_mb"]
+        for reader, name in (("loader", "AsyncDataLoader"), ("pyarrow", "pyarrow to_pylist")):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "ops.bench_loader",
+                    "--memory-child",
+                    str(Path(paths[0]).parent),
+                    reader,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            result = json.loads(out.strip().splitlines()[-1])
+            print(
+                f"{label:<30} {name:<30} {result['rows'] / result['seconds']:>9,.0f} "
+                f"{decoded / result['seconds']:>7.0f} {result['before_kb'] / 1024:>8.0f}MB "
+                f"{result['peak_kb'] / 1024:>7.0f}MB",
+                flush=True,
+            )
+    print(_load())
+
+
+# -- 4. first batch ----------------------------------------------------------------------------
+
+_FIRST_BATCH = """
+import json, sys, time
+started = time.perf_counter()
+paths, shuffle, pandas_first = json.loads(sys.argv[1])
+if pandas_first:
+    import pandas
+from easydata_grain import AsyncDataLoader, ParquetShardedSource
+imported = time.perf_counter()
+source = ParquetShardedSource(paths, columns=["id", "input_ids"])
+source.row_counts()
+sourced = time.perf_counter()
+loader = AsyncDataLoader(source, batch_size=256, shuffle_buffer_size=4096 if shuffle else None,
+                         seed=42, pad=True)
+built = time.perf_counter()
+batch = next(loader)
+done = time.perf_counter()
+print(json.dumps({"wall": time.time(), "import": imported - started, "source": sourced - imported,
+                  "loader": built - sourced, "batch": done - built}), flush=True)
+loader.close()
+"""
+
+
+def first_batch(paths: list[str]) -> None:
+    """A fresh process: import, source (footers), loader, first batch; cold and warm cache.
+
+    The last case imports pandas before the clock of the first batch starts: pyarrow imports it
+    on the first ``Array.to_numpy`` (in ``arrow_rows.numpy_lists``), inside the first batch.
+    """
+    print(
+        "\n## 4. Time to the first batch in a fresh process (cold: the dataset's files evicted "
+        "from the page cache first; '+pandas': pandas imported with the rest, before the source)"
+    )
+    print(
+        f"{'case':<24} {'import':>8} {'source':>8} {'loader':>8} {'1st batch':>9} "
+        f"{'src+loader+batch':>16} {'process start->batch':>20}"
+    )
+    cases = [(False, "cold"), (False, "warm"), (True, "cold"), (True, "warm")]
+    for shuffle, cache in [*cases, (True, "cold +pandas"), (True, "warm +pandas")]:
+        if cache.startswith("cold"):
+            _evict(paths)
+        launched = time.time()
+        pandas_first = cache.endswith("+pandas")
+        out = subprocess.run(
+            [sys.executable, "-c", _FIRST_BATCH, json.dumps([paths, shuffle, pandas_first])],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        ms = {k: 1000 * v for k, v in r.items() if k != "wall"}
+        print(
+            f"shuffle={'on ' if shuffle else 'off'} {cache:<12} {ms['import']:>6.0f}ms "
+            f"{ms['source']:>6.0f}ms {ms['loader']:>6.0f}ms {ms['batch']:>7.0f}ms "
+            f"{ms['source'] + ms['loader'] + ms['batch']:>14.0f}ms "
+            f"{1000 * (r['wall'] - launched):>18.0f}ms",
+            flush=True,
+        )
+    print(_load())
+    _warm(paths)
+
+
+# -- profile -----------------------------------------------------------------------------------
+
+
+def _per_row(
+    name: str, make: Callable[[], Iterable[object]], rows: int, reference: float, repeats: int = 2
+) -> float:
+    """Best of ``repeats`` timings of ``rows`` rows of ``make()`` (batches count their rows)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        seen = 0
+        items = make()
+        for item in items:
+            is_batch = isinstance(item, dict) and isinstance(item["id"], np.ndarray)
+            seen += len(item["id"]) if is_batch else 1
+            if seen >= rows:
+                break
+        best = min(best, 1e6 * (time.perf_counter() - start) / seen)
+        if isinstance(items, AsyncDataLoader):
+            items.close()
+    added = f"{best - reference:+7.2f}" if reference else ""
+    print(f"{name:<58} {best:>7.2f} {added:>8} {1e6 / best:>11,.0f}", flush=True)
+    return best
+
+
+def stages(paths: list[str], rows: int) -> None:
+    """The shuffled loader built up stage by stage (one thread, no profiler): us per row."""
+    from easydata_grain import Collate
+    from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
+
+    print(
+        f"\n## Profile A: the shuffled loader built up stage by stage, first {rows:,} rows, one "
+        "thread, wall clock without a profiler, best of 2"
+    )
+    print(f"{'stage':<58} {'us/row':>7} {'added':>8} {'rows/s':>11}")
+    read = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+
+    def indexed() -> IndexedSourceDataset:
+        source = ParquetShardedSource(paths, columns=COLUMNS)
+        return IndexedSourceDataset(source, seed=SEED, shuffle=True, window_size=SHUFFLE_BUFFER)
+
+    def blocks() -> Iterable[object]:
+        source = ParquetShardedSource(paths, columns=COLUMNS)
+        for shard in range(len(paths)):
+            for block in range(len(source.block_starts(shard))):
+                yield from source.read_block(shard, block)
+
+    def getitem() -> Iterable[object]:
+        dataset = indexed()
+        return (dataset[i] for i in range(len(dataset)))
+
+    def collate_only() -> Iterable[object]:
+        batch = list(itertools.islice(_source_rows(paths, COLUMNS), BATCH_SIZE))
+        collate = Collate(pad=True)
+        return (collate(batch) for _ in range(-(-rows // BATCH_SIZE)))
+
+    pyarrow = _per_row(
+        "pyarrow iter_batches + to_pylist (reference)",
+        lambda: _pyarrow_rows(paths, COLUMNS),
+        rows,
+        0,
+    )
+    base = _per_row("1 source.read_block, every row group in file order", blocks, rows, 0)
+    step = _per_row("2 IndexedSourceDataset[i] (epoch order, block cache)", getitem, rows, base)
+    step = _per_row(
+        "3 + .seed().to_iter_dataset() (Grain per-row iterator)",
+        lambda: indexed().seed(SEED).to_iter_dataset(read),
+        rows,
+        step,
+    )
+    step = _per_row(
+        "4 + .batch(256, Collate(pad=True))",
+        lambda: (
+            indexed().seed(SEED).to_iter_dataset(read).batch(BATCH_SIZE, batch_fn=Collate(pad=True))
+        ),
+        rows,
+        step,
+    )
+    _per_row(
+        "5 AsyncDataLoader(prefetch_enabled=False)",
+        lambda: _loader(paths, shuffle=True, workers=0, prefetch_enabled=False),
+        rows,
+        step,
+    )
+    _per_row(
+        "6 AsyncDataLoader() default (read threads + prefetch)",
+        lambda: _loader(paths, shuffle=True),
+        rows,
+        step,
+    )
+    print("references:")
+    _per_row("  Collate(pad=True) alone, 256 rows of the source", collate_only, rows, 0)
+    _per_row(
+        "  Grain MapDataset.range(n).to_iter_dataset(), no data",
+        lambda: ({"id": i} for i in grain.MapDataset.range(rows).to_iter_dataset(read)),
+        rows,
+        0,
+    )
+    _per_row(
+        "  2 + .seed().batch(256, Collate).to_iter_dataset()",
+        lambda: (
+            indexed().seed(SEED).batch(BATCH_SIZE, batch_fn=Collate(pad=True)).to_iter_dataset(read)
+        ),
+        rows,
+        0,
+    )
+    print(f"(target 0.7x pyarrow = {pyarrow / 0.7:.2f} us/row) {_load()}")
+
+
+def _where(function: tuple[str, int, str]) -> str:
+    """A short name for the file of a profiled function."""
+    filename = function[0]
+    if filename == "~":
+        return "builtins/C"
+    for marker in ("grain/_src/", "easydata_grain/", "pyarrow/", "numpy/"):
+        if marker in filename:
+            return marker.split("/")[0] + "/" + filename.split(marker)[1]
+    return Path(filename).name
+
+
+def profile(paths: list[str], rows: int) -> None:
+    """cProfile of the shuffled loader in one thread (prefetch off), over ``rows`` rows."""
+    print(
+        f"\n## Profile B: cProfile, loader shuffle on, prefetch_enabled=False (all work in this "
+        f"thread), first {rows:,} rows. cProfile inflates many small calls (Grain's)."
+    )
+    loader = _loader(paths, shuffle=True, workers=0, prefetch_enabled=False)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    seen = 0
+    for batch in loader:
+        seen += len(batch["id"])
+        if seen >= rows:
+            break
+    profiler.disable()
+    loader.close()
+    table = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in table.values())
+    print(f"total {total:.1f} s profiled; own time by file:")
+    by_file: dict[str, float] = {}
+    for function, (_, _, own, _, _) in table.items():
+        key = _where(function).split(":")[0]
+        by_file[key] = by_file.get(key, 0.0) + own
+    for key, own in sorted(by_file.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"  {100 * own / total:5.1f}%  {key}")
+    print(f"{'own %':>6} {'cum %':>6} {'calls':>9}  function")
+    top = sorted(table.items(), key=lambda kv: -kv[1][2])[:20]
+    for function, (_, calls, own, cumulative, _) in top:
+        where = _where(function)
+        print(
+            f"{100 * own / total:>5.1f}% {100 * cumulative / total:>5.1f}% {calls:>9,}  "
+            f"{where}:{function[1]}({function[2]})"
+        )
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    """Run every benchmark and print the comparison tables."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=5_000_000, help="rows of the main dataset")
+    parser.add_argument("--shards", type=int, default=16)
+    parser.add_argument("--row-group-size", type=int, default=10_000)
+    parser.add_argument("--max-tokens", type=int, default=32, help="token list lengths 1..N")
+    parser.add_argument(
+        "--memory-gb", type=float, nargs="*", default=[1.0, 4.0], help="sizes for part 3"
+    )
+    parser.add_argument("--memory-max-tokens", type=int, default=1024)
+    parser.add_argument("--memory-row-group-size", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=2, help="throughput rounds (best counts)")
+    parser.add_argument("--repeats", type=int, default=5, help="resume repeats")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["1", "2", "3", "4"])
+    parser.add_argument("--profile", action="store_true", help="also cProfile the loader")
+    parser.add_argument("--profile-rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--data", type=Path, default=Path(tempfile.gettempdir()) / "easydata-bench-loader"
+    )
+    parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return
+
+    started = time.perf_counter()
+    load = os.getloadavg()
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f} at start; Python {sys.version.split()[0]}",
+        flush=True,
+    )
+    paths, seconds, generated = _dataset(
+        args.data, args.rows, args.shards, args.row_group_size, args.max_tokens
+    )
+    _describe(f"main dataset (max_tokens={args.max_tokens})", paths, seconds, generated)
+    memory_sets: list[tuple[str, list[str]]] = []
+    if "3" not in args.skip:
+        for gigabytes in args.memory_gb:
+            rows = _rows_for_gb(gigabytes, args.memory_max_tokens, 8)
+            memory_paths, seconds, generated = _dataset(
+                args.data, rows, 8, args.memory_row_group_size, args.memory_max_tokens
+            )
+            _describe(
+                f"~{gigabytes:g} GB dataset (max_tokens={args.memory_max_tokens})",
+                memory_paths,
+                seconds,
+                generated,
+            )
+            memory_sets.append((f"~{gigabytes:g} GB ({rows:,} rows)", memory_paths))
+
+    _warm(paths)
+    total_batches = -(-sum(pq.read_metadata(p).num_rows for p in paths) // BATCH_SIZE)
+    save_at = sorted({min(int(f * total_batches), total_batches - 1) for f in RESUME_POINTS})
+    saved: Saved = {}
+    if "1" not in args.skip:
+        saved = throughput(paths, save_at, args.rounds)
+    if "2" not in args.skip:
+        if not saved:
+            _, _, saved = _time_loader(_loader(paths, shuffle=True), save_at)
+        resume(paths, saved, total_batches, args.repeats)
+    if "3" not in args.skip:
+        memory(memory_sets)
+    if "4" not in args.skip:
+        first_batch(paths)
+    if args.profile:
+        stages(paths, args.profile_rows)
+        profile(paths, args.profile_rows)
+    load = os.getloadavg()
+    print(
+        f"\nbenchmark ran {time.perf_counter() - started:.0f} s; load average {load[0]:.2f} "
+        f"{load[1]:.2f} {load[2]:.2f} at the end"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Pipelines from a JSON spec, for the resume tests; run as a script, one side of a checkpoint.
+
+The module is shared by ``tests/test_loader_resume.py`` (which builds the same pipelines in
+process) and by the fresh processes it starts::
+
+    python -m tests.resume_worker save SPEC.json CKPT_DIR STEPS OUT.pkl
+    python -m tests.resume_worker restore SPEC.json CKPT_DIR OUT.pkl
+
+``save`` runs ``STEPS`` batches, saves a toy model state and the loader's state with a real
+Orbax ``CheckpointManager`` at step ``STEPS``, and writes the batches it saw to ``OUT.pkl``.
+``restore`` restores the latest step into a new loader and a model template, continues to the
+end, and writes the restored model and the remaining batches to ``OUT.pkl``.
+
+A spec is ``{"sources": [[path, ...], ...], "loader": {kwargs}, "transforms": [name, ...]}``;
+transform names index ``TRANSFORMS`` (module-level, so picklable and fingerprinted by name).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+import grain
+import numpy as np
+
+from easydata_grain import AsyncDataLoader, ParquetShardedSource
+
+
+class KeepNotDivisible(grain.transforms.Filter):
+    """Keep rows whose ``id`` is not divisible by ``divisor``."""
+
+    def __init__(self, divisor: int = 3):
+        self.divisor = divisor
+
+    def filter(self, element: dict[str, Any]) -> bool:
+        return element["id"] % self.divisor != 0
+
+
+class AddLength(grain.transforms.Map):
+    """Add ``length`` (the number of tokens) and ``id2`` (twice the id)."""
+
+    def map(self, element: dict[str, Any]) -> dict[str, Any]:
+        return {**element, "length": len(element["input_ids"]), "id2": element["id"] * 2}
+
+
+class AddNoise(grain.transforms.RandomMap):
+    """Add a random ``noise`` field: a resumed stream must draw the same numbers."""
+
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        return {**element, "noise": rng.integers(0, 2**31)}
+
+
+def upper_text(element: dict[str, Any]) -> dict[str, Any]:
+    """A plain-function map: upper-cases ``text``."""
+    return {**element, "text": element["text"].upper()}
+
+
+TRANSFORMS = {
+    "filter": lambda: KeepNotDivisible(3),
+    "map": AddLength,
+    "random_map": AddNoise,
+    "function": lambda: upper_text,
+}
+
+
+def build_loader(spec: dict[str, Any], **overrides: Any) -> AsyncDataLoader:
+    """The loader ``spec`` describes; ``overrides`` replace loader arguments (e.g. prefetch)."""
+    sources = [ParquetShardedSource(paths) for paths in spec["sources"]]
+    kwargs = {**spec["loader"], **overrides}
+    transforms = [TRANSFORMS[name]() for name in spec.get("transforms", [])]
+    return AsyncDataLoader(
+        sources if len(sources) > 1 else sources[0], transforms=transforms, **kwargs
+    )
+
+
+def model_state(step: int) -> dict[str, np.ndarray]:
+    """The toy model state saved at ``step`` (distinct per step)."""
+    return {
+        "w": np.arange(6, dtype=np.float32).reshape(2, 3) * (step + 1),
+        "step": np.asarray(step, dtype=np.int64),
+    }
+
+
+def _manager(directory: str) -> Any:
+    import orbax.checkpoint as ocp
+
+    return ocp.CheckpointManager(
+        Path(directory).absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=2)
+    )
+
+
+def save(spec_path: str, directory: str, steps: int, out: str) -> None:
+    import orbax.checkpoint as ocp
+
+    from easydata_grain import LoaderSave
+
+    spec = json.loads(Path(spec_path).read_text())
+    loader = build_loader(spec)
+    batches = [next(loader) for _ in range(steps)]
+    manager = _manager(directory)
+    manager.save(
+        steps,
+        args=ocp.args.Composite(
+            model=ocp.args.StandardSave(model_state(steps)), loader=LoaderSave(loader)
+        ),
+    )
+    manager.wait_until_finished()
+    manager.close()
+    loader.close()
+    Path(out).write_bytes(pickle.dumps({"batches": batches}))
+
+
+def restore(spec_path: str, directory: str, out: str) -> None:
+    import orbax.checkpoint as ocp
+
+    from easydata_grain import LoaderRestore
+
+    spec = json.loads(Path(spec_path).read_text())
+    loader = build_loader(spec)
+    manager = _manager(directory)
+    step = manager.latest_step()
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            model=ocp.args.StandardRestore(model_state(0)), loader=LoaderRestore(loader)
+        ),
+    )
+    manager.close()
+    assert restored.loader is loader
+    model = {key: np.asarray(value) for key, value in restored.model.items()}
+    batches = list(loader)
+    loader.close()
+    Path(out).write_bytes(pickle.dumps({"step": step, "model": model, "batches": batches}))
+
+
+def main(argv: list[str]) -> None:
+    import absl.flags
+
+    absl.flags.FLAGS.mark_as_parsed()
+    command, *args = argv
+    if command == "save":
+        save(args[0], args[1], int(args[2]), args[3])
+    elif command == "restore":
+        restore(*args)
+    else:
+        raise SystemExit(f"unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    # Use this module's canonical name, so transforms are fingerprinted as in the tests.
+    from tests import resume_worker
+
+    resume_worker.main(sys.argv[1:])

@@ -374,6 +374,9 @@ class AsyncDataLoader:
                 f"{type(state['fingerprint']).__name__}, not a dict."
             )
         bad = _non_integer_number(state["iterator"])
+        position = state["iterator"].get("next_index") if isinstance(state["iterator"], dict) else 0
+        if bad is None and isinstance(position, bool):
+            bad = position
         if bad is not None:
             raise LoaderStateError(
                 f"The loader state is corrupted: the iterator position holds {bad!r}, not an int."
@@ -417,7 +420,7 @@ class AsyncDataLoader:
 
 
 def _non_integer_number(value: Any) -> Any:
-    """The first float (or bool) inside a nested state, where only ints belong; else None."""
+    """The first float inside a nested state, where positions are ints; else None."""
     if isinstance(value, dict):
         value = list(value.values())
     if isinstance(value, list):
@@ -426,7 +429,7 @@ def _non_integer_number(value: Any) -> Any:
             if found is not None:
                 return found
         return None
-    return value if isinstance(value, float | bool) else None
+    return value if isinstance(value, float) else None
 
 
 def _close(holder: list[Any]) -> None:

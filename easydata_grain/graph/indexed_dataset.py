@@ -86,12 +86,7 @@ class IndexedSourceDataset(grain.MapDataset):
         if next_chunk > self._prefetched_until and next_chunk < len(self):
             self._prefetch_chunk(next_chunk)
             self._prefetched_until = next_chunk
-        epochs, positions = np.divmod(positions, self.rows_per_epoch)
-        shards = np.empty_like(positions)
-        rows = np.empty_like(positions)
-        for epoch in np.unique(epochs).tolist():
-            where = epochs == epoch
-            shards[where], rows[where] = self.order.addresses(epoch, positions[where])
+        shards, rows = self._addresses(positions)
         out: list[Any] = [None] * len(rows)
         for shard in np.unique(shards).tolist():
             where = np.flatnonzero(shards == shard)
@@ -128,13 +123,18 @@ class IndexedSourceDataset(grain.MapDataset):
     def _chunk_addresses(self, start: int) -> tuple[list[int], list[int]]:
         """The addresses of indices ``start .. start + _ADDRESS_CHUNK`` (vectorised)."""
         indices = np.arange(start, min(start + _ADDRESS_CHUNK, len(self)), dtype=np.int64)
+        shards, rows = self._addresses(indices)
+        return shards.tolist(), rows.tolist()
+
+    def _addresses(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ``(shards, rows)`` of dataset indices (which may span epochs), vectorised."""
         epochs, positions = np.divmod(indices, self.rows_per_epoch)
         shards = np.empty_like(indices)
         rows = np.empty_like(indices)
         for epoch in np.unique(epochs).tolist():
             where = epochs == epoch
             shards[where], rows[where] = self.order.addresses(epoch, positions[where])
-        return shards.tolist(), rows.tolist()
+        return shards, rows
 
     def __str__(self) -> str:
         return (

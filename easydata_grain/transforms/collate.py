@@ -55,23 +55,36 @@ class Collate:
         return self._mapping("", rows)
 
     def _mapping(self, prefix: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        keys = rows[0].keys()
-        same = all(type(row) is dict and row.keys() == keys for row in rows)
-        for index, row in enumerate(() if same else rows):
-            if not isinstance(row, Mapping) or row.keys() != keys:
+        keys = list(rows[0].keys())
+        width = len(keys)
+        # Same length and every key of the first row present (checked by the lookups below)
+        # means the same fields; the slow check only runs to explain a mismatch.
+        if not all(type(row) is dict and len(row) == width for row in rows):
+            self._explain_fields(prefix, rows, keys)
+        columns: dict[str, list[Any]] = {}
+        try:
+            for key in keys:
+                columns[key] = [row[key] for row in rows]
+        except KeyError:
+            self._explain_fields(prefix, rows, keys)
+        batch: dict[str, Any] = {}
+        for key, values in columns.items():
+            batch[key] = self._field(prefix + key, values)
+            if isinstance(batch[key], tuple):
+                batch[key], batch[f"{key}_mask"] = batch[key]
+        return batch
+
+    @staticmethod
+    def _explain_fields(prefix: str, rows: Sequence[Any], keys: list[str]) -> None:
+        """Raise a CollateError naming the first row whose fields differ from the first row's."""
+        for index, row in enumerate(rows):
+            if not isinstance(row, Mapping) or set(row) != set(keys):
                 got = sorted(row) if isinstance(row, Mapping) else type(row).__name__
                 raise CollateError(
                     f"Row {index} of the batch has fields {got}, the first row {sorted(keys)}"
                     f"{' under ' + repr(prefix[:-1]) if prefix else ''}: every row of a batch "
                     "needs the same fields."
                 )
-        batch: dict[str, Any] = {}
-        for key in keys:
-            values = [row[key] for row in rows]
-            batch[key] = self._field(prefix + key, values)
-            if isinstance(batch[key], tuple):
-                batch[key], batch[f"{key}_mask"] = batch[key]
-        return batch
 
     def _field(self, field: str, values: list[Any]) -> Any:
         first = values[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Any
@@ -16,6 +17,9 @@ def digest(value: Any) -> str:
 def describe(fn: Any) -> str:
     """A stable name for a transform: its class or function, module-qualified, and its fields."""
     kind = fn if isinstance(fn, type) else type(fn)
+    if dataclasses.is_dataclass(fn) and not isinstance(fn, type):
+        fields = {f.name: getattr(fn, f.name) for f in dataclasses.fields(fn)}
+        return f"{kind.__module__}.{kind.__qualname__}{fields}"  # nested values included
     if callable(fn) and hasattr(fn, "__qualname__") and not isinstance(fn, type):
         return f"{getattr(fn, '__module__', '?')}.{fn.__qualname__}"
     fields = getattr(fn, "__dict__", {})

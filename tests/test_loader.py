@@ -468,3 +468,10 @@ def test_stats_bytes_and_retries_from_a_store(
     assert stats["bytes_read"] == source.stats.bytes_read > 0
     assert stats["bytes_per_s"] == pytest.approx(stats["bytes_read"] / stats["elapsed_s"])
     assert stats["retries"] == source.stats.retries > 0
+
+
+def test_a_different_pad_length_is_a_different_pipeline(dataset: list[str]) -> None:
+    state = loader_for(dataset, columns=["id", "input_ids"], pad={"input_ids": 300}).get_state()
+    other = loader_for(dataset, columns=["id", "input_ids"], pad={"input_ids": 400})
+    with pytest.raises(LoaderStateError, match="pad"):
+        other.set_state(state)

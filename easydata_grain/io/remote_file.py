@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from easydata_grain.io.retry import RetryPolicy, is_transient
@@ -19,6 +19,10 @@ class RemoteFile(io.RawIOBase):
     fault during a read closes the connection, waits the policy's backoff, re-opens the object
     and reads again from the same offset, so callers (pyarrow, the JSON scanner) never see it;
     a fault that outlasts ``policy.max_retries`` retries, or a permanent one, is raised.
+
+    ``prefetch`` fetches byte ranges up front (a Parquet row group's column chunks) so that
+    the reads inside them are served from memory: the caller decides when requests happen,
+    and pyarrow never has to pre-buffer (its I/O threads would call back into Python).
     """
 
     def __init__(
@@ -36,6 +40,7 @@ class RemoteFile(io.RawIOBase):
         self._position = 0
         self._policy = policy
         self._stats = stats
+        self._buffers: list[tuple[int, bytes]] = []
 
     @property
     def size(self) -> int:
@@ -66,6 +71,16 @@ class RemoteFile(io.RawIOBase):
         self._raw.seek(self._position)
         return self._raw.read(size)
 
+    def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Fetch the byte ranges ``[start, stop)`` now, one retried request each; reads that
+        fall inside one are then served from memory, until the next ``prefetch``."""
+        self._buffers = []
+        buffers = []
+        for start, stop in ranges:
+            self.seek(start)
+            buffers.append((start, self.read(stop - start)))
+        self._buffers = buffers
+
     def read(self, size: int = -1) -> bytes:
         """Read up to ``size`` bytes (all that is left for -1), retrying transient faults."""
         if size is None or size < 0:
@@ -73,6 +88,11 @@ class RemoteFile(io.RawIOBase):
         size = min(size, max(0, self._size - self._position))
         if size == 0:
             return b""
+        for start, data in self._buffers:
+            offset = self._position - start
+            if offset >= 0 and offset + size <= len(data):
+                self._position += size
+                return data[offset : offset + size]
         retry = 0
         while True:
             try:
@@ -108,6 +128,7 @@ class RemoteFile(io.RawIOBase):
             self._raw = None
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection and drop prefetched bytes."""
+        self._buffers = []
         self._discard()
         super().close()

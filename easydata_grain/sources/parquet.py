@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from easydata_grain.io.errors import CorruptShardError, MissingColumnError
+from easydata_grain.io.remote_file import RemoteFile
 from easydata_grain.io.retry import RetryPolicy, is_storage_fault
 from easydata_grain.sources.arrow_rows import batch_to_rows
 from easydata_grain.sources.file_source import FileShardedSource, Row, ShardMeta, file_identity
@@ -30,6 +31,35 @@ class ParquetIndex:
 
 _MAGIC = b"PAR1"
 _TAIL_BYTES = 16 * 1024
+# Column chunks closer than this are fetched in one request (a round trip costs more).
+_COALESCE_GAP = 64 * 1024
+
+
+def column_chunk_ranges(
+    metadata: pq.FileMetaData, group: int, columns: Sequence[str] | None
+) -> list[tuple[int, int]]:
+    """The byte ranges ``[start, stop)`` of a row group's column chunks (of ``columns``, or
+    all), sorted, with ranges less than ``_COALESCE_GAP`` apart merged."""
+    row_group = metadata.row_group(group)
+    ranges = []
+    for i in range(row_group.num_columns):
+        chunk = row_group.column(i)
+        path = chunk.path_in_schema
+        if columns is not None and not any(
+            path == name or path.startswith(name + ".") for name in columns
+        ):
+            continue
+        start = chunk.data_page_offset
+        if chunk.has_dictionary_page and 0 < chunk.dictionary_page_offset < start:
+            start = chunk.dictionary_page_offset
+        ranges.append((start, start + chunk.total_compressed_size))
+    merged: list[tuple[int, int]] = []
+    for start, stop in sorted(ranges):
+        if merged and start - merged[-1][1] < _COALESCE_GAP:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+        else:
+            merged.append((start, stop))
+    return merged
 
 
 def read_footer(handle: IO[bytes], size: int, path: str) -> pq.FileMetaData:
@@ -64,6 +94,11 @@ class ParquetShardedSource(FileShardedSource):
     metadata and reads nothing before the target row group. Rows are dicts; numeric list
     columns (token ids) are read-only numpy views of Arrow's buffers unless
     ``numpy_lists=False``.
+
+    Arrow never calls back into Python: local files are native Arrow files, and on a store a
+    row group's column chunks are fetched by the reading thread (coalesced, retried) before
+    Arrow decodes them. (Arrow's own pre-buffering would read a Python file from its I/O
+    threads, which abort the interpreter if it exits while such a read is in flight.)
     """
 
     suffixes: ClassVar[tuple[str, ...]] = (".parquet", ".pq")
@@ -129,6 +164,12 @@ class ParquetShardedSource(FileShardedSource):
             index=ParquetIndex(metadata, tuple(starts)),
         )
 
+    def _open(self, path: str, size: int) -> IO[bytes]:
+        """A native Arrow file on local disk (reads release the GIL); see the base otherwise."""
+        if self.protocol == "file":
+            return pa.OSFile(self._fs._strip_protocol(path))  # type: ignore[return-value]
+        return super()._open(path, size)
+
     def block_starts(self, shard: str | int) -> Sequence[int]:
         """Row groups are the blocks of random access: each is read and decoded once."""
         return self.shard_meta(self.shard_index(shard)).index.group_starts
@@ -140,9 +181,11 @@ class ParquetShardedSource(FileShardedSource):
         first_group = index.group_of(row)
         skip = row - index.group_starts[first_group]
         with self._open(path, meta.size) as handle:
-            reader = pq.ParquetFile(handle, metadata=index.metadata, pre_buffer=True)
-            # One row group at a time: pre-buffering a range of groups would fetch them all.
+            reader = pq.ParquetFile(handle, metadata=index.metadata, pre_buffer=False)
             for group in range(first_group, index.metadata.num_row_groups):
+                if isinstance(handle, RemoteFile):
+                    # One row group at a time: fetching a range of groups would hold them all.
+                    handle.prefetch(column_chunk_ranges(index.metadata, group, self.columns))
                 for batch in self._group_batches(reader, path, group):
                     if skip >= batch.num_rows:
                         skip -= batch.num_rows

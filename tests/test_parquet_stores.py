@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +25,7 @@ from easydata_grain import (
     ShardNotFoundError,
 )
 from easydata_grain.io.filesystem import filesystem_for
+from easydata_grain.io.remote_file import RemoteFile
 from easydata_grain.synthetic import write_parquet_dataset
 from ops.emulators import StoreEndpoint
 from ops.fault_proxy import FaultProxy
@@ -204,3 +209,67 @@ def test_wrong_credentials_fail_at_once(
     with pytest.raises(AccessDeniedError, match=r"(?s)a\.parquet.*credentials"):
         source.row_counts()
     assert time.monotonic() - start < 4.0  # no retry of a permanent error
+
+
+def test_arrow_reads_only_on_the_reading_thread(
+    store: StoreEndpoint, remote_dataset: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arrow's own threads never call into Python (they would abort the interpreter's exit)."""
+    readers: set[int] = set()
+    read = RemoteFile.read
+
+    def recording_read(self: RemoteFile, size: int = -1) -> bytes:
+        readers.add(threading.get_ident())
+        return read(self, size)
+
+    monkeypatch.setattr(RemoteFile, "read", recording_read)
+    source = _source(remote_dataset, store.storage_options(), columns=["id", "input_ids"])
+    shard = source.shard_names[1]
+    assert sum(1 for _ in source.open_shard_at_row(shard, 150)) == 450
+    assert readers == {threading.get_ident()}
+
+
+_EXIT_WHILE_READING = """
+import json, sys, threading, time
+from easydata_grain import ParquetShardedSource
+url, options = sys.argv[1], json.loads(sys.argv[2])
+source = ParquetShardedSource(url, storage_options=options)
+source.row_counts()
+print("listed", flush=True)
+sys.stdin.readline()
+threading.Thread(target=lambda: list(source.open_shard(0)), daemon=True).start()
+time.sleep(float(sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize("exit_after", [0.3, 1.1])
+def test_exit_while_a_read_is_stalled(
+    s3_store: StoreEndpoint,
+    local_dataset: list[str],
+    fault_proxy: Callable[[StoreEndpoint], FaultProxy],
+    exit_after: float,
+) -> None:
+    """A process that exits while a reader thread waits on the store exits cleanly."""
+    bucket = s3_store.new_bucket("exit")
+    for path in local_dataset:
+        s3_store.upload(path, f"{bucket}/data/{Path(path).name}")
+    proxy = fault_proxy(s3_store)
+    arguments = [f"{bucket}/data/*.parquet", json.dumps(s3_store.storage_options(proxy.url))]
+    with subprocess.Popen(
+        [sys.executable, "-c", _EXIT_WHILE_READING, *arguments, str(exit_after)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    ) as process:
+        assert process.stdout is not None and process.stdin is not None
+        line = process.stdout.readline()
+        assert line.strip() == "listed", line + process.communicate(timeout=60)[1]
+        # Every read from now on stalls: the reader thread is waiting on the store at exit.
+        proxy.inject("stall", methods=["GET"], stall_seconds=0.4)
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "Fatal Python error" not in stderr

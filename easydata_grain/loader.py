@@ -178,7 +178,8 @@ class AsyncDataLoader:
                     f"({len(rows)} rows over "
                     f"{self.num_epochs} epoch(s)) and drop_remainder=True: no batch would be produced."
                 )
-            rows = rows.seed(self.seed)
+            if self.transforms:
+                rows = rows.seed(self.seed)  # for RandomMap; without it batches can be columnar
             if self._split_rows_first:
                 rows = HostSliceDataset(
                     rows, self.hosts, self.global_batch_size, pad_last=self._pad_last

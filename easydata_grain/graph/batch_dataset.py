@@ -1,4 +1,4 @@
-"""Batches of a MapDataset as random-access elements, fetched with one bulk ``_getitems``."""
+"""Batches of a MapDataset as random-access elements, fetched with one bulk request."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ class BatchedMapDataset(grain.MapDataset):
     Grain's own ``MapDataset.batch`` asks for rows one ``__getitem__`` at a time (its bulk
     path is behind an experiment flag); the indexed source answers a bulk request per block
     instead of per row. The last partial batch is kept unless ``drop_remainder``.
+
+    When the parent gathers columns (``table_schema``, ``_gather_columns``) and ``batch_fn``
+    collates them (``Collate.supports``/``Collate.columns``), batches are built column by
+    column without dict rows: the same batches, several times faster.
     """
 
     def __init__(
@@ -27,6 +31,8 @@ class BatchedMapDataset(grain.MapDataset):
         super().__init__(parent)
         self._batch_size = batch_size
         self._batch_fn = batch_fn
+        supports = getattr(batch_fn, "supports", None)
+        self._columnar = supports is not None and supports(getattr(parent, "table_schema", None))
         rows = len(parent)
         self._rows = rows
         self._length = rows // batch_size if drop_remainder else -(-rows // batch_size)
@@ -38,8 +44,12 @@ class BatchedMapDataset(grain.MapDataset):
         if isinstance(index, slice):
             return self.slice(index)
         start = index * self._batch_size
-        rows = self._parent._getitems(list(range(start, min(start + self._batch_size, self._rows))))
-        return self._batch_fn(rows)
+        indices = list(range(start, min(start + self._batch_size, self._rows)))
+        if self._columnar:
+            columns = self._parent._gather_columns(indices)
+            if columns is not None:
+                return self._batch_fn.columns(columns)
+        return self._batch_fn(self._parent._getitems(indices))
 
     def __str__(self) -> str:
-        return f"BatchedMapDataset(batch_size={self._batch_size})"
+        return f"BatchedMapDataset(batch_size={self._batch_size}, columnar={self._columnar})"

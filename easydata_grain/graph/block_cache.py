@@ -9,12 +9,47 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from easydata_grain.graph.columns import Column, block_columns
+
 Row = dict[str, Any]
+
+
+_UNSET: Any = object()
+
+
+class Block:
+    """One block of a source: its Arrow table when the source reads tables (its rows, and its
+    numpy columns for ``graph.columns.gather``, are then made from the table on first use), or
+    its rows."""
+
+    __slots__ = ("_columns", "_rows", "_to_rows", "table")
+
+    def __init__(self, table: Any = None, rows: list[Row] | None = None, to_rows: Any = None):
+        self.table = table
+        self._rows = rows
+        self._to_rows = to_rows
+        self._columns = _UNSET
+
+    @property
+    def columns(self) -> dict[str, Column] | None:
+        """The block's columns for gathering; None for a block of rows, or with nulls."""
+        if self._columns is _UNSET:
+            self._columns = None if self.table is None else block_columns(self.table)
+        return self._columns
+
+    @property
+    def rows(self) -> list[Row]:
+        """The block's dict rows."""
+        if self._rows is None:
+            self._rows = self._to_rows(self.table)
+        return self._rows
 
 
 class BlockCache:
     """Rows by address, reading whole blocks of a source and keeping the last ``capacity``.
 
+    Blocks are Arrow tables when the source has a ``block_schema`` (``read_block_table``), so
+    that batches can be gathered column by column; rows otherwise.
     Several threads asking for the same block wait for one read. ``prefetch`` starts reading
     blocks that will be needed soon on ``read_threads`` background threads, so that I/O
     overlaps decoding and the consumer; ``capacity`` should cover the blocks an epoch-order
@@ -28,7 +63,8 @@ class BlockCache:
         self._capacity = capacity
         self.read_threads = read_threads
         self._executor: ThreadPoolExecutor | None = None
-        self._blocks: collections.OrderedDict[tuple[int, int], Future[list[Row]]] = (
+        self.tables = getattr(source, "block_schema", None) is not None
+        self._blocks: collections.OrderedDict[tuple[int, int], Future[Block]] = (
             collections.OrderedDict()
         )
         self._starts: dict[int, Any] = {}
@@ -50,12 +86,12 @@ class BlockCache:
         if last[0] == shard and last[1] <= row < last[2]:
             return last[3][row - last[1]]
         block, start = self.block_of(shard, row)
-        rows = self.block(shard, block)
+        rows = self.block(shard, block).rows
         self._last = (shard, start, start + len(rows), rows)
         return rows[row - start]
 
-    def block(self, shard: int, block: int) -> list[Row]:
-        """All rows of one block (read now, or waited for if another thread is reading it)."""
+    def block(self, shard: int, block: int) -> Block:
+        """One block (read now, or waited for if another thread is reading it)."""
         return self._future(shard, block, background=False).result()
 
     def prefetch(self, blocks: Iterable[tuple[int, int]]) -> None:
@@ -64,7 +100,7 @@ class BlockCache:
             for shard, block in blocks:
                 self._future(shard, block, background=True)
 
-    def _future(self, shard: int, block: int, *, background: bool) -> Future[list[Row]]:
+    def _future(self, shard: int, block: int, *, background: bool) -> Future[Block]:
         key = (shard, block)
         with self._lock:
             future = self._blocks.get(key)
@@ -83,9 +119,12 @@ class BlockCache:
             self._read(key, future)
         return future
 
-    def _read(self, key: tuple[int, int], future: Future[list[Row]]) -> None:
+    def _read(self, key: tuple[int, int], future: Future[Block]) -> None:
         try:
-            rows = self._source.read_block(*key)
+            if self.tables:
+                block = Block(self._source.read_block_table(*key), to_rows=self._source.table_rows)
+            else:
+                block = Block(rows=self._source.read_block(*key))
         except BaseException as exc:
             with self._lock:
                 if self._blocks.get(key) is future:
@@ -93,7 +132,7 @@ class BlockCache:
             future.set_exception(exc)
             return
         self.reads += 1
-        future.set_result(rows)
+        future.set_result(block)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"source": self._source, "capacity": self._capacity, "threads": self.read_threads}

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import grain
+import numpy as np
+import pyarrow as pa
 
 from easydata_grain.distributed import Hosts
 
@@ -66,6 +68,22 @@ class HostSliceDataset(grain.MapDataset):
             else:
                 out.append(_masked(self._parent[self._total - 1], False))
         return out
+
+    @property
+    def table_schema(self) -> pa.Schema | None:
+        """The parent's ``table_schema`` (with ``sample_mask`` when padding), or None."""
+        schema = getattr(self._parent, "table_schema", None)
+        if schema is None or not self._pad_last:
+            return schema
+        return schema.append(pa.field(MASK, pa.bool_()))
+
+    def _gather_columns(self, indices: Sequence[int]) -> dict[str, Any] | None:
+        """The rows at ``indices`` column by column, as ``_getitems`` gives them as dicts."""
+        positions = [self._position(index) for index in indices]
+        columns = self._parent._gather_columns([min(p, self._total - 1) for p in positions])
+        if columns is not None and self._pad_last:
+            columns[MASK] = np.array([p < self._total for p in positions], dtype=bool)
+        return columns
 
     def _position(self, index: int) -> int:
         batch, offset = divmod(index, self._local)

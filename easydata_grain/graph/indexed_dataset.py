@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grain
 import numpy as np
+import pyarrow as pa
 
-from easydata_grain.graph.block_cache import BlockCache
+from easydata_grain.graph.block_cache import Block, BlockCache
+from easydata_grain.graph.columns import Column, gather
 from easydata_grain.order import EpochOrder
 
 _MAX_CACHED_BLOCKS = 256
@@ -57,6 +59,7 @@ class IndexedSourceDataset(grain.MapDataset):
         capacity = min(_MAX_CACHED_BLOCKS, window_blocks + 2 * chunk_blocks + 2)
         self._cache = BlockCache(source, capacity, read_threads)
         self._chunk: tuple[int, list[int], list[int]] | None = None
+        self._chunk_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._starts: dict[int, np.ndarray] = {}
         self._prefetched_until = 0
 
@@ -77,28 +80,49 @@ class IndexedSourceDataset(grain.MapDataset):
         offset = index - chunk_start
         return self._cache.row(chunk[1][offset], chunk[2][offset])
 
+    @property
+    def table_schema(self) -> pa.Schema | None:
+        """The schema of the rows ``_gather_columns`` gathers; None when the source reads rows only."""
+        return self._source.block_schema if self._cache.tables else None
+
     def _getitems(self, indices: Sequence[int]) -> list[Any]:
         """Many rows at once (a batch): addresses and blocks looked up per block, not per row."""
+        out: list[Any] = [None] * len(indices)
+        for block, slots, offsets in self._by_block(indices):
+            rows = block.rows
+            for slot, offset in zip(slots.tolist(), offsets.tolist(), strict=True):
+                out[slot] = rows[offset]
+        return out
+
+    def _gather_columns(self, indices: Sequence[int]) -> dict[str, Column] | None:
+        """The rows at ``indices`` column by column (``graph.columns.gather``), or None when a
+        block has no columns to gather (see ``table_schema``; nulls)."""
+        pieces = []
+        for block, slots, offsets in self._by_block(indices):
+            columns = block.columns
+            if columns is None:
+                return None
+            pieces.append((columns, slots, offsets))
+        return gather(pieces, len(indices))
+
+    def _by_block(self, indices: Sequence[int]) -> Iterator[tuple[Block, np.ndarray, np.ndarray]]:
+        """``(block, slots, offsets)`` for each block the indices touch: the positions in
+        ``indices`` and the rows in the block."""
         positions = np.asarray(indices, dtype=np.int64)
         if not len(positions):
-            return []
+            return
         next_chunk = int(positions.max()) // _ADDRESS_CHUNK * _ADDRESS_CHUNK + _ADDRESS_CHUNK
         if next_chunk > self._prefetched_until and next_chunk < len(self):
             self._prefetch_chunk(next_chunk)
             self._prefetched_until = next_chunk
-        shards, rows = self._addresses(positions)
-        out: list[Any] = [None] * len(rows)
+        shards, rows = self._batch_addresses(positions)
         for shard in np.unique(shards).tolist():
             where = np.flatnonzero(shards == shard)
             starts = self._block_starts(shard)
             blocks = np.searchsorted(starts, rows[where], side="right") - 1
             for block in np.unique(blocks).tolist():
-                block_rows = self._cache.block(shard, block)
                 mine = where[blocks == block]
-                offsets = (rows[mine] - starts[block]).tolist()
-                for slot, offset in zip(mine.tolist(), offsets, strict=True):
-                    out[slot] = block_rows[offset]
-        return out
+                yield self._cache.block(shard, block), mine, rows[mine] - starts[block]
 
     def _block_starts(self, shard: int) -> np.ndarray:
         starts = self._starts.get(shard)
@@ -112,7 +136,7 @@ class IndexedSourceDataset(grain.MapDataset):
         """Start reading the blocks of the chunk at ``start`` in the background."""
         if not self._cache.read_threads:
             return
-        shards, rows = (np.asarray(a) for a in self._chunk_addresses(start))
+        shards, rows = self._chunk_address_arrays(start)
         blocks = []
         for shard in np.unique(shards).tolist():
             starts = self._block_starts(shard)
@@ -121,10 +145,32 @@ class IndexedSourceDataset(grain.MapDataset):
         self._cache.prefetch(blocks)
 
     def _chunk_addresses(self, start: int) -> tuple[list[int], list[int]]:
-        """The addresses of indices ``start .. start + _ADDRESS_CHUNK`` (vectorised)."""
-        indices = np.arange(start, min(start + _ADDRESS_CHUNK, len(self)), dtype=np.int64)
-        shards, rows = self._addresses(indices)
+        """The addresses of indices ``start .. start + _ADDRESS_CHUNK``, as lists."""
+        shards, rows = self._chunk_address_arrays(start)
         return shards.tolist(), rows.tolist()
+
+    def _chunk_address_arrays(self, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """The addresses of indices ``start .. start + _ADDRESS_CHUNK`` (the last few chunks
+        are kept: consecutive batches share them)."""
+        found = self._chunk_arrays.get(start)
+        if found is None:
+            indices = np.arange(start, min(start + _ADDRESS_CHUNK, len(self)), dtype=np.int64)
+            found = self._addresses(indices)
+            if len(self._chunk_arrays) >= 4:
+                self._chunk_arrays.pop(next(iter(self._chunk_arrays)))
+            self._chunk_arrays[start] = found
+        return found
+
+    def _batch_addresses(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The addresses of a batch's indices, from the cached chunks when they span one or two."""
+        first = int(positions.min()) // _ADDRESS_CHUNK * _ADDRESS_CHUNK
+        last = int(positions.max()) // _ADDRESS_CHUNK * _ADDRESS_CHUNK
+        if last - first > _ADDRESS_CHUNK:
+            return self._addresses(positions)
+        chunks = [self._chunk_address_arrays(start) for start in sorted({first, last})]
+        shards, rows = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
+        local = positions - first
+        return shards[local], rows[local]
 
     def _addresses(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The ``(shards, rows)`` of dataset indices (which may span epochs), vectorised."""

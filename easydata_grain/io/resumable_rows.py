@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from typing import TypeVar
 
 from easydata_grain.io.errors import RetriesExhaustedError, SourceError
@@ -11,6 +11,7 @@ from easydata_grain.io.retry import RetryPolicy, is_transient, storage_error
 from easydata_grain.io.stats import IOStats
 
 Row = TypeVar("Row")
+Chunk = TypeVar("Chunk", bound=Sized)
 
 
 def resumable_rows(
@@ -23,11 +24,29 @@ def resumable_rows(
 ) -> Iterator[Row]:
     """Yield rows from ``open_at(start)``; after a transient fault, re-open at the next row.
 
-    ``open_at(row)`` returns an iterator of row chunks starting exactly at ``row``. A chunk is
-    only counted as delivered once all its rows have been yielded, and the retry count starts
-    again after progress, so a long stream survives any number of separate faults while a fault
-    that persists through ``policy.max_retries`` retries raises an error naming file and row.
-    Permanent faults (not found, access denied, corrupt data) are raised at once.
+    ``open_at(row)`` returns an iterator of row chunks starting exactly at ``row``; see
+    ``resumable_chunks`` for how faults are handled.
+    """
+    for chunk in resumable_chunks(open_at, start, policy=policy, stats=stats, path=path):
+        yield from chunk
+
+
+def resumable_chunks(
+    open_at: Callable[[int], Iterator[Chunk]],
+    start: int,
+    *,
+    policy: RetryPolicy,
+    stats: IOStats,
+    path: str,
+) -> Iterator[Chunk]:
+    """Yield chunks of rows (lists, Arrow record batches) from ``open_at(start)``; after a
+    transient fault, re-open at the row after the last chunk delivered.
+
+    A chunk is only counted as delivered once the consumer asks for the next one, and the
+    retry count starts again after progress, so a long stream survives any number of separate
+    faults while a fault that persists through ``policy.max_retries`` retries raises an error
+    naming file and row. Permanent faults (not found, access denied, corrupt data) are raised
+    at once.
     """
     row = start
     retry = 0
@@ -36,7 +55,7 @@ def resumable_rows(
             for chunk in open_at(row):
                 stats.add(rows=len(chunk))
                 retry = 0
-                yield from chunk
+                yield chunk
                 row += len(chunk)
             return
         except SourceError:

@@ -38,20 +38,26 @@ def _view(array: pa.Array, dtype: Any, length: int) -> np.ndarray:
     return view
 
 
-def _values(array: pa.Array) -> np.ndarray:
+def numeric_values(array: pa.Array) -> np.ndarray:
+    """A read-only numpy view of an integer or float array without nulls."""
     name = str(array.type)
     return _view(array, _FLOAT_NAMES.get(name, name), len(array))
 
 
+def list_parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A ``numpy_viewable`` column's ``(values, offsets)``: row ``i`` is
+    ``values[offsets[i]:offsets[i + 1]]`` (read-only views, no copy)."""
+    if pa.types.is_fixed_size_list(array.type):
+        size = array.type.list_size
+        return numeric_values(array.flatten()), np.arange(len(array) + 1, dtype=np.int64) * size
+    offsets = np.int64 if pa.types.is_large_list(array.type) else np.int32
+    return numeric_values(array.values), _view(array, offsets, len(array) + 1)
+
+
 def numpy_lists(array: pa.Array) -> list[np.ndarray | None]:
     """A ``numpy_viewable`` column as read-only numpy views, one per row (None for null rows)."""
-    if pa.types.is_fixed_size_list(array.type):
-        flat = _values(array.flatten())
-        return list(flat.reshape(len(array), array.type.list_size))
-    offsets = np.int64 if pa.types.is_large_list(array.type) else np.int32
-    bounds = _view(array, offsets, len(array) + 1).tolist()
-    values = _values(array.values)
-    rows: list[np.ndarray | None] = [values[a:b] for a, b in itertools.pairwise(bounds)]
+    values, offsets = list_parts(array)
+    rows: list[np.ndarray | None] = [values[a:b] for a, b in itertools.pairwise(offsets.tolist())]
     if array.null_count:
         for index in np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False)).tolist():
             rows[index] = None

@@ -73,6 +73,23 @@ class ConcatSource:
         part, local = self._locate(shard)
         return part.read_block(local, block)
 
+    @property
+    def block_schema(self) -> Any:
+        """The parts' common ``block_schema``, or None when a part has none or they differ."""
+        schemas = [getattr(part, "block_schema", None) for part in self.parts]
+        if schemas[0] is None or not all(s is not None and s.equals(schemas[0]) for s in schemas):
+            return None
+        return schemas[0]
+
+    def read_block_table(self, shard: str | int, block: int) -> Any:
+        """One block of a shard as an Arrow table (when ``block_schema`` is not None)."""
+        part, local = self._locate(shard)
+        return part.read_block_table(local, block)
+
+    def table_rows(self, table: Any) -> list[Row]:
+        """The dict rows of a table from ``read_block_table``."""
+        return self.parts[0].table_rows(table)
+
     def identities(self) -> list[str]:
         """Every shard's name, row count and version, for fingerprints."""
         return [identity for part in self.parts for identity in part.identities()]

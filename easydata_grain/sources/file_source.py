@@ -274,6 +274,11 @@ class FileShardedSource(abc.ABC):
         """The first row of each block of a shard: the unit that random access reads at once."""
         return range(0, self.num_rows(shard), self.block_rows)
 
+    @property
+    def block_schema(self) -> pa.Schema | None:
+        """The schema of ``read_block_table``'s Arrow tables; None: blocks are rows only."""
+        return None
+
     def read_block(self, shard: str | int, block: int) -> list[Row]:
         """All rows of one block of a shard (see ``block_starts``), read in one go."""
         index = self.shard_index(shard)

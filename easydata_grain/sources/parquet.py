@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from easydata_grain.io.errors import CorruptShardError, MissingColumnError
 from easydata_grain.io.remote_file import RemoteFile
+from easydata_grain.io.resumable_rows import resumable_chunks
 from easydata_grain.io.retry import RetryPolicy, is_storage_fault
 from easydata_grain.sources.arrow_rows import batch_to_rows
 from easydata_grain.sources.file_source import FileShardedSource, Row, ShardMeta, file_identity
@@ -174,7 +175,54 @@ class ParquetShardedSource(FileShardedSource):
         """Row groups are the blocks of random access: each is read and decoded once."""
         return self.shard_meta(self.shard_index(shard)).index.group_starts
 
+    @property
+    def block_schema(self) -> pa.Schema | None:
+        """The schema of ``read_block_table``'s tables (None with ``numpy_lists=False``, whose
+        rows hold Python lists that a table would not reproduce)."""
+        return self.schema if self.numpy_lists else None
+
+    def read_block_table(self, shard: str | int, block: int) -> pa.Table:
+        """One row group (the projected columns) as an Arrow table, retried like rows are."""
+        index = self.shard_index(shard)
+        meta = self.shard_meta(index)
+        path = self._shards[index]
+        starts = meta.index.group_starts
+        start = starts[block]
+        wanted = (starts[block + 1] if block + 1 < len(starts) else meta.num_rows) - start
+        batches: list[pa.RecordBatch] = []
+        rows = 0
+        if wanted > 0:
+            for batch in resumable_chunks(
+                lambda row: self._read_batches(path, meta, row),
+                start,
+                policy=self.retry,
+                stats=self.stats,
+                path=path,
+            ):
+                batches.append(batch.slice(0, wanted - rows))
+                rows += batches[-1].num_rows
+                if rows >= wanted:
+                    break
+        if not batches:
+            return meta.schema.empty_table()
+        return pa.Table.from_batches(batches).combine_chunks()
+
+    def table_rows(self, table: pa.Table) -> list[Row]:
+        """The dict rows of a table from ``read_block_table``, as ``open_shard`` yields them."""
+        return [row for batch in table.to_batches() for row in batch_to_rows(batch, True)]
+
+    def read_block(self, shard: str | int, block: int) -> list[Row]:
+        """All rows of one row group."""
+        if self.block_schema is None:
+            return super().read_block(shard, block)
+        return self.table_rows(self.read_block_table(shard, block))
+
     def _read_chunks(self, path: str, meta: ShardMeta, row: int) -> Iterator[list[Row]]:
+        for batch in self._read_batches(path, meta, row):
+            yield batch_to_rows(batch, self.numpy_lists)
+
+    def _read_batches(self, path: str, meta: ShardMeta, row: int) -> Iterator[pa.RecordBatch]:
+        """Record batches of ``path`` starting exactly at ``row``, one row group at a time."""
         if row >= meta.num_rows:
             return
         index: ParquetIndex = meta.index
@@ -193,7 +241,7 @@ class ParquetShardedSource(FileShardedSource):
                     if skip:
                         batch = batch.slice(skip)
                         skip = 0
-                    yield batch_to_rows(batch, self.numpy_lists)
+                    yield batch
 
     def _group_batches(
         self, reader: pq.ParquetFile, path: str, group: int

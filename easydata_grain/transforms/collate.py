@@ -8,6 +8,9 @@ from numbers import Number
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+
+from easydata_grain.graph.columns import Column, Ragged, column_kind
 
 
 class CollateError(ValueError):
@@ -53,6 +56,27 @@ class Collate:
         if not isinstance(rows[0], Mapping):
             return self._field("value", rows)
         return self._mapping("", rows)
+
+    @staticmethod
+    def supports(schema: pa.Schema | None) -> bool:
+        """Whether ``columns`` can collate batches gathered from tables of this schema: text,
+        number and numeric-list columns (not structs, binary, dates or nested lists)."""
+        return bool(schema) and all(column_kind(field.type) for field in schema)
+
+    def columns(self, columns: dict[str, Column]) -> dict[str, Any]:
+        """Collate a batch gathered column by column (``graph.columns.gather``): the batch
+        that calling on the same rows as dicts returns, without making them."""
+        batch: dict[str, Any] = {}
+        for name, column in columns.items():
+            if not isinstance(column, Ragged):
+                batch[name] = column
+                continue
+            stacked = self._pad(name, column.values, column.lengths)
+            if isinstance(stacked, tuple):
+                batch[name], batch[f"{name}_mask"] = stacked
+            else:
+                batch[name] = stacked
+        return batch
 
     def _mapping(self, prefix: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         keys = list(rows[0].keys())
@@ -120,17 +144,32 @@ class Collate:
         if any(a.ndim != 1 for a in arrays):
             raise _ragged_error(field, [a.size for a in arrays])
         lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+        return self._pad(field, np.concatenate(arrays), lengths)
+
+    def _pad(
+        self, field: str, values: np.ndarray, lengths: np.ndarray
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Rows of ``lengths`` (concatenated in ``values``) as one array: stacked when they
+        are equal and no pad length is set, else padded with a mask, or a ragged error."""
+        fixed = self.pad.get(field) if isinstance(self.pad, Mapping) else None
+        longest = int(lengths.max())
+        if fixed is None and longest == int(lengths.min()):
+            return np.array(values.reshape(len(lengths), longest))
         if fixed is None and self.pad is not True:
             raise _ragged_error(field, lengths.tolist())
-        longest = int(lengths.max())
         width = fixed if fixed is not None else longest
         if longest > width:
             raise CollateError(
                 f"Field {field!r} has a row of length {longest}, longer than its pad length "
                 f"{width}: raise the length or truncate in a transform."
             )
-        values_flat = np.concatenate(arrays)
         mask = np.arange(width) < lengths[:, None]
-        padded = np.full((len(arrays), width), self.pad_value, dtype=values_flat.dtype)
-        padded[mask] = values_flat
+        try:
+            padded = np.full((len(lengths), width), self.pad_value, dtype=values.dtype)
+        except OverflowError:
+            raise CollateError(
+                f"pad_value {self.pad_value!r} does not fit field {field!r} ({values.dtype}): "
+                "choose a pad_value its type can hold."
+            ) from None
+        padded[mask] = values
         return padded, mask

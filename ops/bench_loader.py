@@ -50,6 +50,7 @@ import pyarrow.parquet as pq
 
 from easydata_grain import AsyncDataLoader, ParquetShardedSource
 from easydata_grain.synthetic import synthetic_table, write_parquet_dataset
+from ops.bench_sources import uncompressed_mb
 
 COLUMNS = ["id", "input_ids"]
 BATCH_SIZE = 256
@@ -92,24 +93,15 @@ def _rows_for_gb(gigabytes: float, max_tokens: int, shards: int) -> int:
 
 def _sizes(paths: list[str], columns: list[str] | None = None) -> dict[str, float]:
     """Rows, on-disk MB, Parquet-uncompressed MB and decoded (Arrow) MB of ``columns``."""
-    rows = disk = uncompressed = 0
-    for path in paths:
-        metadata = pq.read_metadata(path)
-        rows += metadata.num_rows
-        disk += os.path.getsize(path)
-        for g in range(metadata.num_row_groups):
-            group = metadata.row_group(g)
-            for c in range(group.num_columns):
-                chunk = group.column(c)
-                if columns is None or chunk.path_in_schema.split(".")[0] in columns:
-                    uncompressed += chunk.total_uncompressed_size
+    rows = sum(pq.read_metadata(path).num_rows for path in paths)
+    disk = sum(os.path.getsize(path) for path in paths)
     first = pq.ParquetFile(paths[0])
     sample = first.read_row_group(0, columns=columns)
     decoded = sample.nbytes / sample.num_rows * rows
     return {
         "rows": rows,
         "disk_mb": disk / 1e6,
-        "uncompressed_mb": uncompressed / 1e6,
+        "uncompressed_mb": uncompressed_mb(paths, columns),
         "decoded_mb": decoded / 1e6,
     }
 

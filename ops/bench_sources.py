@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from easydata_grain import ParquetShardedSource
+from easydata_grain.sources.parquet import selected_column_chunks
 from easydata_grain.synthetic import write_parquet_dataset
 
 
@@ -35,16 +36,14 @@ def _dataset(directory: Path, rows: int, shards: int) -> list[str]:
     return sorted(str(p) for p in directory.glob("shard-*.parquet"))
 
 
-def _uncompressed_mb(paths: list[str], columns: list[str] | None) -> float:
+def uncompressed_mb(paths: list[str], columns: list[str] | None) -> float:
+    """The Parquet-uncompressed size of ``columns`` (all for None) of the files, in MB."""
     total = 0
     for path in paths:
         metadata = pq.read_metadata(path)
-        for g in range(metadata.num_row_groups):
-            group = metadata.row_group(g)
-            for c in range(group.num_columns):
-                chunk = group.column(c)
-                if columns is None or chunk.path_in_schema.split(".")[0] in columns:
-                    total += chunk.total_uncompressed_size
+        for group in range(metadata.num_row_groups):
+            chunks = selected_column_chunks(metadata, group, columns)
+            total += sum(chunk.total_uncompressed_size for chunk in chunks)
     return total / 1e6
 
 
@@ -71,7 +70,7 @@ def throughput(paths: list[str]) -> None:
     print(f"{'columns':<22} {'reader':<34} {'rows/s':>12} {'MB/s':>8} {'vs pyarrow':>10}")
     for columns in (None, ["id", "input_ids"]):
         label = "all" if columns is None else ",".join(columns)
-        megabytes = _uncompressed_mb(paths, columns)
+        megabytes = uncompressed_mb(paths, columns)
         readers: list[tuple[str, Callable[[], Iterable[object]]]] = [
             ("pyarrow to_pylist", lambda c=columns: _pyarrow_rows(paths, c)),
             (
@@ -155,7 +154,7 @@ def main() -> None:
     paths = _dataset(args.data, args.rows, args.shards)
     print(
         f"dataset: {len(paths)} shards, {sum(pq.read_metadata(p).num_rows for p in paths):,} rows, "
-        f"{_uncompressed_mb(paths, None):,.0f} MB uncompressed"
+        f"{uncompressed_mb(paths, None):,.0f} MB uncompressed"
     )
     throughput(paths)
     print("\n## open_shard_at_row: time to the first row (median of 5; cold = fresh source)")

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from easydata_grain.sources.arrow_rows import list_parts, numeric_values
+from easydata_grain.sources.arrow_rows import list_parts, numeric_values, numpy_viewable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,12 +74,10 @@ def block_columns(table: pa.Table) -> dict[str, Column] | None:
             columns[name] = array.to_pylist()
         elif kind == "number":
             columns[name] = _numbers(array)
+        elif not numpy_viewable(array):  # null list elements
+            return None
         else:
             values, offsets = list_parts(array)
-            if (
-                array.flatten() if pa.types.is_fixed_size_list(array.type) else array.values
-            ).null_count:
-                return None
             columns[name] = Ragged(values, offsets.astype(np.int64))
     return columns
 

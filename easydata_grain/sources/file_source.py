@@ -279,12 +279,17 @@ class FileShardedSource(abc.ABC):
         """The schema of ``read_block_table``'s Arrow tables; None: blocks are rows only."""
         return None
 
+    def block_range(self, shard: str | int, block: int) -> tuple[int, int]:
+        """The rows ``[start, stop)`` of one block of a shard."""
+        index = self.shard_index(shard)
+        starts = self.block_starts(index)
+        stop = starts[block + 1] if block + 1 < len(starts) else self.num_rows(index)
+        return starts[block], stop
+
     def read_block(self, shard: str | int, block: int) -> list[Row]:
         """All rows of one block of a shard (see ``block_starts``), read in one go."""
         index = self.shard_index(shard)
-        starts = self.block_starts(index)
-        start = starts[block]
-        stop = starts[block + 1] if block + 1 < len(starts) else self.num_rows(index)
+        start, stop = self.block_range(index, block)
         return list(
             itertools.islice(self.open_shard_at_row(self._shards[index], start), stop - start)
         )

@@ -36,20 +36,25 @@ _TAIL_BYTES = 16 * 1024
 _COALESCE_GAP = 64 * 1024
 
 
+def selected_column_chunks(
+    metadata: pq.FileMetaData, group: int, columns: Sequence[str] | None
+) -> Iterator[pq.ColumnChunkMetaData]:
+    """The column chunks of a row group that belong to ``columns`` (all for None)."""
+    row_group = metadata.row_group(group)
+    for i in range(row_group.num_columns):
+        chunk = row_group.column(i)
+        path = chunk.path_in_schema
+        if columns is None or any(path == name or path.startswith(name + ".") for name in columns):
+            yield chunk
+
+
 def column_chunk_ranges(
     metadata: pq.FileMetaData, group: int, columns: Sequence[str] | None
 ) -> list[tuple[int, int]]:
     """The byte ranges ``[start, stop)`` of a row group's column chunks (of ``columns``, or
     all), sorted, with ranges less than ``_COALESCE_GAP`` apart merged."""
-    row_group = metadata.row_group(group)
     ranges = []
-    for i in range(row_group.num_columns):
-        chunk = row_group.column(i)
-        path = chunk.path_in_schema
-        if columns is not None and not any(
-            path == name or path.startswith(name + ".") for name in columns
-        ):
-            continue
+    for chunk in selected_column_chunks(metadata, group, columns):
         start = chunk.data_page_offset
         if chunk.has_dictionary_page and 0 < chunk.dictionary_page_offset < start:
             start = chunk.dictionary_page_offset
@@ -186,9 +191,8 @@ class ParquetShardedSource(FileShardedSource):
         index = self.shard_index(shard)
         meta = self.shard_meta(index)
         path = self._shards[index]
-        starts = meta.index.group_starts
-        start = starts[block]
-        wanted = (starts[block + 1] if block + 1 < len(starts) else meta.num_rows) - start
+        start, stop = self.block_range(index, block)
+        wanted = stop - start
         batches: list[pa.RecordBatch] = []
         rows = 0
         if wanted > 0:

@@ -14,10 +14,12 @@ from grain.experimental import ThreadPrefetchIterDataset
 from easydata_grain.distributed import Hosts
 from easydata_grain.fingerprint import describe, differences, digest
 from easydata_grain.graph.batch_dataset import BatchedMapDataset
+from easydata_grain.graph.drop_skipped import DropSkippedRows
 from easydata_grain.graph.host_split import HostSliceDataset, HostSliceIterDataset
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.io.errors import NotResumableError
 from easydata_grain.sources.concat import ConcatSource
+from easydata_grain.sources.protocol import SkippingSource
 from easydata_grain.transforms.collate import Collate
 
 STATE_VERSION = 2
@@ -130,14 +132,18 @@ class AsyncDataLoader:
         if not sources:
             raise ValueError("source must be a source or a non-empty list of sources")
         self.mode = "indexed" if _is_indexed(sources) else "streaming"
+        self.source = sources[0] if len(sources) == 1 else ConcatSource(sources)
+        # Placeholders of rows the source left out are dropped first, like a filter's rows.
+        self._skips_rows = isinstance(self.source, SkippingSource) and self.source.skips_rows
         # Several hosts split the global order. Before the transforms when they keep every row
         # (each host transforms only its own rows); after them when a filter changes the count,
         # so that all hosts still serve equal numbers of rows.
-        filtering = any(isinstance(t, grain.transforms.Filter) for t in transforms)
+        filtering = self._skips_rows or any(
+            isinstance(t, grain.transforms.Filter) for t in transforms
+        )
         self._batch_in_map = self.mode == "indexed" and not filtering
         self._split_rows_first = self.hosts.count > 1 and self._batch_in_map
         self._pad_last = self.hosts.count > 1 and not drop_remainder
-        self.source = sources[0] if len(sources) == 1 else ConcatSource(sources)
         self._rows_per_epoch: int | None = None
         self._stream: Any = None
         self.dataset = self._compile()
@@ -231,8 +237,14 @@ class AsyncDataLoader:
             rows = ShuffleBufferIterDataset(rows, self.shuffle_buffer_size, seed=self.seed)
         return rows.seed(self.seed)
 
+    def _row_ops(self) -> list[Transform]:
+        """The per-row operations in order: in indexed mode, dropping the placeholders of rows
+        the source skipped (a stream drops them itself), then the user's transforms."""
+        drop = self._skips_rows and self.mode == "indexed"
+        return [*([DropSkippedRows()] if drop else []), *self.transforms]
+
     def _apply_transforms(self, dataset: Any) -> Any:
-        for transform in self.transforms:
+        for transform in self._row_ops():
             if isinstance(transform, grain.transforms.Filter):
                 dataset = dataset.filter(transform)
             elif isinstance(transform, grain.transforms.RandomMap):
@@ -295,7 +307,7 @@ class AsyncDataLoader:
             "sources": digest(identities),
             "shards": len(identities),
             "rows_per_epoch": self._rows_per_epoch,
-            "transforms": [describe(t) for t in self.transforms],
+            "transforms": [describe(t) for t in self._row_ops()],
             "seed": self.seed,
             "shuffle_buffer_size": self.shuffle_buffer_size,
             "global_batch_size": self.global_batch_size,
@@ -416,6 +428,7 @@ class AsyncDataLoader:
             "bytes_read": io.get("bytes_read", 0),
             "bytes_per_s": io.get("bytes_read", 0) * per_second,
             "retries": io.get("retries", 0),
+            "skipped_rows": io.get("skipped_rows", 0),
             "wait_fraction": self._wait / elapsed if elapsed > 0 else 0.0,
         }
 

@@ -396,14 +396,19 @@ def test_iterable_without_state_is_iterated_but_not_resumable() -> None:
         SourceIterDataset(42)
 
 
-def test_skipping_json_source_is_not_resumable(tmp_path: Path) -> None:
+def test_skipping_json_source_resumes_at_the_right_row(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"id": 0}\nnot json\n{"id": 2}\n')
+    path.write_text('{"id": 0}\nnot json\n{"id": 2}\n{"id": 3}\n')
     source = JsonShardedSource(str(path), on_bad_row="skip", index_cache_dir=tmp_path)
     iterator = iter(SourceIterDataset(source))
-    assert [r["id"] for r in iterator] == [0, 2]
-    with pytest.raises(NotResumableError, match="on_bad_row='skip'"):
-        iterator.get_state()
+    assert [r["id"] for r in iterator] == [0, 2, 3]
+    iterator = iter(SourceIterDataset(source))
+    assert [next(iterator)["id"], next(iterator)["id"]] == [0, 2]
+    state = iterator.get_state()
+    assert state == {"shard": 0, "row": 3}  # the skipped row is counted
+    resumed = iter(SourceIterDataset(source))
+    resumed.set_state(state)
+    assert [r["id"] for r in resumed] == [3]
 
 
 def test_mismatched_states_are_refused(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 import grain
 
 from easydata_grain.io.errors import NotResumableError, RowOutOfRangeError
+from easydata_grain.sources.protocol import SkippingSource
+from easydata_grain.sources.skipped import is_skipped
 
 Row = Any
 Address = tuple[int, int]
@@ -59,7 +61,7 @@ def _drops_shuffle_buffer(dataset: Any) -> bool:
 def _not_resumable_reason(source: Any) -> str | None:
     """Why a source's position cannot be saved exactly, or None when it can."""
     if _is_sharded(source):
-        if getattr(source, "on_bad_row", None) == "skip":
+        if getattr(source, "on_bad_row", None) == "skip" and not isinstance(source, SkippingSource):
             return (
                 f"{source!r} leaves bad rows out (on_bad_row='skip') without saying which, so "
                 "counting the rows it yields does not give their row numbers."
@@ -104,6 +106,14 @@ def _runs(addresses: Sequence[Address], max_gap: int) -> Iterator[tuple[int, lis
         yield run_shard, run
 
 
+def addressed_rows(source: Any, shard: str, row: int) -> Iterator[Row]:
+    """A shard's rows from ``row`` on, the ``k``-th item being row ``row + k``: a skipping
+    source's ``SkippedRow`` placeholders are kept (and dropped downstream)."""
+    if isinstance(source, SkippingSource) and source.skips_rows:
+        return iter(source.rows_with_gaps(shard, row))
+    return iter(source.open_shard_at_row(shard, row))
+
+
 def read_rows_at(source: Any, addresses: Sequence[Address], *, max_gap: int = 256) -> list[Row]:
     """The rows at ``addresses`` (in that order) of a sharded source, in few sequential reads.
 
@@ -113,7 +123,7 @@ def read_rows_at(source: Any, addresses: Sequence[Address], *, max_gap: int = 25
     names = list(source.shard_names)
     found: dict[Address, Row] = {}
     for shard, rows in _runs(addresses, max_gap):
-        stream = iter(source.open_shard_at_row(names[shard], rows[0]))
+        stream = addressed_rows(source, names[shard], rows[0])
         try:
             position = rows[0]
             for row in rows:
@@ -161,14 +171,16 @@ class ShardedSourceIterator(grain.DatasetIterator):
         while self._position < len(self._order):
             shard = self._order[self._position]
             if self._rows is None:
-                self._rows = iter(self.source.open_shard_at_row(self._names[shard], self._row))
+                self._rows = addressed_rows(self.source, self._names[shard], self._row)
             row = next(self._rows, _MISSING)
             if row is _MISSING:
                 self._close_rows()
                 self._position, self._row = self._position + 1, 0
                 continue
-            self.last_address = (shard, self._row)
             self._row += 1
+            if is_skipped(row):  # a bad row left out: counted, so the state stays exact
+                continue
+            self.last_address = (shard, self._row - 1)
             return row
         raise StopIteration
 

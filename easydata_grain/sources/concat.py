@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from easydata_grain.io.stats import IOStats
+from easydata_grain.sources.protocol import SkippingSource
 
 Row = dict[str, Any]
 
@@ -52,6 +53,18 @@ class ConcatSource:
     def open_shard_at_row(self, shard: str | int, row: int) -> Iterator[Row]:
         """Iterate over the rows of a shard from ``row`` on."""
         part, local = self._locate(shard)
+        return part.open_shard_at_row(part.shard_names[local], row)
+
+    @property
+    def skips_rows(self) -> bool:
+        """Whether a part may leave bad rows out (see ``SkippingSource``)."""
+        return any(isinstance(p, SkippingSource) and p.skips_rows for p in self.parts)
+
+    def rows_with_gaps(self, shard: str | int, row: int) -> Iterator[Any]:
+        """The rows of a shard from ``row`` on, a ``SkippedRow`` for each row left out."""
+        part, local = self._locate(shard)
+        if isinstance(part, SkippingSource):
+            return part.rows_with_gaps(local, row)
         return part.open_shard_at_row(part.shard_names[local], row)
 
     def num_rows(self, shard: str | int) -> int:

@@ -31,6 +31,7 @@ from easydata_grain.io.remote_file import RemoteFile
 from easydata_grain.io.resumable_rows import resumable_rows
 from easydata_grain.io.retry import RetryPolicy, is_transient, storage_error
 from easydata_grain.io.stats import IOStats
+from easydata_grain.sources.skipped import SkippedRow
 
 Row = dict[str, Any]
 
@@ -160,6 +161,18 @@ class FileShardedSource(abc.ABC):
 
     def open_shard_at_row(self, shard: str, row: int) -> Iterator[Row]:
         """Iterate over the rows of ``shard`` from ``row`` on, seeking without reading earlier data."""
+        return self.rows_with_gaps(shard, row)
+
+    # -- addressed rows -------------------------------------------------------------------------
+
+    @property
+    def skips_rows(self) -> bool:
+        """Whether some rows may be left out (bad rows skipped); see ``rows_with_gaps``."""
+        return False
+
+    def rows_with_gaps(self, shard: str | int, row: int) -> Iterator[Row | SkippedRow]:
+        """The rows of ``shard`` from ``row`` on, a ``SkippedRow`` standing for each row left out,
+        so that the ``k``-th item is row ``row + k``: addresses never shift."""
         index = self.shard_index(shard)
         meta = self.shard_meta(index)
         if isinstance(row, bool) or not isinstance(row, int):
@@ -286,13 +299,12 @@ class FileShardedSource(abc.ABC):
         stop = starts[block + 1] if block + 1 < len(starts) else self.num_rows(index)
         return starts[block], stop
 
-    def read_block(self, shard: str | int, block: int) -> list[Row]:
-        """All rows of one block of a shard (see ``block_starts``), read in one go."""
+    def read_block(self, shard: str | int, block: int) -> list[Row | SkippedRow]:
+        """All rows of one block of a shard (see ``block_starts``), read in one go; a skipped
+        row is a ``SkippedRow`` in its place."""
         index = self.shard_index(shard)
         start, stop = self.block_range(index, block)
-        return list(
-            itertools.islice(self.open_shard_at_row(self._shards[index], start), stop - start)
-        )
+        return list(itertools.islice(self.rows_with_gaps(index, start), stop - start))
 
     def identities(self) -> list[str]:
         """Each shard's name, row count and identity: a fingerprint of the data."""

@@ -23,23 +23,13 @@ from easydata_grain.io.retry import RetryPolicy, is_storage_fault
 from easydata_grain.sources.file_source import FileShardedSource, Row, ShardMeta, file_identity
 from easydata_grain.sources.json_array import ArrayElements, ArrayIndex, scan_array
 from easydata_grain.sources.line_index import IndexCache, LineIndex, default_cache_dir, scan_lines
+from easydata_grain.sources.skipped import SkippedRow, is_skipped
 
 logger = logging.getLogger(__name__)
 
 _COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number"}
 _SNIPPET = 80
-_SKIPPED = object()
-"""Stands in a chunk for a row left out by ``on_bad_row="skip"``, so chunks keep their length."""
-
-
-class SkippedRow(NamedTuple):
-    """A row that ``on_bad_row="skip"`` left out."""
-
-    path: str
-    row: int
-    line: int | None
-    """The 1-based line in a JSON Lines file; None for an element of a JSON array."""
 
 
 class _BadLine(NamedTuple):
@@ -161,11 +151,16 @@ class JsonShardedSource(FileShardedSource):
     def _settings(self) -> list[Any]:
         return [self.jsonl, self.on_bad_row, self.numpy_lists]
 
+    @property
+    def skips_rows(self) -> bool:
+        """Whether bad rows are left out (``on_bad_row="skip"``) rather than raised."""
+        return self.on_bad_row == "skip"
+
     def open_shard_at_row(self, shard: str, row: int) -> Iterator[Row]:
         """Iterate over the rows of ``shard`` from ``row`` on (skipped rows left out)."""
-        rows = super().open_shard_at_row(shard, row)
+        rows = self.rows_with_gaps(shard, row)
         if self.on_bad_row == "skip":
-            return (r for r in rows if r is not _SKIPPED)
+            return (r for r in rows if not is_skipped(r))
         return rows
 
     # -- the index --------------------------------------------------------------------------
@@ -321,8 +316,9 @@ class JsonShardedSource(FileShardedSource):
                 "counted in source.stats.skipped_rows and listed in source.skipped).",
             )
         line = index.line_number(row) if isinstance(index, LineIndex) else None
-        skipped.append(SkippedRow(path, row, line))
-        return _SKIPPED
+        placeholder = SkippedRow(path, row, line)
+        skipped.append(placeholder)
+        return placeholder
 
     def _report_skipped(self, path: str, skipped: list[SkippedRow]) -> None:
         """Count and list the rows skipped in a chunk, once it is delivered."""

@@ -26,3 +26,22 @@ class ShardedSource(Protocol):
     def open_shard_at_row(self, shard: str, row: int) -> Iterator[dict[str, Any]]:
         """Iterate over the rows of a shard from ``row`` on."""
         ...
+
+
+@runtime_checkable
+class SkippingSource(Protocol):
+    """A sharded source that may leave bad rows out (``on_bad_row="skip"``).
+
+    ``rows_with_gaps`` yields a ``SkippedRow`` where a row was left out, so that row numbers
+    (addresses) never shift; blocks (``read_block``) hold such placeholders too. The loader
+    then drops them like a filter does, and splits hosts after that.
+    """
+
+    @property
+    def skips_rows(self) -> bool:
+        """Whether some rows may be left out."""
+        ...
+
+    def rows_with_gaps(self, shard: str | int, row: int) -> Iterator[Any]:
+        """The rows from ``row`` on, a ``SkippedRow`` standing for each row left out."""
+        ...

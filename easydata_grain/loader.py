@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -20,9 +21,11 @@ from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.io.errors import NotResumableError
 from easydata_grain.sources.concat import ConcatSource
 from easydata_grain.sources.protocol import SkippingSource
+from easydata_grain.sources.resolve import resolve_sources
 from easydata_grain.transforms.collate import Collate
 
 STATE_VERSION = 2
+DEFAULT_BATCH_SIZE = 8
 Transform = (
     grain.transforms.Map
     | grain.transforms.RandomMap
@@ -72,7 +75,7 @@ class AsyncDataLoader:
     def __init__(
         self,
         source: Any,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         prefetch_enabled: bool = True,
         prefetch_workers: int = 2,
         prefetch_buffer_size: int = 4,
@@ -88,7 +91,7 @@ class AsyncDataLoader:
         global_batch_size: int | None = None,
         hosts: Hosts | None = None,
     ):
-        _check_int("batch_size", batch_size, 1)
+        _check_int("batch_size", batch_size, 1, allow_none=True)
         _check_int("prefetch_workers", prefetch_workers, 0)
         _check_int("prefetch_buffer_size", prefetch_buffer_size, 0)
         _check_int("shuffle_buffer_size", shuffle_buffer_size, 0, allow_none=True)
@@ -100,7 +103,16 @@ class AsyncDataLoader:
             raise TypeError(f"hosts must be a Hosts, got {hosts!r}")
         self.hosts = hosts or Hosts.detect()
         if global_batch_size is not None:
-            batch_size = self.hosts.split(global_batch_size)
+            local = self.hosts.split(global_batch_size)
+            if batch_size is not None and batch_size != local:
+                raise ValueError(
+                    f"batch_size={batch_size} (per host) and global_batch_size={global_batch_size} "
+                    f"disagree on {self.hosts.count} host(s), whose share is {local} rows: pass "
+                    "one of them."
+                )
+            batch_size = local
+        elif batch_size is None:
+            batch_size = DEFAULT_BATCH_SIZE
         for flag, value in (
             ("prefetch_enabled", prefetch_enabled),
             ("drop_remainder", drop_remainder),
@@ -128,9 +140,7 @@ class AsyncDataLoader:
         self.transforms = transforms
         self.collate = Collate(pad=pad, pad_value=pad_value)
         self.worker_processes = worker_processes
-        sources = list(source) if isinstance(source, list | tuple) else [source]
-        if not sources:
-            raise ValueError("source must be a source or a non-empty list of sources")
+        sources = resolve_sources(source)
         self.mode = "indexed" if _is_indexed(sources) else "streaming"
         self.source = sources[0] if len(sources) == 1 else ConcatSource(sources)
         # Placeholders of rows the source left out are dropped first, like a filter's rows.
@@ -146,7 +156,17 @@ class AsyncDataLoader:
         self._pad_last = self.hosts.count > 1 and not drop_remainder
         self._rows_per_epoch: int | None = None
         self._stream: Any = None
+        self._pass = 0
         self.dataset = self._compile()
+        self.not_resumable_reason: str | None = (
+            self._stream.not_resumable_reason if self._stream is not None else None
+        )
+        """Why ``get_state`` cannot save this pipeline's position; None when it can."""
+        if self.not_resumable_reason:
+            warnings.warn(
+                f"This loader cannot be checkpointed: {self.not_resumable_reason}",
+                stacklevel=2,
+            )
         # Computed once, here, on every host: it may read all shards' metadata, which is a
         # collective on several hosts and must not run on host 0 alone at save time.
         self._fingerprint = self._compute_fingerprint()
@@ -156,6 +176,11 @@ class AsyncDataLoader:
         self._rows = 0
         self._wait = 0.0
         self._started: float | None = None
+
+    @property
+    def resumable(self) -> bool:
+        """Whether ``get_state`` can save the position exactly (else see ``not_resumable_reason``)."""
+        return self.not_resumable_reason is None
 
     # -- compilation --------------------------------------------------------------------------
 
@@ -167,6 +192,7 @@ class AsyncDataLoader:
                 shuffle=self.shuffle_buffer_size > 0,
                 window_size=max(1, self.shuffle_buffer_size),
                 num_epochs=self.num_epochs,
+                first_epoch=self._pass * (self.num_epochs or 0),
                 read_threads=self.prefetch_workers if self.prefetch_enabled else 0,
             )
             self._rows_per_epoch = rows.rows_per_epoch
@@ -234,8 +260,9 @@ class AsyncDataLoader:
         self._stream = SourceIterDataset(self.source, allow_unresumable=True)
         rows: grain.IterDataset = self._stream
         if self.shuffle_buffer_size:
-            rows = ShuffleBufferIterDataset(rows, self.shuffle_buffer_size, seed=self.seed)
-        return rows.seed(self.seed)
+            seed = self.seed + self._pass  # each pass over the stream shuffles anew
+            rows = ShuffleBufferIterDataset(rows, self.shuffle_buffer_size, seed=seed)
+        return rows.seed(self.seed + self._pass)
 
     def _row_ops(self) -> list[Transform]:
         """The per-row operations in order: in indexed mode, dropping the placeholders of rows
@@ -267,18 +294,41 @@ class AsyncDataLoader:
         return self._iterator[0]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """The loader itself: ``for batch in loader`` continues where the last loop stopped;
+        once a pass (``num_epochs`` epochs) is over, the next loop runs the next pass."""
+        if self._pass and self._one_shot_stream():
+            raise ValueError(
+                f"The source ({type(self.source).__name__}) is a one-shot iterator, read to its "
+                "end by the previous loop: it cannot be read again. Pass a re-iterable source "
+                "(a datasets IterableDataset, a file source) to loop over the data again."
+            )
         return self
+
+    def _one_shot_stream(self) -> bool:
+        return self.mode == "streaming" and iter(self.source) is self.source
 
     def __next__(self) -> dict[str, Any]:
         iterator = self._iter()
         start = time.perf_counter()
         if self._started is None:
             self._started = start
-        batch = next(iterator)
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            self._next_pass()
+            raise
         self._wait += time.perf_counter() - start
         self._batches += 1
         self._rows += _batch_rows(batch)
         return batch
+
+    def _next_pass(self) -> None:
+        """After the last batch of a pass, make the loader serve the next pass (the next
+        ``num_epochs`` epochs of the order; a stream read again) from the next loop on."""
+        _close(self._iterator)
+        self._state_at_close = None
+        self._pass += 1
+        self.dataset = self._compile()
 
     def start_prefetch(self) -> None:
         """Start preparing batches now (e.g. while a checkpoint is restored)."""
@@ -322,10 +372,10 @@ class AsyncDataLoader:
 
         Raises ``NotResumableError`` for a stream whose position cannot be saved exactly.
         """
-        reason = self._stream.not_resumable_reason if self._stream is not None else None
-        if reason:
+        if self.not_resumable_reason:
             raise NotResumableError(
-                reason, hint="Iterate without checkpoints, or use a source that can resume."
+                self.not_resumable_reason,
+                hint="Iterate without checkpoints, or use a source that can resume.",
             )
         iterator = self._iter().get_state()
         return {
@@ -335,6 +385,7 @@ class AsyncDataLoader:
             "hosts": self.hosts.count,
             "global_position": self._global_position(iterator),
             "batches": self._batches,
+            "pass": self._pass,
         }
 
     def _global_position(self, iterator_state: Any) -> int | None:
@@ -366,34 +417,14 @@ class AsyncDataLoader:
         return {"next_index": position // self.global_batch_size}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Continue from ``state``; a state from another pipeline raises ``LoaderStateError``."""
+        """Continue from ``state``; a state from another pipeline, or one whose fields do not
+        hold what they should, raises ``LoaderStateError``."""
         if isinstance(state, str | bytes):
             try:
                 state = json.loads(state)
             except ValueError as exc:
                 raise LoaderStateError(f"The loader state is not valid JSON: {exc}.") from exc
-        if not isinstance(state, dict) or not {"version", "fingerprint", "iterator"} <= set(state):
-            raise LoaderStateError(
-                "This is not an easydata-grain loader state (expected keys version, fingerprint, "
-                f"iterator; got {sorted(state) if isinstance(state, dict) else type(state).__name__})."
-            )
-        if state["version"] != STATE_VERSION:
-            raise LoaderStateError(
-                f"Loader state version {state['version']} is not {STATE_VERSION}."
-            )
-        if not isinstance(state["fingerprint"], dict):
-            raise LoaderStateError(
-                f"The loader state is corrupted: its fingerprint is a "
-                f"{type(state['fingerprint']).__name__}, not a dict."
-            )
-        bad = _non_integer_number(state["iterator"])
-        position = state["iterator"].get("next_index") if isinstance(state["iterator"], dict) else 0
-        if bad is None and isinstance(position, bool):
-            bad = position
-        if bad is not None:
-            raise LoaderStateError(
-                f"The loader state is corrupted: the iterator position holds {bad!r}, not an int."
-            )
+        self._check_state(state)
         changed = differences(state["fingerprint"], self.fingerprint())
         if changed:
             raise LoaderStateError(
@@ -401,12 +432,65 @@ class AsyncDataLoader:
                 "silently train on other data: " + "; ".join(changed) + ". Restore with the "
                 "pipeline that saved it (same data, transforms, seed, batch size and workers)."
             )
+        iterator_state = self._elastic(state)
+        saved_pass = state.get("pass", 0)
+        if saved_pass != self._pass:
+            _close(self._iterator)
+            self._pass = saved_pass
+            self.dataset = self._compile()
+        self._state_at_close = None
         try:
-            self._iter().set_state(self._elastic(state))
+            self._iter().set_state(iterator_state)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise LoaderStateError(
                 f"The loader state is corrupted: {type(exc).__name__}: {exc}."
             ) from exc
+
+    def _check_state(self, state: Any) -> None:
+        """Raise ``LoaderStateError`` unless every field of ``state`` holds what it should."""
+        if not isinstance(state, dict) or not {"version", "fingerprint", "iterator"} <= set(state):
+            raise LoaderStateError(
+                "This is not an easydata-grain loader state (expected keys version, fingerprint, "
+                f"iterator; got {sorted(state) if isinstance(state, dict) else type(state).__name__})."
+            )
+        if unknown := sorted(set(state) - _STATE_FIELDS):
+            raise LoaderStateError(f"The loader state has unknown fields {unknown}.")
+        if state["version"] != STATE_VERSION or isinstance(state["version"], bool):
+            raise LoaderStateError(
+                f"Loader state version {state['version']!r} is not {STATE_VERSION}."
+            )
+        if not isinstance(state["fingerprint"], dict):
+            raise LoaderStateError(
+                f"The loader state is corrupted: its fingerprint is a "
+                f"{type(state['fingerprint']).__name__}, not a dict."
+            )
+        for name, minimum in (("hosts", 1), ("batches", 0), ("pass", 0)):
+            if name in state and not _is_int(state[name], minimum):
+                raise LoaderStateError(
+                    f"The loader state is corrupted: {name} is {state[name]!r}, not an int "
+                    f">= {minimum}."
+                )
+        position = state.get("global_position")
+        if position is not None and not _is_int(position, -1):
+            raise LoaderStateError(
+                f"The loader state is corrupted: global_position is {position!r}, not None, -1 "
+                "or an int >= 0."
+            )
+        saved_batch = state["fingerprint"].get("global_batch_size")
+        if _is_int(position, 0) and _is_int(saved_batch, 1) and position % saved_batch:
+            raise LoaderStateError(
+                f"The loader state is corrupted: global_position {position} is not a multiple "
+                f"of its global batch size {saved_batch}."
+            )
+        bad = _non_integer_number(state["iterator"])
+        iterator = state["iterator"]
+        next_index = iterator.get("next_index") if isinstance(iterator, dict) else 0
+        if bad is None and isinstance(next_index, bool):
+            bad = next_index
+        if bad is not None:
+            raise LoaderStateError(
+                f"The loader state is corrupted: the iterator position holds {bad!r}, not an int."
+            )
 
     # -- stats --------------------------------------------------------------------------------
 
@@ -431,6 +515,15 @@ class AsyncDataLoader:
             "skipped_rows": io.get("skipped_rows", 0),
             "wait_fraction": self._wait / elapsed if elapsed > 0 else 0.0,
         }
+
+
+_STATE_FIELDS = frozenset(
+    {"version", "fingerprint", "iterator", "hosts", "global_position", "batches", "pass"}
+)
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def _non_integer_number(value: Any) -> Any:

@@ -108,11 +108,13 @@ def test_shuffling_streamed_data_with_hugging_face(tmp_path: Path) -> None:
     dataset = dataset.shuffle(buffer_size=10000, seed=42)
 
     # EasyData shuffle during loading, on top
-    loader = AsyncDataLoader(
-        source=dataset,
-        shuffle_buffer_size=10000,  # Examples to buffer for shuffle
-        seed=42,
-    )
+    with pytest.warns(UserWarning, match="cannot be checkpointed"):  # said at construction
+        loader = AsyncDataLoader(
+            source=dataset,
+            shuffle_buffer_size=10000,  # Examples to buffer for shuffle
+            seed=42,
+        )
+    assert not loader.resumable and "shuffle" in loader.not_resumable_reason
     ids = [i for batch in loader for i in batch["id"].tolist()]
     assert sorted(ids) == list(range(300)) and ids != list(range(300))
     # datasets' own shuffle leaves its buffer out of its state: saving is refused, not wrong.

@@ -25,7 +25,8 @@ class IndexedSourceDataset(grain.MapDataset):
     Random access reads whole blocks (Parquet row groups) through a small cache sized to the
     order's window, so each block is read and decoded once per epoch. Nothing about the order
     is stored: an iterator's state is the next index, and resuming is O(1).
-    ``num_epochs=None`` repeats forever (each epoch in its own order).
+    ``num_epochs=None`` repeats forever (each epoch in its own order). Element 0 is the first
+    row of epoch ``first_epoch``.
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class IndexedSourceDataset(grain.MapDataset):
         shuffle: bool = True,
         window_size: int = 4096,
         num_epochs: int | None = 1,
+        first_epoch: int = 0,
         read_threads: int = 0,
     ):
         super().__init__()
@@ -45,6 +47,7 @@ class IndexedSourceDataset(grain.MapDataset):
         )
         self.rows_per_epoch = len(self.order)
         self._num_epochs = num_epochs
+        self._first_epoch = first_epoch
         smallest_block = min(
             (
                 int(np.min(np.diff([*source.block_starts(s), n])))
@@ -175,6 +178,7 @@ class IndexedSourceDataset(grain.MapDataset):
     def _addresses(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The ``(shards, rows)`` of dataset indices (which may span epochs), vectorised."""
         epochs, positions = np.divmod(indices, self.rows_per_epoch)
+        epochs += self._first_epoch
         shards = np.empty_like(indices)
         rows = np.empty_like(indices)
         for epoch in np.unique(epochs).tolist():

@@ -6,10 +6,95 @@ import bisect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
+from easydata_grain.io.errors import SchemaMismatchError
 from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.protocol import SkippingSource
 
 Row = dict[str, Any]
+
+
+def _arrow_kind(column_type: pa.DataType) -> str | None:
+    """What a column of this type becomes in a batch: "int", "float", "bool", "str",
+    "list<dtype>", or the type's name."""
+    if pa.types.is_boolean(column_type):
+        return "bool"
+    if pa.types.is_integer(column_type):
+        return "int"
+    if pa.types.is_floating(column_type):
+        return "float"
+    if pa.types.is_string(column_type) or pa.types.is_large_string(column_type):
+        return "str"
+    if (
+        pa.types.is_list(column_type)
+        or pa.types.is_large_list(column_type)
+        or pa.types.is_fixed_size_list(column_type)
+    ) and (
+        pa.types.is_integer(column_type.value_type) or pa.types.is_floating(column_type.value_type)
+    ):
+        return f"list<{np.dtype(column_type.value_type.to_pandas_dtype())}>"
+    return str(column_type)
+
+
+def _value_kind(value: Any) -> str | None:
+    """What a row's value becomes in a batch (see ``_arrow_kind``); None when a value alone
+    does not tell (null, Python lists, nested objects)."""
+    if isinstance(value, bool | np.bool_):
+        return "bool"
+    if isinstance(value, int | np.integer):
+        return "int"
+    if isinstance(value, float | np.floating):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        return f"list<{value.dtype}>"
+    return None
+
+
+def field_kinds(source: Any) -> dict[str, str | None]:
+    """The fields of a source's rows and what each becomes in a batch: from its Arrow schema
+    when it has one, else from its first row."""
+    schema = getattr(source, "schema", None)
+    if isinstance(schema, pa.Schema):
+        return {field.name: _arrow_kind(field.type) for field in schema}
+    rows = source.open_shard(source.shard_names[0])
+    try:
+        first = next(iter(rows), None)
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+    return {name: _value_kind(value) for name, value in (first or {}).items()}
+
+
+def check_same_fields(parts: Sequence[Any]) -> None:
+    """Raise ``SchemaMismatchError`` when two sources give rows with other fields or types,
+    which would make batches change keys or dtypes from one batch to the next."""
+    reference = field_kinds(parts[0])
+    for i, part in enumerate(parts[1:], start=1):
+        kinds = field_kinds(part)
+        problems = []
+        if missing := [n for n in reference if n not in kinds]:
+            problems.append(f"missing fields {missing}")
+        if extra := [n for n in kinds if n not in reference]:
+            problems.append(f"extra fields {extra}")
+        if changed := [
+            f"{n} ({reference[n]} vs {kinds[n]})"
+            for n in reference
+            if n in kinds and None not in (reference[n], kinds[n]) and reference[n] != kinds[n]
+        ]:
+            problems.append(f"different types for {', '.join(changed)}")
+        if problems:
+            raise SchemaMismatchError(
+                f"Source {i} ({part!r}) gives other rows than source 0 ({parts[0]!r}): "
+                f"{'; '.join(problems)}.",
+                path=str(part.shard_names[0]),
+                hint="Sources read together must give the same fields with the same types; "
+                "project (columns=) or transform them to one schema first.",
+            )
 
 
 class ConcatSource:
@@ -23,6 +108,8 @@ class ConcatSource:
         if not parts:
             raise ValueError("ConcatSource needs at least one source")
         self.parts = list(parts)
+        if len(self.parts) > 1:
+            check_same_fields(self.parts)
         self._offsets = [0]
         for part in self.parts:
             self._offsets.append(self._offsets[-1] + len(part.shard_names))

@@ -50,6 +50,8 @@ def test_paths_build_the_file_source_their_extension_names(files: Path) -> None:
         (str(files / "c.jsonl"), JsonShardedSource, list(range(20, 25))),
         (files / "arr.json", JsonShardedSource, list(range(30, 34))),
     ]
+    mixed = AsyncDataLoader([files / "a.parquet", files / "c.jsonl"], batch_size=4)
+    assert sorted(ids(mixed)) == [*range(10), *range(20, 25)]  # one source per format
     for given, kind, expected in cases:
         loader = AsyncDataLoader(given, batch_size=4)
         assert isinstance(loader.source, kind) and loader.mode == "indexed", given

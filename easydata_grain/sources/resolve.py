@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from easydata_grain.io.errors import NoFilesMatchedError
 from easydata_grain.io.filesystem import protocol_of
+from easydata_grain.sources.concat import ConcatSource
 from easydata_grain.sources.in_memory import InMemorySource
 from easydata_grain.sources.json import JsonShardedSource, compression_of
 from easydata_grain.sources.parquet import ParquetShardedSource
@@ -51,30 +52,41 @@ def _is_json_array(path: str) -> bool:
         return handle.read(4096).lstrip()[:1] == b"["
 
 
-def source_from_paths(paths: list[str]) -> Any:
-    """The file source for paths and globs, chosen by their extension."""
-    kinds = set()
-    for path in paths:
-        kind = _format_of(path)
-        if kind is None and protocol_of(path) == "file" and os.path.isdir(path):
-            kinds |= _formats_in_directory(path) or {None}
-        else:
-            kinds.add(kind)
-    if kinds == {"parquet"}:
+def _kind_of(path: str) -> str | None:
+    """A path's format; a local directory's when all its files have one."""
+    kind = _format_of(path)
+    if kind is None and protocol_of(path) == "file" and os.path.isdir(path):
+        found = _formats_in_directory(path)
+        if len(found) > 1:
+            raise ValueError(
+                f"The directory {path!r} holds files of several formats ({sorted(found)}): pass "
+                "a glob for each (e.g. 'dir/*.parquet') or build the sources yourself."
+            )
+        return found.pop() if found else None
+    return kind
+
+
+def _file_source(paths: list[str], kind: str | None) -> Any:
+    """The file source of one format for ``paths``."""
+    if kind == "parquet":
         return ParquetShardedSource(paths)
-    if kinds and kinds <= {"json", "jsonl"}:
-        jsonl = not all(_is_json_array(p) for p in paths) if kinds == {"json"} else True
+    if kind in ("json", "jsonl"):
+        jsonl = kind == "jsonl" or not all(_is_json_array(p) for p in paths)
         return JsonShardedSource(paths, jsonl=jsonl)
-    if kinds == {None}:
-        try:
-            return ParquetShardedSource(paths)
-        except NoFilesMatchedError:
-            return JsonShardedSource(paths)
-    raise ValueError(
-        f"Cannot tell one file format from {paths!r} (found {sorted(map(str, kinds))}). "
-        "Build the source yourself: ParquetShardedSource(...) or JsonShardedSource(...), "
-        "and pass a list of sources to read several formats."
-    )
+    try:
+        return ParquetShardedSource(paths)
+    except NoFilesMatchedError:
+        return JsonShardedSource(paths)
+
+
+def source_from_paths(paths: list[str]) -> Any:
+    """The file source for paths and globs, chosen by their extension; paths of several formats
+    become one source per format, read one after the other (checked against each other)."""
+    groups: dict[str | None, list[str]] = {}
+    for path in paths:
+        groups.setdefault(_kind_of(path), []).append(path)
+    sources = [_file_source(group, kind) for kind, group in groups.items()]
+    return sources[0] if len(sources) == 1 else ConcatSource(sources)
 
 
 def _is_path(value: Any) -> bool:

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Set everything up, then run the demo or the test suite: `python3 ops/dev.py demo|test`.
 
+The test command lints first (``ruff check`` and ``ruff format --check``): a lint failure fails it.
+
 Needs only Python 3.11+ (and Node/npm for the Azure emulator used by the tests). Creates
 `.venv` beside the repository, installs the package with its `dev` extra, installs azurite
 under `ops/node_modules`, then runs the job. Re-running skips what is already installed.
@@ -62,6 +64,10 @@ def main(argv: list[str]) -> int:
             [str(VENV / "bin" / "easydata-grain"), "demo", *extra], cwd=ROOT, env=env
         ).returncode
     setup_node()
+    for lint in (["check", "."], ["format", "--check", "."]):
+        if subprocess.run([str(VENV / "bin" / "ruff"), *lint], cwd=ROOT, env=env).returncode:
+            print(f"ruff {' '.join(lint)} failed: run 'ruff check --fix .' and 'ruff format .'")
+            return 1
     result = subprocess.run([str(PYTHON), "-m", "pytest", *extra], cwd=ROOT, env=env).returncode
     if result == 5:
         print("pytest collected no tests: that is a failure", file=sys.stderr)

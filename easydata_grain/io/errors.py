@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
+# Our sentence's period after a quoted error text that already ends in one: "x.." or "x. .",
+# but not an ellipsis ("x...") or a relative path ("'../a'", "'a/..'").
+_DOUBLED_PERIOD = re.compile(r"(?<![./\\\s])\.\s*\.(?=\s|$)")
+
 
 class SourceError(Exception):
     """A problem with a source's data or storage, naming the file and what to do about it."""
@@ -17,10 +23,10 @@ class SourceError(Exception):
         self.path = path
         self.row = row
         self.hint = hint
-        parts = [message]
+        parts = [message.strip()]
         if hint:
-            parts.append(hint)
-        super().__init__(" ".join(parts))
+            parts.append(hint.strip())
+        super().__init__(_DOUBLED_PERIOD.sub(".", " ".join(parts)))
 
 
 class ShardNotFoundError(SourceError, FileNotFoundError):

@@ -137,9 +137,6 @@ def restore(spec_path: str, directory: str, out: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    import absl.flags
-
-    absl.flags.FLAGS.mark_as_parsed()
     command, *args = argv
     if command == "save":
         save(args[0], args[1], int(args[2]), args[3])

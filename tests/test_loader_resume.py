@@ -256,9 +256,6 @@ def test_resume_of_an_endless_stream(
 def test_resume_with_worker_processes(datasets: Datasets, transforms: list[str]) -> None:
     """``worker_processes=2`` (spawned): resume mid-epoch-2 equals the uninterrupted run; a
     state saved with 2 workers is refused by a loader with 3 (it would change the stream)."""
-    import absl.flags
-
-    absl.flags.FLAGS.mark_as_parsed()
     layouts = [
         {"shards": [23, 0, 17], "row_group_size": 5, "max_tokens": 6},
         {"shards": [11], "row_group_size": 3, "max_tokens": 6},

@@ -15,7 +15,7 @@ from easydata_grain.io.errors import (
     ShardNotFoundError,
 )
 from easydata_grain.io.filesystem import protocol_of, to_url
-from easydata_grain.io.retry import RetryPolicy, is_access_denied, is_transient
+from easydata_grain.io.retry import RetryPolicy, attempts_text, is_access_denied, is_transient
 from easydata_grain.io.stats import IOStats
 
 _MAGIC = re.compile(r"[*?\[]")
@@ -69,9 +69,16 @@ def _expand_one(
             raise FileNotFoundError(path)
         return [path]
 
+    retries = 0
+
+    def on_retry(exc: BaseException, retry: int) -> None:
+        nonlocal retries
+        retries = retry
+        stats.add(retries=1, requests=1)
+
     try:
         stats.add(requests=1)
-        found = policy.call(listing, on_retry=lambda exc, n: stats.add(retries=1, requests=1))
+        found = policy.call(listing, on_retry=on_retry)
     except FileNotFoundError as exc:
         if is_glob:
             found = []
@@ -88,10 +95,9 @@ def _expand_one(
                 path=pattern,
                 hint="Check the credentials in storage_options.",
             ) from exc
-        kind = "transient" if is_transient(exc) else "permanent"
+        tried = attempts_text(retries, transient=is_transient(exc))
         raise ListingError(
-            f"Listing {pattern!r} failed ({kind} error after {policy.max_retries} retries): "
-            f"{type(exc).__name__}: {exc}.",
+            f"Listing {pattern!r} failed {tried}: {type(exc).__name__}: {exc}.",
             path=pattern,
             hint="The file list is unknown, so nothing is read; check the store and retry.",
         ) from exc

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence, Sized
 from typing import TypeVar
 
 from easydata_grain.io.errors import RetriesExhaustedError, SourceError
-from easydata_grain.io.retry import RetryPolicy, is_transient, storage_error
+from easydata_grain.io.retry import RetryPolicy, attempts_text, is_transient, storage_error
 from easydata_grain.io.stats import IOStats
 
 Row = TypeVar("Row")
@@ -68,8 +68,8 @@ def resumable_chunks(
                 raise clear from exc
             if retry >= policy.max_retries:
                 raise RetriesExhaustedError(
-                    f"Reading {path!r} failed at row {row} after {policy.max_retries} "
-                    f"retries: {type(exc).__name__}: {exc}.",
+                    f"Reading {path!r} failed at row {row} "
+                    f"{attempts_text(retry, transient=True)}: {type(exc).__name__}: {exc}.",
                     path=path,
                     row=row,
                     hint="The store kept failing; check the network or raise RetryPolicy.max_retries.",

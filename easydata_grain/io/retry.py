@@ -126,6 +126,19 @@ def is_storage_fault(exc: BaseException) -> bool:
     return is_transient(exc) or is_access_denied(exc) or is_not_found(exc)
 
 
+def attempts_text(retries: int, *, transient: bool) -> str:
+    """How often an operation was tried, for an error message: ``after 3 retries (4 attempts)``
+    when a transient fault outlasted the retries, ``after 1 attempt (not retried: permanent)``
+    when the fault was permanent."""
+    attempts = f"{retries + 1} attempt{'s' if retries else ''}"
+    retried = f"{retries} retr{'y' if retries == 1 else 'ies'}"
+    if transient:
+        return f"after {retried} ({attempts})"
+    if retries:
+        return f"after {attempts} ({retried}, then a permanent fault: not retried)"
+    return f"after {attempts} (not retried: permanent)"
+
+
 def storage_error(exc: BaseException, path: str, row: int | None = None) -> SourceError | None:
     """A clear error for a permanent storage fault on ``path`` (None for other faults)."""
     detail = f"{type(exc).__name__}: {exc}"

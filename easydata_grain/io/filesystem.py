@@ -75,20 +75,33 @@ def _gcs(options: dict[str, Any], policy: RetryPolicy) -> fsspec.AbstractFileSys
 
 
 def _azure(options: dict[str, Any], policy: RetryPolicy) -> fsspec.AbstractFileSystem:
-    fs = fsspec.filesystem("az", skip_instance_cache=True, **options)
-    connection_string = getattr(fs, "connection_string", None)
-    if connection_string:
-        # adlfs passes no client options; swap in a client without SDK retries and with timeouts.
-        from azure.storage.blob.aio import BlobServiceClient
+    """adlfs, its service client rebuilt without SDK retries and with the policy's timeouts.
 
-        old = fs.service_client
-        fs.service_client = BlobServiceClient.from_connection_string(
-            connection_string,
-            retry_total=0,
-            connection_timeout=policy.connect_timeout,
-            read_timeout=policy.read_timeout,
-        )
-        sync(fs.loop, old.close)
+    adlfs passes no client options, whichever way it authenticates (connection string, account
+    key, SAS token, credential, anonymous), so the client it built is replaced by one with the
+    same endpoint and credential. ``account_host`` may carry a scheme, as an emulator needs
+    (``http://127.0.0.1:10000/devstoreaccount1``); adlfs alone always uses https.
+    """
+    from azure.storage.blob.aio import BlobServiceClient
+
+    scheme, _, host = str(options.get("account_host") or "").rpartition("://")
+    if scheme:
+        options = {**options, "account_host": host}
+    fs = fsspec.filesystem("az", skip_instance_cache=True, **options)
+    old = fs.service_client
+    endpoint = old.primary_endpoint  # with the SAS token, if any, as its query
+    if scheme:
+        endpoint = f"{scheme}://{endpoint.split('://', 1)[1]}"
+    fs.service_client = BlobServiceClient(
+        endpoint,
+        credential=old.credential,
+        secondary_hostname=old.secondary_hostname,
+        _location_mode=old.location_mode,
+        retry_total=0,
+        connection_timeout=policy.connect_timeout,
+        read_timeout=policy.read_timeout,
+    )
+    sync(fs.loop, old.close)
     return fs
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import glob_translate
 
 from easydata_grain.io.errors import (
@@ -122,6 +124,17 @@ def _expand_one(
     return [to_url(p, protocol) for p in found]
 
 
+def canonical_url(url: str) -> str:
+    """The name that every spelling of one file shares: the absolute, normalised path of a local
+    file (relative, ``./`` and ``file://`` forms alike); on a store, the URL with the canonical
+    scheme and no leading or trailing slash on the path (repeated slashes inside a key are kept:
+    on object stores ``a//b`` and ``a/b`` are different objects)."""
+    protocol = protocol_of(url)
+    if protocol == "file":
+        return os.path.abspath(LocalFileSystem._strip_protocol(url))
+    return f"{protocol}://{url.split('://', 1)[-1].strip('/')}"
+
+
 def expand_paths(
     fs: fsspec.AbstractFileSystem,
     patterns: str | Sequence[str],
@@ -133,8 +146,9 @@ def expand_paths(
     """Expand a path, glob or directory (or a list of them) into sorted, de-duplicated file URLs.
 
     Local paths given without a wildcard keep the form they were given in, so that shard names
-    match what the user wrote. A pattern that matches nothing, a missing file and a failed
-    listing each raise an error naming the pattern.
+    match what the user wrote. A file named twice (by two patterns, or in two spellings: see
+    ``canonical_url``) is listed once, where it first appears. A pattern that matches nothing,
+    a missing file and a failed listing each raise an error naming the pattern.
     """
     if isinstance(patterns, str):
         patterns = [patterns]
@@ -150,7 +164,8 @@ def expand_paths(
         else:
             expanded = _expand_one(fs, pattern, suffixes, policy, stats)
         for path in expanded:
-            if path not in seen:
-                seen.add(path)
+            key = canonical_url(path)
+            if key not in seen:
+                seen.add(key)
                 files.append(path)
     return files

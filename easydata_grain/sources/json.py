@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import io
@@ -19,6 +20,7 @@ import fsspec.compression
 import numpy as np
 
 from easydata_grain.io.errors import CorruptShardError, MalformedRowError
+from easydata_grain.io.remote_file import RemoteFile
 from easydata_grain.io.retry import RetryPolicy, is_storage_fault
 from easydata_grain.sources.file_source import FileShardedSource, Row, ShardMeta, file_identity
 from easydata_grain.sources.json_array import ArrayElements, ArrayIndex, scan_array
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 _COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number"}
 _SNIPPET = 80
+_PARQUET_MAGIC = b"PAR1"
+_JSON_SPACE = b" \t\r\n"
 
 
 class _BadLine(NamedTuple):
@@ -57,6 +61,42 @@ def _numeric_array(items: list[Any]) -> np.ndarray | None:
     return None
 
 
+def _content(head: bytes) -> bytes:
+    """The first bytes of a file past its byte-order mark and whitespace."""
+    return head.removeprefix(codecs.BOM_UTF8).lstrip(_JSON_SPACE)
+
+
+def _check_format(path: str, head: bytes, jsonl: bool) -> None:
+    """Raise ``CorruptShardError`` for a file whose first bytes show the wrong format.
+
+    That is Parquet, or for JSON Lines a JSON array or binary data (a NUL byte in the first
+    line): no row of such a file is right, so it is refused whole, never skipped row by row.
+    """
+    if head.startswith(_PARQUET_MAGIC):
+        raise CorruptShardError(
+            f"{path!r} is a Parquet file, not JSON.",
+            path=path,
+            hint="Read it with ParquetShardedSource.",
+        )
+    if not jsonl:
+        return
+    start = _content(head)
+    if start.startswith(b"["):
+        raise CorruptShardError(
+            f"{path!r} is a JSON array (it starts with '['), not JSON Lines.",
+            path=path,
+            hint="Pass jsonl=False to read the elements of a JSON array as rows.",
+        )
+    if b"\0" in start.partition(b"\n")[0]:
+        raise CorruptShardError(
+            f"{path!r} is not JSON Lines text: its first line holds a NUL byte (binary data, "
+            "or UTF-16 text).",
+            path=path,
+            hint="JSON Lines is UTF-8 text; a compressed file needs its extension "
+            f"({', '.join(_COMPRESSIONS)}).",
+        )
+
+
 def _read_exact(stream: IO[bytes], size: int, path: str) -> bytes:
     """Exactly ``size`` bytes; a stream that ends first no longer matches its index."""
     data = stream.read(size)
@@ -75,31 +115,40 @@ def _read_exact(stream: IO[bytes], size: int, path: str) -> bytes:
 class JsonShardedSource(FileShardedSource):
     """JSON Lines (or JSON array) files: a path, glob, directory or list; local or gs/s3/az.
 
-    Files end in ``.jsonl``, ``.ndjson`` or ``.json``, optionally compressed (``.gz``,
-    ``.bz2``, ``.xz``; ``.zst`` needs the ``zstandard`` package). Each row is a JSON object;
-    rows are dicts whose numeric lists (all ints: int64, ints and floats: float64) are numpy
-    arrays unless ``numpy_lists=False``; strings stay ``str``, nested objects dicts, and empty
-    lists lists (JSON gives them no element type).
+    A directory lists the files ending in ``.jsonl``, ``.ndjson`` or ``.json``, optionally
+    compressed (``.gz``, ``.bz2``, ``.xz``; ``.zst`` needs the ``zstandard`` package); paths
+    and globs are taken as given, and only those extensions mark a file compressed. Each row
+    is a JSON object; rows are dicts whose numeric lists (all ints: int64, ints and floats:
+    float64) are numpy arrays unless ``numpy_lists=False``; strings stay ``str``, nested
+    objects dicts, and empty lists lists (JSON gives them no element type).
 
     Row ``r`` of a JSON Lines file is its ``r``-th non-blank line. The first time a file is
     read, one sequential pass records where every row starts; that index is cached under
     ``index_cache_dir`` (default ``$EASYDATA_GRAIN_CACHE`` or ``~/.cache/easydata_grain``)
     keyed by the file's URL, size and etag/mtime, so row counts and ``open_shard_at_row`` are
-    O(1) afterwards and a rewritten file is indexed again. In a compressed file a seek must
-    decompress (not parse) everything before the row: it is linear, not O(1).
+    O(1) afterwards and a rewritten file is indexed again. A cached index is checked before
+    it is used (that of an uncompressed file must end at the file's size); one that fails the
+    check is logged and rebuilt. In a compressed file a seek must decompress (not parse)
+    everything before the row: it is linear, not O(1).
 
     With ``jsonl=False`` each file holds one JSON array of objects whose elements are the rows;
     it is parsed incrementally (never loaded whole) and the index holds the offset of every
     1024th element, so a seek parses at most 1023 elements.
 
-    A line that is not a JSON object raises ``MalformedRowError`` naming file, line and row.
-    With ``on_bad_row="skip"`` it is left out instead, counted in ``stats.skipped_rows`` and
-    listed in ``skipped`` (the latest 1000). A skipped row keeps its number: rows are numbered
-    before skipping, ``num_rows`` counts them all, and ``open_shard_at_row(s, r)`` yields the
-    rows numbered ``r`` and above that ``open_shard(s)`` yields; ``stats.rows`` counts skipped
-    rows too. (Syntax errors in a JSON array cannot be skipped: without line breaks there is no
-    telling where the next element starts.)
-    Empty files, and files without any row, raise ``CorruptShardError``.
+    A line that is not a JSON object (or not valid UTF-8) raises ``MalformedRowError`` naming
+    file, line and row. With ``on_bad_row="skip"`` it is left out instead, counted in
+    ``stats.skipped_rows`` and listed in ``skipped`` (the latest 1000). A skipped row keeps its
+    number: rows are numbered before skipping, ``num_rows`` counts them all, and
+    ``open_shard_at_row(s, r)`` yields the rows numbered ``r`` and above that ``open_shard(s)``
+    yields; ``stats.rows`` counts skipped rows too. (Syntax errors in a JSON array cannot be
+    skipped: without line breaks there is no telling where the next element starts; nor can
+    an element that is not valid UTF-8, which raises ``MalformedRowError`` naming it.)
+
+    Empty files, files without any row, and files of another format raise
+    ``CorruptShardError`` when they are indexed, whatever ``on_bad_row``: a Parquet file (by
+    its magic bytes, whatever its name) and, with ``jsonl=True``, a JSON array (a file whose
+    first byte past whitespace is ``[``: pass ``jsonl=False``) or binary data (a NUL byte in
+    the first line).
     """
 
     suffixes: ClassVar[tuple[str, ...]] = tuple(
@@ -171,10 +220,11 @@ class JsonShardedSource(FileShardedSource):
         url = f"{self.protocol}://{self._key(path)}"
         index_type = LineIndex if self.jsonl else ArrayIndex
         kind = "lines" if self.jsonl else f"array-{self.checkpoint_every}"
-        cached = self._cache.load(url, identity, kind)
-        if cached is not None:
-            index = index_type.from_arrays(cached)
-        else:
+        # The decompressed length of a compressed file is unknown: its index is checked less.
+        stream_size = None if compression_of(path) else info["size"]
+        parse = functools.partial(index_type.from_arrays, size=stream_size)
+        index = self._cache.load(url, identity, kind, parse)
+        if index is None:
             index = self._scan(path, info["size"])
             if index.num_rows:
                 self._cache.save(url, identity, kind, index.to_arrays())
@@ -189,11 +239,20 @@ class JsonShardedSource(FileShardedSource):
         )
 
     def _scan(self, path: str, size: int) -> LineIndex | ArrayIndex:
-        """Build a file's index in one sequential pass."""
+        """Build a file's index in one sequential pass, checking its format by its first bytes."""
         with self._stream(path, size, 0) as stream:
+            head = b""
+            while len(_content(head)) < len(_PARQUET_MAGIC) and (
+                block := stream.read(self.block_size)
+            ):
+                head += block
+            _check_format(path, head, self.jsonl)
             if self.jsonl:
-                return scan_lines(iter(functools.partial(stream.read, self.block_size), b""))
-            return scan_array(stream, path, block_size=self.block_size, every=self.checkpoint_every)
+                blocks = iter(functools.partial(stream.read, self.block_size), b"")
+                return scan_lines(itertools.chain([head], blocks))
+            return scan_array(
+                stream, path, head=head, block_size=self.block_size, every=self.checkpoint_every
+            )
 
     @contextlib.contextmanager
     def _stream(self, path: str, size: int, offset: int) -> Iterator[IO[bytes]]:
@@ -203,12 +262,14 @@ class JsonShardedSource(FileShardedSource):
             raw = stack.enter_context(self._open(path, size))
             if codec is None:
                 raw.seek(offset)
+                self._count_reads(stack, raw)
                 yield raw
                 return
             try:
                 # The decompressors read small pieces: buffer them into one request per block.
                 buffered = stack.enter_context(io.BufferedReader(raw, self.block_size))
                 stream = stack.enter_context(fsspec.compression.compr[codec](buffered, mode="rb"))
+                self._count_reads(stack, raw)
                 while offset:
                     offset -= len(_read_exact(stream, min(offset, self.block_size), path))
                 yield stream
@@ -220,6 +281,13 @@ class JsonShardedSource(FileShardedSource):
                     path=path,
                     hint="It is truncated or corrupt; rewrite or remove it.",
                 ) from exc
+
+    def _count_reads(self, stack: contextlib.ExitStack, raw: IO[bytes]) -> None:
+        """Count the bytes read from a local file from now until ``stack`` closes (before the
+        file does); a ``RemoteFile`` counts its own."""
+        if not isinstance(raw, RemoteFile):
+            start = raw.tell()
+            stack.callback(lambda: self.stats.add(bytes_read=raw.tell() - start))
 
     # -- the rows -----------------------------------------------------------------------------
 
@@ -262,7 +330,11 @@ class JsonShardedSource(FileShardedSource):
                 for start, end in itertools.pairwise(edges):
                     line = data[start - base : end - base]
                     try:
-                        yield json.loads(line)
+                        # Not json.loads(line): it decodes bytes with "surrogatepass" (and
+                        # guesses UTF-16/32), letting invalid UTF-8 through as lone surrogates.
+                        yield json.loads(line.decode().removeprefix("\ufeff"))
+                    except UnicodeDecodeError as exc:
+                        yield _BadLine(f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line)
                     except json.JSONDecodeError as exc:
                         yield _BadLine(f"not valid JSON ({exc.msg} at column {exc.colno})", line)
                     except (ValueError, RecursionError) as exc:
@@ -301,12 +373,17 @@ class JsonShardedSource(FileShardedSource):
         value: Any,
         skipped: list[SkippedRow],
     ) -> object:
-        """Raise ``MalformedRowError`` for a row that is not an object, or note it as skipped."""
+        """Raise ``MalformedRowError`` for a row that is not an object, or note it as skipped;
+        a bad first row of a file that is not JSON Lines at all raises ``CorruptShardError``."""
         if isinstance(value, _BadLine):
-            reason, text = value.reason, value.text.decode(errors="replace").strip()
+            reason, raw = value.reason, value.text
         else:
             reason = f"not a JSON object but {_JSON_TYPES.get(type(value), json.dumps(value))}"
-            text = json.dumps(value)
+            raw = json.dumps(value).encode()
+        if self.jsonl and row == 0:
+            # The index may have been cached before the file's format was checked.
+            _check_format(path, raw, jsonl=True)
+        text = raw.decode(errors="replace").strip()
         if self.on_bad_row == "raise":
             raise MalformedRowError(
                 f"{path!r} {index.location(row)} is {reason}: {text[:_SNIPPET]!r}.",

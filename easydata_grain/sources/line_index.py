@@ -9,11 +9,13 @@ import logging
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
+_Index = TypeVar("_Index")
 
 _NEWLINE = 10
 _BLANK = b" \t\r"
@@ -52,9 +54,27 @@ class LineIndex:
         return {"bounds": self.bounds, "blank_rows": self.blank_rows}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> LineIndex:
-        """The index cached by ``to_arrays``."""
-        return cls(arrays["bounds"], arrays["blank_rows"])
+    def from_arrays(cls, arrays: dict[str, np.ndarray], size: int | None = None) -> LineIndex:
+        """The index cached by ``to_arrays``, checked against the stream's length when known.
+
+        Raises ValueError (KeyError for a missing array) for arrays that are not a line index
+        of a stream of ``size`` bytes.
+        """
+        bounds, blank_rows = arrays["bounds"], arrays["blank_rows"]
+        if not all(a.dtype == np.int64 and a.ndim == 1 for a in (bounds, blank_rows)):
+            raise ValueError("not a line index")
+        if size is not None and (not len(bounds) or bounds[-1] != size):
+            raise ValueError(f"it does not end at the file's size ({size} bytes)")
+        rows = len(bounds) - 1
+        if (
+            rows < 0
+            or bounds[0] < 0
+            or np.any(np.diff(bounds) <= 0)
+            or np.any(np.diff(blank_rows) < 0)
+            or (len(blank_rows) and not 0 <= blank_rows[0] <= blank_rows[-1] <= rows)
+        ):
+            raise ValueError("its offsets are out of order or out of range")
+        return cls(bounds, blank_rows)
 
 
 @dataclasses.dataclass
@@ -123,8 +143,10 @@ class IndexCache:
 
     A file's entry is named by the sha256 of its URL, its identity (size and etag or mtime)
     and the kind of index, so a rewritten file gets a new entry. Entries are written to a
-    temporary file and renamed, so readers never see a partial one. A cache that cannot be
-    read or written only costs a rescan: it is logged, never raised.
+    temporary file and renamed, so readers never see a partial one. An entry is checked when
+    loaded (by the index's ``from_arrays``: a line index must end at the file's size), so a
+    foreign or tampered one is not trusted. A cache that cannot be read or written, or an entry
+    that fails the check, only costs a rescan: it is logged, never raised.
     """
 
     def __init__(self, directory: str):
@@ -135,16 +157,24 @@ class IndexCache:
         digest = hashlib.sha256(f"{kind}\n{url}\n{identity}".encode()).hexdigest()
         return os.path.join(self.directory, f"{digest}.npz")
 
-    def load(self, url: str, identity: str, kind: str) -> dict[str, np.ndarray] | None:
-        """The cached arrays, or None when there is no (readable) entry."""
+    def load(
+        self, url: str, identity: str, kind: str, parse: Callable[[dict[str, np.ndarray]], _Index]
+    ) -> _Index | None:
+        """The cached index, built from the entry's arrays by ``parse``, or None.
+
+        None when there is no entry, when it cannot be read, or when ``parse`` refuses it
+        (ValueError or KeyError): a foreign or tampered entry is logged, not trusted.
+        """
         path = self.path(url, identity, kind)
         if not os.path.exists(path):
             return None
         try:
             with np.load(path, allow_pickle=False) as entry:
-                return {name: entry[name] for name in entry.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            logger.warning("Ignoring the unreadable index cache %s of %s: %s", path, url, exc)
+                return parse({name: entry[name] for name in entry.files})
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            logger.warning(
+                "Ignoring the index cache %s of %s: %s: %s", path, url, type(exc).__name__, exc
+            )
             return None
 
     def save(self, url: str, identity: str, kind: str, arrays: dict[str, np.ndarray]) -> None:

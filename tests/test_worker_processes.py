@@ -104,6 +104,17 @@ def test_a_plain_script_reads_every_row_with_worker_processes(tmp_path: Path) ->
     assert result.stdout.split() == [str(ROWS), "True"]
 
 
+@pytest.mark.parametrize("how", ["all", "stop", "close"])
+def test_a_plain_script_with_worker_processes_exits_quietly(tmp_path: Path, how: str) -> None:
+    """Nothing left to free at exit, whether the script reads every batch, stops early or
+    closes the loader, though it still holds a batch: no teardown errors, no leaks."""
+    result = run_script(tmp_path, PLAIN_SCRIPT, str(tmp_path), how)
+    assert result.returncode == 0, result.stderr[-4000:]
+    for noise in ("Exception ignored", "leaked", "Traceback"):
+        assert noise not in result.stderr, result.stderr[-4000:]
+    assert result.stdout.split()[0] == str(ROWS if how == "all" else 8)
+
+
 @pytest.mark.parametrize(
     "how",
     ["argv-after-loader", "argv-before-loader", "app-run-after-loader", "app-run-runs-loader"],

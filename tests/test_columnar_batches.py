@@ -121,34 +121,69 @@ def _same(a: Any, b: Any) -> None:
         assert a == b
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=tables(), picks=st.data())
-def test_gathered_columns_collate_to_the_row_batch(
-    data: tuple[list[pa.Table], Collate], picks: st.DataObject
-) -> None:
-    blocks, collate = data
-    # A batch: random rows of random blocks, in a random order, repeats allowed.
+def _random_batch(blocks: list[pa.Table], picks: st.DataObject) -> tuple[list[Any], dict[str, Any]]:
+    """Random rows of random blocks, in a random order, repeats allowed: as dict rows, and as
+    the columns ``gather`` makes of them."""
     size = picks.draw(st.integers(1, 20))
     chosen = [
         (b, picks.draw(st.integers(0, blocks[b].num_rows - 1)))
         for b in picks.draw(st.lists(st.integers(0, len(blocks) - 1), min_size=size, max_size=size))
     ]
     rows_of = [[row for batch in t.to_batches() for row in batch_to_rows(batch)] for t in blocks]
-    rows = [rows_of[b][r] for b, r in chosen]
     columns = [block_columns(t) for t in blocks]
     pieces = []
     for b in sorted({b for b, _ in chosen}):
         slots = np.array([i for i, (cb, _) in enumerate(chosen) if cb == b], dtype=np.int64)
         offsets = np.array([r for cb, r in chosen if cb == b], dtype=np.int64)
         pieces.append((columns[b], slots, offsets))
+    return [rows_of[b][r] for b, r in chosen], gather(pieces, size)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=tables(), picks=st.data())
+def test_gathered_columns_collate_to_the_row_batch(
+    data: tuple[list[pa.Table], Collate], picks: st.DataObject
+) -> None:
+    blocks, collate = data
+    rows, columns = _random_batch(blocks, picks)
     try:
         expected = collate(rows)
     except CollateError as error:
         with pytest.raises(CollateError) as raised:
-            collate.columns(gather(pieces, size))
+            collate.columns(columns)
         assert str(raised.value) == str(error)
         return
-    _same(collate.columns(gather(pieces, size)), expected)
+    _same(collate.columns(columns), expected)
+
+
+def _structure(batch: dict[str, Any], collate: Collate) -> dict[str, Any]:
+    """What ``jax.jit`` sees of a batch: its keys, dtypes and, where pad fixes a length, the
+    padded shape past the batch dimension."""
+    fixed = collate.pad if isinstance(collate.pad, dict) else {}
+    return {
+        key: (value.dtype, value.shape[1:] if key.removesuffix("_mask") in fixed else None)
+        if isinstance(value, np.ndarray)
+        else type(value)
+        for key, value in batch.items()
+    }
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=tables(), picks=st.data())
+def test_padded_batches_of_one_schema_have_one_structure(
+    data: tuple[list[pa.Table], Collate], picks: st.DataObject
+) -> None:
+    """Any two batches of the same blocks that collate have the same keys and dtypes (and
+    shapes, for fixed pad lengths); with ``pad=True`` every list field has its mask."""
+    blocks, collate = data
+    try:
+        first, second = (collate.columns(_random_batch(blocks, picks)[1]) for _ in range(2))
+    except CollateError:
+        return  # Ragged and not padded, a row longer than its pad length, or an unknown name.
+    assert _structure(first, collate) == _structure(second, collate)
+    if collate.pad is True:
+        lists = [name for name in blocks[0].column_names if name[0] in "lf"]
+        assert all(f"{name}_mask" in first for name in lists)
 
 
 def test_columns_with_nulls_are_left_to_the_row_path() -> None:
@@ -254,6 +289,14 @@ def test_loader_batches_equal_the_row_path(
     assert len(got) == len(expected) > 0
     for a, b in zip(got, expected, strict=True):
         _same(a, b)
+    # Padded, every batch has the structure of the first: the mask even when rows are equal.
+    for batch in got:
+        assert {k: getattr(v, "dtype", None) for k, v in batch.items()} == {
+            k: getattr(v, "dtype", None) for k, v in got[0].items()
+        }
+        assert "input_ids_mask" in batch
+        if isinstance(pad, dict):
+            assert batch["input_ids"].shape[1:] == (8,)
 
 
 def test_a_block_with_nulls_takes_the_row_path_and_its_error(tmp_path: Path) -> None:

@@ -25,15 +25,41 @@ def _ragged_error(field: str, lengths: list[int]) -> CollateError:
     )
 
 
+def _not_paddable(field: str, holds: str) -> CollateError:
+    return CollateError(
+        f"pad names field {field!r}, which holds {holds}: only list fields (1-d sequences of "
+        "numbers) can be padded. Remove it from pad."
+    )
+
+
+def _leaf_names(row: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The names of a row's fields, nested ones as ``outer.inner``."""
+    names = []
+    for key, value in row.items():
+        if isinstance(value, Mapping):
+            names += _leaf_names(value, f"{prefix}{key}.")
+        else:
+            names.append(prefix + key)
+    return names
+
+
 @dataclasses.dataclass(frozen=True)
 class Collate:
     """Stacks dict rows into a batch: numbers and equal-shape arrays become numpy arrays.
 
     Strings become a list of ``str`` (never object arrays) and nested dicts are collated field
-    by field. A ragged numeric field (token-id lists of different lengths) raises a clear
-    error unless padding is asked for: ``pad=True`` pads every ragged field to the longest in
-    the batch, ``pad={"input_ids": 512}`` pads the named fields to a fixed length (a longer row
-    is an error). A padded field ``f`` comes with ``f_mask`` (True where there is data).
+    by field (``"outer.inner"`` names a nested field). A list field (each row a 1-d sequence of
+    numbers, such as token ids) is stacked when its rows are equally long and raises a clear
+    error when they are not, unless it is padded:
+
+    - ``pad=True`` pads every list field to the longest row in the batch;
+    - ``pad={"input_ids": 512}`` pads the named fields to that length (a longer row is an
+      error; a name that is not a list field of the batch is an error too).
+
+    A padded field ``f`` always comes with ``f_mask`` (True where there is data), in every
+    batch, even one whose rows happen to be equally long (its mask is then all True): with
+    padding on, every batch has the same keys and dtypes (and, with fixed lengths, shapes), as
+    ``jax.jit`` needs. Text, numbers and arrays of other shapes are never padded.
     """
 
     pad: bool | Mapping[str, int] = False
@@ -53,9 +79,10 @@ class Collate:
         """Collate ``rows`` (a list of dicts) into one batch."""
         if not rows:
             raise CollateError("Cannot collate an empty batch.")
-        if not isinstance(rows[0], Mapping):
-            return self._field("value", rows)
-        return self._mapping("", rows)
+        plain = not isinstance(rows[0], Mapping)
+        if isinstance(self.pad, Mapping):
+            self._check_pad_names(["value"] if plain else _leaf_names(rows[0]))
+        return self._field("value", rows) if plain else self._mapping("", rows)
 
     @staticmethod
     def supports(schema: pa.Schema | None) -> bool:
@@ -66,9 +93,13 @@ class Collate:
     def columns(self, columns: dict[str, Column]) -> dict[str, Any]:
         """Collate a batch gathered column by column (``graph.columns.gather``): the batch
         that calling on the same rows as dicts returns, without making them."""
+        if isinstance(self.pad, Mapping):
+            self._check_pad_names(list(columns))
         batch: dict[str, Any] = {}
         for name, column in columns.items():
             if not isinstance(column, Ragged):
+                if self._pad_length(name) is not None:
+                    raise _not_paddable(name, "text" if isinstance(column, list) else "numbers")
                 batch[name] = column
                 continue
             stacked = self._pad(name, column.values, column.lengths)
@@ -77,6 +108,23 @@ class Collate:
             else:
                 batch[name] = stacked
         return batch
+
+    def _pad_length(self, field: str) -> int | None:
+        """The fixed length ``pad`` gives ``field``, if any."""
+        return self.pad.get(field) if isinstance(self.pad, Mapping) else None
+
+    def _pads(self, field: str) -> bool:
+        """Whether the list field ``field`` is padded (and masked)."""
+        return self.pad is True or self._pad_length(field) is not None
+
+    def _check_pad_names(self, fields: list[str]) -> None:
+        """Raise a CollateError when the ``pad`` mapping names a field not in ``fields``."""
+        unknown = sorted(set(self.pad) - set(fields))
+        if unknown:
+            raise CollateError(
+                f"pad names {unknown}, not fields of this batch: its fields are "
+                f"{sorted(fields)}. Pad only fields the rows have (nested ones as 'outer.inner')."
+            )
 
     def _mapping(self, prefix: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         keys = list(rows[0].keys())
@@ -112,9 +160,12 @@ class Collate:
 
     def _field(self, field: str, values: list[Any]) -> Any:
         first = values[0]
+        fixed = self._pad_length(field)
         if isinstance(first, str):
             if not all(isinstance(v, str) for v in values):
                 raise CollateError(f"Field {field!r} mixes text with other values in one batch.")
+            if fixed is not None:
+                raise _not_paddable(field, "text")
             return values
         if isinstance(first, Mapping):
             return self._mapping(field + ".", values)
@@ -125,39 +176,43 @@ class Collate:
                 f"Field {field!r} is None in row {index} of the batch: fill it or filter such "
                 "rows out before batching."
             )
-        fixed = self.pad.get(field) if isinstance(self.pad, Mapping) else None
         if not isinstance(first, np.ndarray | list | tuple):
             scalars = np.asarray(values)
             if scalars.dtype == object:
                 raise CollateError(
                     f"Field {field!r} holds values numpy cannot type ({type(first).__name__})."
                 )
+            if fixed is not None:
+                raise _not_paddable(field, "numbers")
             return scalars
         arrays = values if all_arrays else [np.asarray(v) for v in values]
         if arrays[0].dtype == object or (not all_arrays and any(a.dtype == object for a in arrays)):
             raise CollateError(
                 f"Field {field!r} holds values numpy cannot type ({type(first).__name__})."
             )
+        not_1d = next((a for a in arrays if a.ndim != 1), None)
+        if not_1d is not None and fixed is not None:
+            raise _not_paddable(field, f"{not_1d.ndim}-d arrays")
         shape = arrays[0].shape
-        if fixed is None and all(a.shape == shape for a in arrays):
+        if not (not_1d is None and self._pads(field)) and all(a.shape == shape for a in arrays):
             return np.stack(arrays)
-        if any(a.ndim != 1 for a in arrays):
+        if not_1d is not None:
             raise _ragged_error(field, [a.size for a in arrays])
         lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
-        return self._pad(field, np.concatenate(arrays), lengths)
+        # Empty Python lists become float64 arrays: the other rows alone give the dtype.
+        return self._pad(field, np.concatenate([a for a in arrays if a.size] or arrays), lengths)
 
     def _pad(
         self, field: str, values: np.ndarray, lengths: np.ndarray
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Rows of ``lengths`` (concatenated in ``values``) as one array: stacked when they
-        are equal and no pad length is set, else padded with a mask, or a ragged error."""
-        fixed = self.pad.get(field) if isinstance(self.pad, Mapping) else None
+        """Rows of ``lengths`` (concatenated in ``values``) as one array: padded with a mask
+        when the field is padded, else stacked (equal lengths) or a ragged error."""
         longest = int(lengths.max())
-        if fixed is None and longest == int(lengths.min()):
+        if not self._pads(field):
+            if longest != int(lengths.min()):
+                raise _ragged_error(field, lengths.tolist())
             return np.array(values.reshape(len(lengths), longest))
-        if fixed is None and self.pad is not True:
-            raise _ragged_error(field, lengths.tolist())
-        width = fixed if fixed is not None else longest
+        width = self._pad_length(field) or longest
         if longest > width:
             raise CollateError(
                 f"Field {field!r} has a row of length {longest}, longer than its pad length "

@@ -18,6 +18,7 @@ from easydata_grain.graph.batch_dataset import BatchedMapDataset
 from easydata_grain.graph.drop_skipped import DropSkippedRows
 from easydata_grain.graph.host_split import HostSliceDataset, HostSliceIterDataset
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
+from easydata_grain.graph.worker_processes import prefetch_in_processes
 from easydata_grain.io.errors import NotResumableError
 from easydata_grain.sources.concat import ConcatSource
 from easydata_grain.sources.protocol import SkippingSource
@@ -157,6 +158,7 @@ class AsyncDataLoader:
         self._rows_per_epoch: int | None = None
         self._stream: Any = None
         self._pass = 0
+        self._pass_done = False
         self.dataset = self._compile()
         self.not_resumable_reason: str | None = (
             self._stream.not_resumable_reason if self._stream is not None else None
@@ -235,11 +237,8 @@ class AsyncDataLoader:
                 self.batch_size, drop_remainder=self.drop_remainder, batch_fn=self.collate
             )
         if self.worker_processes:
-            return dataset.mp_prefetch(
-                grain.MultiprocessingOptions(
-                    num_workers=self.worker_processes,
-                    per_worker_buffer_size=max(1, self.prefetch_buffer_size),
-                )
+            return prefetch_in_processes(
+                dataset, self.worker_processes, max(1, self.prefetch_buffer_size)
             )
         if self.prefetch_enabled and self.prefetch_buffer_size:
             return ThreadPrefetchIterDataset(
@@ -296,18 +295,22 @@ class AsyncDataLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """The loader itself: ``for batch in loader`` continues where the last loop stopped;
         once a pass (``num_epochs`` epochs) is over, the next loop runs the next pass."""
-        if self._pass and self._one_shot_stream():
-            raise ValueError(
-                f"The source ({type(self.source).__name__}) is a one-shot iterator, read to its "
-                "end by the previous loop: it cannot be read again. Pass a re-iterable source "
-                "(a datasets IterableDataset, a file source) to loop over the data again."
-            )
+        if self._pass_done:
+            if self._one_shot_stream():
+                raise ValueError(
+                    f"The source ({type(self.source).__name__}) is a one-shot iterator, read to "
+                    "its end by the previous loop: it cannot be read again. Pass a re-iterable "
+                    "source (a datasets IterableDataset, a file source) to loop over it again."
+                )
+            self._next_pass()
         return self
 
     def _one_shot_stream(self) -> bool:
         return self.mode == "streaming" and iter(self.source) is self.source
 
     def __next__(self) -> dict[str, Any]:
+        if self._pass_done:
+            raise StopIteration
         iterator = self._iter()
         start = time.perf_counter()
         if self._started is None:
@@ -315,7 +318,7 @@ class AsyncDataLoader:
         try:
             batch = next(iterator)
         except StopIteration:
-            self._next_pass()
+            self._pass_done = True
             raise
         self._wait += time.perf_counter() - start
         self._batches += 1
@@ -323,11 +326,14 @@ class AsyncDataLoader:
         return batch
 
     def _next_pass(self) -> None:
-        """After the last batch of a pass, make the loader serve the next pass (the next
-        ``num_epochs`` epochs of the order; a stream read again) from the next loop on."""
+        """Start the next pass: the next ``num_epochs`` epochs of the order (a stream is read
+        again)."""
+        self._start_pass(self._pass + 1)
+
+    def _start_pass(self, number: int) -> None:
         _close(self._iterator)
         self._state_at_close = None
-        self._pass += 1
+        self._pass, self._pass_done = number, False
         self.dataset = self._compile()
 
     def start_prefetch(self) -> None:
@@ -386,6 +392,7 @@ class AsyncDataLoader:
             "global_position": self._global_position(iterator),
             "batches": self._batches,
             "pass": self._pass,
+            "pass_done": self._pass_done,
         }
 
     def _global_position(self, iterator_state: Any) -> int | None:
@@ -433,11 +440,9 @@ class AsyncDataLoader:
                 "pipeline that saved it (same data, transforms, seed, batch size and workers)."
             )
         iterator_state = self._elastic(state)
-        saved_pass = state.get("pass", 0)
-        if saved_pass != self._pass:
-            _close(self._iterator)
-            self._pass = saved_pass
-            self.dataset = self._compile()
+        if state.get("pass", 0) != self._pass:
+            self._start_pass(state.get("pass", 0))
+        self._pass_done = state.get("pass_done", False)
         self._state_at_close = None
         try:
             self._iter().set_state(iterator_state)
@@ -455,6 +460,10 @@ class AsyncDataLoader:
             )
         if unknown := sorted(set(state) - _STATE_FIELDS):
             raise LoaderStateError(f"The loader state has unknown fields {unknown}.")
+        if not isinstance(state.get("pass_done", False), bool):
+            raise LoaderStateError(
+                f"The loader state is corrupted: pass_done is {state['pass_done']!r}, not a bool."
+            )
         if state["version"] != STATE_VERSION or isinstance(state["version"], bool):
             raise LoaderStateError(
                 f"Loader state version {state['version']!r} is not {STATE_VERSION}."
@@ -518,7 +527,16 @@ class AsyncDataLoader:
 
 
 _STATE_FIELDS = frozenset(
-    {"version", "fingerprint", "iterator", "hosts", "global_position", "batches", "pass"}
+    {
+        "version",
+        "fingerprint",
+        "iterator",
+        "hosts",
+        "global_position",
+        "batches",
+        "pass",
+        "pass_done",
+    }
 )
 
 

@@ -165,7 +165,10 @@ def test_a_second_loop_runs_the_next_epoch_exactly_resumable(files: Path, shuffl
     # A state saved in the middle of the second loop resumes there.
     middle = make()
     ids(middle)
-    head = [i for _ in range(2) for i in next(middle)["id"].tolist()]
+    with pytest.raises(StopIteration):  # an ended loop's iterator stays ended ...
+        next(middle)
+    second = iter(middle)  # ... and the next loop (iter) starts the next pass
+    head = [i for _ in range(2) for i in next(second)["id"].tolist()]
     state = json.loads(json.dumps(middle.get_state()))
     resumed = make()
     resumed.set_state(state)

@@ -1,10 +1,12 @@
-"""Store errors: every way to authenticate goes through the RetryPolicy, and error messages state
-what happened (attempts made, no doubled periods)."""
+"""Store access: every way to authenticate goes through the RetryPolicy, error messages state what
+happened (attempts made, no doubled periods), and local reads count their bytes too."""
 
 from __future__ import annotations
 
 import errno
+import gzip
 import io
+import json
 import os
 import socket
 import subprocess
@@ -25,12 +27,15 @@ from azure.core.credentials import AzureNamedKeyCredential
 from easydata_grain import (
     AccessDeniedError,
     IOStats,
+    JsonShardedSource,
     ListingError,
     ParquetShardedSource,
     RetryPolicy,
     SourceError,
 )
 from easydata_grain.io.listing import expand_paths
+from easydata_grain.sources.parquet import selected_column_chunks
+from easydata_grain.synthetic import write_parquet_dataset
 from ops.emulators import AZURITE_ACCOUNT, AZURITE_KEY, StoreEndpoint, azure_connection_string
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -276,3 +281,51 @@ def test_a_permanent_hub_error_is_not_retried_and_says_so(tmp_path: Path) -> Non
     assert "failed after 1 attempt (not retried: permanent)" in output
     assert "retries" not in output
     assert _BadRequest.calls == ["/api/datasets/nonexistent/x"]
+
+
+# -- bytes read from local files -----------------------------------------------------------------
+
+
+def _chunk_bytes(path: str, columns: list[str] | None, groups: range | None = None) -> int:
+    """The compressed size of the column chunks of ``columns`` (all for None) in ``groups``."""
+    metadata = pq.read_metadata(path)
+    return sum(
+        chunk.total_compressed_size
+        for group in groups or range(metadata.num_row_groups)
+        for chunk in selected_column_chunks(metadata, group, columns)
+    )
+
+
+def test_local_parquet_bytes_read_reflect_the_projection(tmp_path: Path) -> None:
+    [path] = write_parquet_dataset(tmp_path, num_shards=1, rows_per_shard=300, row_group_size=100)
+    counts = {}
+    for columns in (None, ["id", "input_ids"], ["id"]):
+        source = ParquetShardedSource(path, columns=columns)
+        assert sum(1 for _ in source.open_shard(path)) == 300
+        assert source.stats.bytes_read == _chunk_bytes(path, columns)
+        counts[str(columns)] = source.stats.bytes_read
+    assert counts["None"] > counts["['id', 'input_ids']"] > counts["['id']"] > 0
+
+    source = ParquetShardedSource(path, columns=["id"])
+    assert source.read_block_table(path, 1).num_rows == 100
+    assert source.stats.bytes_read == _chunk_bytes(path, ["id"], range(1, 2))
+    list(source.open_shard_at_row(path, 250))  # the last row group only
+    assert source.stats.bytes_read == _chunk_bytes(path, ["id"], range(1, 3))
+
+
+@pytest.mark.parametrize("name", ["rows.jsonl", "rows.jsonl.gz"])
+def test_local_json_bytes_read_count_the_file(tmp_path: Path, name: str) -> None:
+    lines = [json.dumps({"id": i, "text": "x" * i}) + "\n" for i in range(200)]
+    data = "".join(lines).encode()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    size = path.stat().st_size
+
+    source = JsonShardedSource(str(path), index_cache_dir=tmp_path / "cache")
+    assert len(source) == 200 and source.stats.bytes_read == size  # the indexing pass
+    assert sum(1 for _ in source.open_shard(str(path))) == 200
+    assert source.stats.bytes_read == 2 * size
+    if not name.endswith(".gz"):  # a seek skips what lies before the row
+        list(source.open_shard_at_row(str(path), 150))
+        skipped = len("".join(lines[:150]).encode())
+        assert source.stats.bytes_read == 3 * size - skipped

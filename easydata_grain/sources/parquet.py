@@ -238,6 +238,9 @@ class ParquetShardedSource(FileShardedSource):
                 if isinstance(handle, RemoteFile):
                     # One row group at a time: fetching a range of groups would hold them all.
                     handle.prefetch(column_chunk_ranges(index.metadata, group, self.columns))
+                else:  # Arrow reads a local file natively: count the column chunks it reads.
+                    chunks = selected_column_chunks(index.metadata, group, self.columns)
+                    self.stats.add(bytes_read=sum(c.total_compressed_size for c in chunks))
                 for batch in self._group_batches(reader, path, group):
                     if skip >= batch.num_rows:
                         skip -= batch.num_rows

@@ -12,6 +12,7 @@ from easydata_grain.io.errors import (
     RetriesExhaustedError,
     RowOutOfRangeError,
     SchemaMismatchError,
+    ShardChangedError,
     ShardNotFoundError,
     SourceError,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "RetryPolicy",
     "RowOutOfRangeError",
     "SchemaMismatchError",
+    "ShardChangedError",
     "ShardNotFoundError",
     "ShardedSource",
     "SourceError",

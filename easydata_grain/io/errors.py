@@ -71,5 +71,10 @@ class RetriesExhaustedError(SourceError):
     """A transient fault that persisted through every retry of the policy."""
 
 
+class ShardChangedError(SourceError):
+    """A shard rewritten or replaced after its metadata was read: reading on would give the new
+    file's bytes through the old footer or line index."""
+
+
 class NotResumableError(SourceError):
     """A stream whose position cannot be saved, or a saved state that cannot be restored."""

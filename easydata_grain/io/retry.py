@@ -77,9 +77,12 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 def is_transient(exc: BaseException) -> bool:
     """Whether a fault is worth retrying: dropped connections, timeouts, 5xx, 429, truncated bodies.
 
-    Not found, access denied, bad credentials and decoding errors are permanent. The exception's
-    cause chain is inspected, so a fault wrapped by fsspec or pyarrow is still recognised.
+    Not found, access denied, bad credentials, a changed object (412) and decoding errors are
+    permanent. The exception's cause chain is inspected, so a fault wrapped by fsspec or pyarrow
+    is still recognised.
     """
+    if is_precondition_failed(exc):  # its wrapper's text may hold a 5xx-like number
+        return False
     for cause in _causes(exc):
         name = type(cause).__name__
         if name in _DENIED_NAMES or isinstance(
@@ -119,6 +122,11 @@ def is_not_found(exc: BaseException) -> bool:
     return any(
         isinstance(cause, FileNotFoundError) or _status_of(cause) == 404 for cause in _causes(exc)
     )
+
+
+def is_precondition_failed(exc: BaseException) -> bool:
+    """Whether a conditional request was refused because the object changed (HTTP 412)."""
+    return any(_status_of(cause) == 412 for cause in _causes(exc))
 
 
 def is_storage_fault(exc: BaseException) -> bool:

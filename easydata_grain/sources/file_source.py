@@ -27,7 +27,13 @@ from easydata_grain.io.errors import (
 )
 from easydata_grain.io.filesystem import REMOTE_PROTOCOLS, filesystem_for, protocol_of
 from easydata_grain.io.listing import expand_paths
-from easydata_grain.io.remote_file import RemoteFile
+from easydata_grain.io.remote_file import (
+    LocalFile,
+    PinnedObject,
+    RemoteFile,
+    file_version,
+    shard_changed,
+)
 from easydata_grain.io.resumable_rows import resumable_rows
 from easydata_grain.io.retry import RetryPolicy, is_transient, storage_error
 from easydata_grain.io.stats import IOStats
@@ -48,6 +54,9 @@ class ShardMeta:
     """The file's size in bytes."""
     index: Any = None
     """Format-specific seek data (Parquet footer, JSON line offsets)."""
+    version: str | None = None
+    """The version of the file the metadata describes, which every read is pinned to (see
+    ``file_version``): the S3 or Azure etag, the GCS generation, the local mtime."""
 
 
 def _encode(meta: ShardMeta) -> str:
@@ -147,6 +156,7 @@ class FileShardedSource(abc.ABC):
         self._positions = {self._key(name): i for i, name in enumerate(self._shards)}
         self._meta: dict[int, ShardMeta] = {}
         self._meta_lock = threading.Lock()
+        self._versions_seen: dict[str, str | None] = {}
 
     # -- the ShardedSource protocol ------------------------------------------------------------
 
@@ -240,7 +250,8 @@ class FileShardedSource(abc.ABC):
             )
             with self._meta_lock:
                 for i, blob in enumerate(encoded):
-                    self._meta.setdefault(i, _decode(blob))
+                    if i not in self._meta:  # read on host 0
+                        self._meta[i] = self._pinned_here(i, _decode(blob))
         return [self._meta[i] for i in range(len(self._shards))]
 
     def _read_all_meta(self) -> list[ShardMeta]:
@@ -268,6 +279,8 @@ class FileShardedSource(abc.ABC):
             return meta
         path = self._shards[index]
         meta = self._call(path, lambda: self._read_meta(path))
+        # Pinned to the version of the listing entry that ``_read_meta`` took its identity from.
+        meta = dataclasses.replace(meta, version=self._versions_seen.pop(path, None))
         if index != 0 and meta.schema is not None:
             reference = self.shard_meta(0).schema
             if reference is not None and not meta.schema.equals(reference):
@@ -327,6 +340,7 @@ class FileShardedSource(abc.ABC):
         """The file's listing entry (size, etag or mtime); a 0-byte file is corrupt."""
         self.stats.add(requests=1)
         info = self._fs.info(path)
+        self._versions_seen[path] = file_version(info, self.protocol)
         if info.get("size") == 0:
             raise CorruptShardError(
                 f"{path!r} is empty (0 bytes).",
@@ -336,15 +350,48 @@ class FileShardedSource(abc.ABC):
         return info
 
     def _open(self, path: str, size: int) -> IO[bytes]:
-        """Open a shard: uncached, counted and retried read by read on a store; plain on disk."""
+        """Open a shard: uncached, counted and retried read by read on a store; plain on disk.
+
+        Once the shard's metadata is known, every read is pinned to the version it describes
+        (``ShardMeta.version``): a conditional request on a store, an ``os.fstat`` check on disk.
+        A file rewritten since raises ``ShardChangedError`` instead of giving its new bytes.
+        """
+        meta = self._known_meta(path)
+        version = meta.version if meta is not None else None
         if self.protocol in REMOTE_PROTOCOLS:
             return RemoteFile(  # type: ignore[return-value]
-                lambda: self._fs.open(path, "rb", cache_type="none", size=size),
+                lambda: PinnedObject(self._fs, self.protocol, path, version),  # type: ignore[arg-type]
                 size,
                 policy=self.retry,
                 stats=self.stats,
             )
+        if meta is None:
+            return self._fs.open(path, "rb")
+        if self.protocol == "file" and version is not None:
+            local_path = self._fs._strip_protocol(path)
+            return LocalFile(path, local_path, size=meta.size, mtime=version)  # type: ignore[return-value]
+        # Other filesystems name no version to pin reads to: compare the identity at each open
+        # (one more request), which misses a change between this check and the reads.
+        self.stats.add(requests=1)
+        current = file_identity(self._fs.info(path))
+        if current != meta.identity:
+            raise shard_changed(path, f"identity {meta.identity} then, {current} now")
         return self._fs.open(path, "rb")
+
+    def _known_meta(self, path: str) -> ShardMeta | None:
+        """The metadata of shard ``path`` if it has been read (reads are pinned to it)."""
+        index = self._positions.get(self._key(path))
+        return None if index is None else self._meta.get(index)
+
+    def _pinned_here(self, index: int, meta: ShardMeta) -> ShardMeta:
+        """Metadata read on host 0, pinned to this host's copy of a local file when its size
+        agrees (a copy's mtime differs from host 0's; another size fails the first read)."""
+        if self.protocol != "file":
+            return meta
+        stat = os.stat(self._fs._strip_protocol(self._shards[index]))
+        if stat.st_size != meta.size:
+            return meta
+        return dataclasses.replace(meta, version=str(stat.st_mtime))
 
     def _call(self, path: str, fn: Any) -> Any:
         """Run a metadata read under the retry policy, turning store errors into clear ones."""

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from easydata_grain.io.errors import CorruptShardError, MissingColumnError
-from easydata_grain.io.remote_file import RemoteFile
+from easydata_grain.io.remote_file import RemoteFile, check_local_file
 from easydata_grain.io.resumable_rows import resumable_chunks
 from easydata_grain.io.retry import RetryPolicy, is_storage_fault
 from easydata_grain.sources.arrow_rows import batch_to_rows
@@ -232,7 +232,15 @@ class ParquetShardedSource(FileShardedSource):
         index: ParquetIndex = meta.index
         first_group = index.group_of(row)
         skip = row - index.group_starts[first_group]
+        check_local = self.protocol == "file" and meta.version is not None
         with self._open(path, meta.size) as handle:
+
+            def unchanged() -> None:
+                # Arrow reads a local file natively: its size and mtime are checked here (reads
+                # on a store are pinned to the version by the store).
+                if check_local:
+                    check_local_file(path, handle.fileno(), meta.size, meta.version)
+
             reader = pq.ParquetFile(handle, metadata=index.metadata, pre_buffer=False)
             for group in range(first_group, index.metadata.num_row_groups):
                 if isinstance(handle, RemoteFile):
@@ -241,7 +249,7 @@ class ParquetShardedSource(FileShardedSource):
                 else:  # Arrow reads a local file natively: count the column chunks it reads.
                     chunks = selected_column_chunks(index.metadata, group, self.columns)
                     self.stats.add(bytes_read=sum(c.total_compressed_size for c in chunks))
-                for batch in self._group_batches(reader, path, group):
+                for batch in self._group_batches(reader, path, group, unchanged):
                     if skip >= batch.num_rows:
                         skip -= batch.num_rows
                         continue
@@ -251,21 +259,27 @@ class ParquetShardedSource(FileShardedSource):
                     yield batch
 
     def _group_batches(
-        self, reader: pq.ParquetFile, path: str, group: int
+        self, reader: pq.ParquetFile, path: str, group: int, unchanged: Callable[[], None]
     ) -> Iterator[pa.RecordBatch]:
-        """The record batches of one row group; undecodable data is a CorruptShardError."""
-        try:
-            yield from reader.iter_batches(
-                batch_size=self.batch_size,
-                row_groups=[group],
-                columns=self.columns,
-                use_threads=False,
-            )
-        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-            if is_storage_fault(exc):
-                raise
-            raise CorruptShardError(
-                f"{path!r} is corrupt in row group {group}: {exc}.",
-                path=path,
-                hint="Rewrite or remove the file.",
-            ) from exc
+        """The record batches of one row group, each given out once ``unchanged()`` has checked
+        that the file is still the one its metadata describes; undecodable data is a
+        CorruptShardError (or, when the file changed under the read, a ShardChangedError)."""
+        batches = reader.iter_batches(
+            batch_size=self.batch_size, row_groups=[group], columns=self.columns, use_threads=False
+        )
+        while True:
+            try:
+                batch = next(batches, None)
+            except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+                if is_storage_fault(exc):
+                    raise
+                unchanged()
+                raise CorruptShardError(
+                    f"{path!r} is corrupt in row group {group}: {exc}.",
+                    path=path,
+                    hint="Rewrite or remove the file.",
+                ) from exc
+            if batch is None:
+                return
+            unchanged()
+            yield batch

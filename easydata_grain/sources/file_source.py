@@ -89,8 +89,66 @@ def file_identity(info: dict[str, Any]) -> str:
     return f"{info.get('size')}:{str(version).strip(chr(34))}"
 
 
+def _nullable_field(field: pa.Field) -> pa.Field:
+    return pa.field(field.name, _nullable_type(field.type))
+
+
+def _nullable_type(data_type: pa.DataType) -> pa.DataType:
+    """``data_type`` with its nested fields nullable and without their metadata."""
+    if pa.types.is_struct(data_type):
+        return pa.struct([_nullable_field(field) for field in data_type])
+    if pa.types.is_map(data_type):
+        return pa.map_(
+            _nullable_type(data_type.key_type),
+            _nullable_field(data_type.item_field),
+            data_type.keys_sorted,
+        )
+    if pa.types.is_large_list(data_type):
+        return pa.large_list(_nullable_field(data_type.value_field))
+    if pa.types.is_fixed_size_list(data_type):
+        return pa.list_(_nullable_field(data_type.value_field), data_type.list_size)
+    if pa.types.is_list(data_type):
+        return pa.list_(_nullable_field(data_type.value_field))
+    if pa.types.is_dictionary(data_type):
+        return pa.dictionary(
+            data_type.index_type, _nullable_type(data_type.value_type), data_type.ordered
+        )
+    return data_type
+
+
+def reading_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema shards are compared and read with: every field, nested ones too, nullable and
+    without metadata. Writers differ in both without the values differing: duckdb and Spark
+    write NOT NULL columns where pyarrow and polars write nullable ones, Spark and Iceberg add
+    field ids. Tables of every shard cast to it (nullability only widens)."""
+    return pa.schema([_nullable_field(field) for field in schema])
+
+
+def _type_differences(path: str, expected: pa.DataType, actual: pa.DataType) -> list[str]:
+    """Where two column types differ (nullability aside), naming the nested field."""
+    if _nullable_type(expected) == _nullable_type(actual):
+        return []
+    if pa.types.is_struct(expected) and pa.types.is_struct(actual):
+        names = [f.name for f in expected]
+        if names != [f.name for f in actual]:
+            return [f"{path} (fields {names} vs {[f.name for f in actual]})"]
+        return [
+            difference
+            for e, a in zip(expected, actual, strict=True)
+            for difference in _type_differences(f"{path}.{e.name}", e.type, a.type)
+        ]
+    list_kinds = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+    if any(is_kind(expected) and is_kind(actual) for is_kind in list_kinds) and getattr(
+        expected, "list_size", None
+    ) == getattr(actual, "list_size", None):
+        return _type_differences(f"{path}[]", expected.value_type, actual.value_type)
+    return [f"{path} ({expected} vs {actual})"]
+
+
 def describe_schema_difference(expected: pa.Schema, actual: pa.Schema) -> str:
-    """Which columns are missing, extra or of another type, in words."""
+    """How ``actual`` differs from ``expected`` for reading, in words: missing or extra
+    columns, other types (naming the nested field), another column order. Nullability and
+    field metadata are no difference (see ``reading_schema``)."""
     expected_types = {f.name: f.type for f in expected}
     actual_types = {f.name: f.type for f in actual}
     parts = []
@@ -99,12 +157,16 @@ def describe_schema_difference(expected: pa.Schema, actual: pa.Schema) -> str:
     if extra := [n for n in actual_types if n not in expected_types]:
         parts.append(f"extra columns {extra}")
     if changed := [
-        f"{n} ({expected_types[n]} vs {actual_types[n]})"
+        difference
         for n in expected_types
-        if n in actual_types and expected_types[n] != actual_types[n]
+        if n in actual_types
+        for difference in _type_differences(n, expected_types[n], actual_types[n])
     ]:
         parts.append(f"different types for {', '.join(changed)}")
-    return "; ".join(parts) or "a different column order"
+    common = [n for n in expected.names if n in actual_types]
+    if common != (order := [n for n in actual.names if n in expected_types]):
+        parts.append(f"another column order ({common} vs {order})")
+    return "; ".join(parts) or "nothing that matters for reading (only nullability or metadata)"
 
 
 class FileShardedSource(abc.ABC):
@@ -234,8 +296,10 @@ class FileShardedSource(abc.ABC):
 
     @property
     def schema(self) -> pa.Schema | None:
-        """The (projected) schema shared by all shards, from the first shard's metadata."""
-        return self.shard_meta(0).schema
+        """The (projected) schema shared by all shards, from the first shard's metadata, as
+        ``reading_schema`` gives it (every field nullable: shards may differ in nullability)."""
+        schema = self.shard_meta(0).schema
+        return None if schema is None else reading_schema(schema)
 
     def all_meta(self) -> list[ShardMeta]:
         """Every shard's metadata, reading what is not cached with a pool of threads.
@@ -283,14 +347,17 @@ class FileShardedSource(abc.ABC):
         meta = dataclasses.replace(meta, version=self._versions_seen.pop(path, None))
         if index != 0 and meta.schema is not None:
             reference = self.shard_meta(0).schema
-            if reference is not None and not meta.schema.equals(reference):
+            if reference is not None and not reading_schema(meta.schema).equals(
+                reading_schema(reference)
+            ):
                 first = self._shards[0]
                 raise SchemaMismatchError(
                     f"The schema of {path!r} differs from that of {first!r}: "
                     f"{describe_schema_difference(reference, meta.schema)}.",
                     path=path,
-                    hint="All shards of one source must have the same columns and types; "
-                    "rewrite the odd shard or pass columns= to project the common ones.",
+                    hint="All shards of one source must have the same columns, in the same "
+                    "order, of the same types (nullability may differ); rewrite the odd shard or "
+                    "pass columns= to project (and order) the common ones.",
                 )
         with self._meta_lock:
             self._meta[index] = meta

@@ -187,7 +187,9 @@ class ParquetShardedSource(FileShardedSource):
         return self.schema if self.numpy_lists else None
 
     def read_block_table(self, shard: str | int, block: int) -> pa.Table:
-        """One row group (the projected columns) as an Arrow table, retried like rows are."""
+        """One row group (the projected columns) as an Arrow table, retried like rows are, with
+        the source's ``schema`` (cast when the shard's nullability differs), so that tables of
+        all shards agree."""
         index = self.shard_index(shard)
         meta = self.shard_meta(index)
         path = self._shards[index]
@@ -207,9 +209,11 @@ class ParquetShardedSource(FileShardedSource):
                 rows += batches[-1].num_rows
                 if rows >= wanted:
                     break
+        schema = self.schema
         if not batches:
-            return meta.schema.empty_table()
-        return pa.Table.from_batches(batches).combine_chunks()
+            return schema.empty_table()
+        table = pa.Table.from_batches(batches).combine_chunks()
+        return table if table.schema.equals(schema) else table.cast(schema)
 
     def table_rows(self, table: pa.Table) -> list[Row]:
         """The dict rows of a table from ``read_block_table``, as ``open_shard`` yields them."""

@@ -9,7 +9,12 @@ children can be killed together) and these flags appended to its arguments::
 (``train_example.py`` accepts them; any other script must too). ``EASYDATA_LAUNCH_TIME`` is the
 launch time (``time.time()``), and ``EASYDATA_HEARTBEAT_TIMEOUT`` / ``EASYDATA_SHUTDOWN_TIMEOUT``
 (10 s) ask ``train_example.py`` for short ``jax.distributed`` timeouts, so that a dead peer is
-noticed quickly. stdout and stderr of host ``i`` go to ``WORK/host-i.out`` / ``host-i.err``.
+noticed quickly. stdout and stderr of host ``i`` go to ``WORK/host-i.out`` / ``host-i.err``;
+``WORK`` is a new temporary directory unless ``work_dir`` (``--work-dir``) names one.
+
+The hosts run in the caller's current directory (the one at construction), so relative paths
+(``--data``, ``--log``, ``--checkpoint-dir``, the script, the work dir) mean what they mean to
+the caller; nothing is written into the repository unless the caller runs there.
 
 When a host fails, the others get ``grace`` seconds to fail too (so that every host's error
 can be checked), then are killed; at the overall ``timeout`` all are killed. No process
@@ -117,8 +122,9 @@ class SimulatedSlice:
             raise ValueError(f"num_hosts must be >= 1, got {num_hosts}")
         self.num_hosts = num_hosts
         self.args = list(args)
-        self.script = Path(script)
-        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="simulated-slice-"))
+        self.cwd = Path.cwd()
+        self.script = Path(script).resolve()
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="simulated-slice-")).resolve()
         self.host_args = {int(k): list(v) for k, v in (host_args or {}).items()}
         self.env = dict(env or {})
         self.python = python
@@ -178,7 +184,7 @@ class SimulatedSlice:
                             stdout=out,
                             stderr=err,
                             env=env,
-                            cwd=str(REPO_ROOT),
+                            cwd=self.cwd,
                             start_new_session=True,
                         )
                     )
@@ -281,7 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, default=2)
     parser.add_argument("--script", default=str(TRAIN_EXAMPLE))
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run")
-    parser.add_argument("--work-dir", default=None, help="where host-<i>.out/.err are written")
+    parser.add_argument(
+        "--work-dir", default=None, help="where host-<i>.out/.err go (default: a new temp dir)"
+    )
     parser.add_argument("script_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     script_args = args.script_args[1:] if args.script_args[:1] == ["--"] else args.script_args

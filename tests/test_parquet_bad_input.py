@@ -1,8 +1,9 @@
 """Parquet shards from different writers: nullability and field metadata are no mismatch, a
-real mismatch is named as it is."""
+real mismatch is named as it is; damaged pages are caught by their checksums."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from easydata_grain import AsyncDataLoader, ParquetShardedSource, SchemaMismatchError
+from easydata_grain import (
+    AsyncDataLoader,
+    CorruptShardError,
+    ParquetShardedSource,
+    SchemaMismatchError,
+)
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.sources.file_source import describe_schema_difference
+from ops.emulators import StoreEndpoint
 
 ROWS = 30
 
@@ -150,3 +157,60 @@ def test_description_of_schemas_equal_but_for_nullability() -> None:
     strict = pa.schema([pa.field("x", pa.int64(), nullable=False)])
     text = describe_schema_difference(strict, pa.schema([pa.field("x", pa.int64())]))
     assert "order" not in text and "nullability" in text
+
+
+def checksummed_shard(path: Path) -> pa.Table:
+    """Four row groups of plain, uncompressed values with page checksums: a flipped byte in a
+    page changes one value, and only the checksum can tell."""
+    table = pa.table({"id": np.arange(400), "x": np.arange(400) * 3})
+    pq.write_table(
+        table,
+        path,
+        row_group_size=100,
+        compression="none",
+        use_dictionary=False,
+        write_page_checksum=True,
+    )
+    return table
+
+
+def damage_page(path: Path, group: int, column: int) -> None:
+    """Flip a byte in the middle of a column chunk's data page; the footer stays intact."""
+    chunk = pq.read_metadata(path).row_group(group).column(column)
+    middle = chunk.data_page_offset + chunk.total_compressed_size // 2
+    data = bytearray(path.read_bytes())
+    data[middle] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_page_is_caught_by_its_checksum(tmp_path: Path) -> None:
+    path = tmp_path / "c.parquet"
+    table = checksummed_shard(path)
+    damage_page(path, group=2, column=1)
+    source = ParquetShardedSource(str(path))
+    corrupt = r"c\.parquet.* is corrupt in row group 2: .*CRC checksum"
+    with pytest.raises(CorruptShardError, match=corrupt):
+        list(source.open_shard(str(path)))
+    with pytest.raises(CorruptShardError, match=corrupt):
+        list(source.open_shard_at_row(str(path), 250))
+    with pytest.raises(CorruptShardError, match=corrupt):
+        source.read_block_table(0, 2)
+    with pytest.raises(CorruptShardError, match=corrupt):
+        source.read_block(0, 2)
+    with pytest.raises(CorruptShardError, match=corrupt):
+        list(AsyncDataLoader(source, batch_size=16, shuffle_buffer_size=64))
+    # The undamaged row groups read as written.
+    assert source.read_block_table(0, 3).equals(table.slice(300))
+    head = [int(r["x"]) for r in itertools.islice(source.open_shard(str(path)), 200)]
+    assert head == table.column("x").to_pylist()[:200]
+
+
+def test_damaged_page_on_a_store(s3_store: StoreEndpoint, tmp_path: Path) -> None:
+    path = tmp_path / "c.parquet"
+    checksummed_shard(path)
+    damage_page(path, group=1, column=0)
+    url = f"{s3_store.new_bucket('crc')}/c.parquet"
+    s3_store.upload(str(path), url)
+    source = ParquetShardedSource(url, storage_options=s3_store.storage_options())
+    with pytest.raises(CorruptShardError, match=r"c\.parquet.* row group 1: .*CRC checksum"):
+        source.read_block_table(0, 1)

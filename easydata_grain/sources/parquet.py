@@ -31,6 +31,7 @@ class ParquetIndex:
 
 
 _MAGIC = b"PAR1"
+_CHECKSUM_FAILURE = "CRC checksum verification failed"
 _TAIL_BYTES = 16 * 1024
 # Column chunks closer than this are fetched in one request (a round trip costs more).
 _COALESCE_GAP = 64 * 1024
@@ -100,6 +101,9 @@ class ParquetShardedSource(FileShardedSource):
     metadata and reads nothing before the target row group. Rows are dicts; numeric list
     columns (token ids) are read-only numpy views of Arrow's buffers unless
     ``numpy_lists=False``.
+
+    Pages written with checksums (``write_page_checksum=True``) are verified as they are read:
+    a damaged page raises ``CorruptShardError`` naming the file and row group.
 
     Arrow never calls back into Python: local files are native Arrow files, and on a store a
     row group's column chunks are fetched by the reading thread (coalesced, retried) before
@@ -245,7 +249,14 @@ class ParquetShardedSource(FileShardedSource):
                 if check_local:
                     check_local_file(path, handle.fileno(), meta.size, meta.version)
 
-            reader = pq.ParquetFile(handle, metadata=index.metadata, pre_buffer=False)
+            # Pages written with a CRC (write_page_checksum=True) are verified as they are read:
+            # a damaged page is a CorruptShardError, not wrong values.
+            reader = pq.ParquetFile(
+                handle,
+                metadata=index.metadata,
+                pre_buffer=False,
+                page_checksum_verification=True,
+            )
             for group in range(first_group, index.metadata.num_row_groups):
                 if isinstance(handle, RemoteFile):
                     # One row group at a time: fetching a range of groups would hold them all.
@@ -275,7 +286,8 @@ class ParquetShardedSource(FileShardedSource):
             try:
                 batch = next(batches, None)
             except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-                if is_storage_fault(exc):
+                # A checksum failure's page number may look like an HTTP status to is_transient.
+                if is_storage_fault(exc) and _CHECKSUM_FAILURE not in str(exc):
                     raise
                 unchanged()
                 raise CorruptShardError(

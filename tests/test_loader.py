@@ -226,7 +226,7 @@ CORRUPTIONS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "no iterator": (_without("iterator"), r"expected keys version, fingerprint, iterator"),
     "no fingerprint": (_without("fingerprint"), r"expected keys version, fingerprint, iterator"),
     "no version": (_without("version"), r"expected keys version, fingerprint, iterator"),
-    "other version": (_set("version", 99), r"version 99 is not 2"),
+    "other version": (_set("version", 99), r"version 99 is not 3"),
     "fingerprint missing keys": (_set("fingerprint", {"seed": 0}), r"different pipeline"),
     "empty iterator": (_set("iterator", {}), r"corrupted: KeyError: 'next_index'"),
     "iterator is null": (_set("iterator", None), r"corrupted: TypeError"),

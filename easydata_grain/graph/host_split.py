@@ -20,6 +20,10 @@ import pyarrow as pa
 from easydata_grain.distributed import Hosts
 
 MASK = "sample_mask"
+START = "start"
+"""State key of ``HostSliceIterDataset``: the parent's state at the start of the global batch."""
+SERVED = "served"
+"""State key of ``HostSliceIterDataset``: the rows of the global batch this host served."""
 
 
 def _masked(row: Any, valid: bool) -> Any:
@@ -149,7 +153,8 @@ class _HostSliceIterator(grain.DatasetIterator):
             except StopIteration:
                 break
         self._served = 0
-        if len(rows) == self._global:
+        if len(rows) == self._global or (rows and self._local == self._global):
+            # A full global batch, or (one host) all the rows there are, the last batch partial.
             mine = rows[self._first : self._first + self._local]
             self._mine = [_masked(r, True) for r in mine] if self._pad_last else mine
         elif rows and self._pad_last:
@@ -170,12 +175,12 @@ class _HostSliceIterator(grain.DatasetIterator):
 
     def get_state(self) -> dict[str, Any]:
         if self._served == len(self._mine):  # between global batches: the parent's state is exact
-            return {"start": self._parent.get_state(), "served": 0}
-        return {"start": self._start_state, "served": self._served}
+            return {START: self._parent.get_state(), SERVED: 0}
+        return {START: self._start_state, SERVED: self._served}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._parent.set_state(state["start"])
+        self._parent.set_state(state[START])
         self._mine, self._served = [], 0
-        if state["served"]:
+        if state[SERVED]:
             self._load_batch()
-            self._served = state["served"]
+            self._served = state[SERVED]

@@ -58,7 +58,7 @@ def _drops_shuffle_buffer(dataset: Any) -> bool:
     return False
 
 
-def _not_resumable_reason(source: Any) -> str | None:
+def not_resumable_reason(source: Any) -> str | None:
     """Why a source's position cannot be saved exactly, or None when it can."""
     if _is_sharded(source):
         if getattr(source, "on_bad_row", None) == "skip" and not isinstance(source, SkippingSource):
@@ -326,7 +326,7 @@ class SourceIterDataset(grain.IterDataset):
             )
         self._source = source
         self._allow = bool(allow_unresumable)
-        self.not_resumable_reason = _not_resumable_reason(source)
+        self.not_resumable_reason = not_resumable_reason(source)
 
     def __iter__(self) -> ShardedSourceIterator | IterableSourceIterator:
         reason = self.not_resumable_reason

@@ -1,9 +1,21 @@
-"""The ShardedSource protocol: what every source offers the loader."""
+"""The protocols between sources and the graph: what a source offers, checked with isinstance.
+
+- ``ShardedSource``: the spec's three members; enough for streaming mode.
+- ``IndexedSource``: row counts, blocks and identities; the graph reads it in indexed mode
+  (random access in the epoch order, O(1) resume).
+- ``ColumnarSource``: blocks as Arrow tables, so batches are gathered column by column.
+- ``SkippingSource``: a source that may leave bad rows out, keeping their addresses.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from easydata_grain.io.stats import IOStats
 
 
 @runtime_checkable
@@ -26,6 +38,61 @@ class ShardedSource(Protocol):
     def open_shard_at_row(self, shard: str, row: int) -> Iterator[dict[str, Any]]:
         """Iterate over the rows of a shard from ``row`` on."""
         ...
+
+
+@runtime_checkable
+class IndexedSource(ShardedSource, Protocol):
+    """A sharded source whose row counts are known without reading rows, read by blocks.
+
+    Shards are addressed by their position; a block is the unit random access reads at once
+    (a Parquet row group, 1024 JSON lines).
+    """
+
+    stats: IOStats
+    """Counters of what was read (rows, bytes, requests, retries, skipped rows)."""
+
+    def row_counts(self) -> list[int]:
+        """Every shard's row count, from metadata."""
+        ...
+
+    def block_starts(self, shard: int) -> Sequence[int]:
+        """The first row of each block of a shard."""
+        ...
+
+    def read_block(self, shard: int, block: int) -> list[Any]:
+        """All rows of one block (a ``SkippedRow`` where a row was left out)."""
+        ...
+
+    def identities(self) -> list[str]:
+        """Each shard's name, row count and version: the data's part of the fingerprint."""
+        ...
+
+
+@runtime_checkable
+class ColumnarSource(Protocol):
+    """A source whose blocks are Arrow tables (``block_schema`` None: rows only)."""
+
+    @property
+    def block_schema(self) -> pa.Schema | None:
+        """The schema of ``read_block_table``'s tables, or None when blocks are rows only."""
+        ...
+
+    def read_block_table(self, shard: int, block: int) -> pa.Table:
+        """One block as an Arrow table."""
+        ...
+
+    def table_rows(self, table: pa.Table) -> list[dict[str, Any]]:
+        """A block table's dict rows, as ``read_block`` gives them."""
+        ...
+
+
+def missing_members(obj: Any, protocol: type) -> list[str]:
+    """The members of ``protocol`` that ``obj`` lacks (for an error that names them)."""
+    names = [
+        name for name in dir(protocol) if not name.startswith("_") and name not in dir(Protocol)
+    ]
+    names += list(getattr(protocol, "__annotations__", {}))
+    return sorted({name for name in names if not hasattr(obj, name)})
 
 
 @runtime_checkable

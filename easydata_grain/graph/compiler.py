@@ -1,0 +1,199 @@
+"""The compiler: a source and the loader's settings -> a ``Plan`` -> a Grain dataset per host.
+
+Every decision is taken once, in ``plan_pipeline``: the mode (indexed when the source declares
+``IndexedSource``), where hosts split, whether batches are random-access elements gathered
+column by column, and the resume rule. ``build_dataset`` only follows the plan.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grain
+import pyarrow as pa
+from grain.experimental import ThreadPrefetchIterDataset
+
+from easydata_grain.graph.batch_dataset import BatchedMapDataset
+from easydata_grain.graph.drop_skipped import DropSkippedRows
+from easydata_grain.graph.host_split import MASK, HostSliceDataset, HostSliceIterDataset
+from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
+from easydata_grain.graph.plan import Mode, Plan, Resume, Settings, Split
+from easydata_grain.graph.shuffle_buffer import ShuffleBufferIterDataset
+from easydata_grain.graph.stream_source import SourceIterDataset, not_resumable_reason
+from easydata_grain.graph.worker_processes import prefetch_in_processes
+from easydata_grain.sources.protocol import (
+    ColumnarSource,
+    IndexedSource,
+    SkippingSource,
+    missing_members,
+)
+
+NEXT_INDEX = "next_index"
+"""The key of a Grain ``MapDataset`` iterator's state: the next element's index."""
+
+
+def _mode(source: Any) -> tuple[Mode, str]:
+    if isinstance(source, IndexedSource):
+        return Mode.INDEXED, "row counts are known from metadata, so rows are read by address"
+    missing = missing_members(source, IndexedSource)
+    if "row_counts" not in missing:
+        raise TypeError(
+            f"{type(source).__name__} has row_counts() but lacks {missing} of the IndexedSource "
+            "protocol (sources/protocol.py): implement them for indexed mode (O(1) resume), or "
+            "drop row_counts to be read as a stream."
+        )
+    return Mode.STREAMING, "the source can only be iterated (no row counts)"
+
+
+def _columnar(
+    source: Any, settings: Settings, row_ops: tuple[Any, ...], random_access: bool, pad: bool
+) -> tuple[bool, str]:
+    """Whether batches are gathered column by column from Arrow blocks, and why (not)."""
+    if not random_access:
+        return False, "batches are collated from rows (a filter, skipped rows or a stream)"
+    if row_ops:
+        return False, "per-row transforms need dict rows"
+    schema = source.block_schema if isinstance(source, ColumnarSource) else None
+    if schema is None:
+        return False, "the source reads rows, not Arrow blocks"
+    if pad:
+        schema = schema.append(pa.field(MASK, pa.bool_()))
+    supports = getattr(settings.collate, "supports", None)
+    if supports is None or not supports(schema):
+        return False, f"a column the gather does not handle (schema: {schema})"
+    return True, "numpy gathers from cached Arrow blocks, no dict rows (blocks with nulls use rows)"
+
+
+def plan_pipeline(source: Any, settings: Settings) -> Plan:
+    """Decide the pipeline for this host; raise early for a pipeline that cannot run."""
+    mode, mode_reason = _mode(source)
+    skips = isinstance(source, SkippingSource) and source.skips_rows
+    transforms = tuple(settings.transforms)
+    row_ops = (DropSkippedRows(),) * (skips and mode is Mode.INDEXED) + transforms
+    counts_change = skips or any(isinstance(t, grain.transforms.Filter) for t in transforms)
+    hosts = settings.hosts
+    rows_per_epoch = None
+    if mode is Mode.INDEXED:
+        rows_per_epoch = sum(source.row_counts())
+        _check_rows(source, settings, rows_per_epoch)
+        random_access = not counts_change
+        split = (
+            Split.AFTER_ROW_OPS
+            if counts_change
+            else (Split.BEFORE_ROW_OPS if hosts.count > 1 else None)
+        )
+    else:
+        if settings.num_epochs != 1:
+            raise ValueError(
+                "Streaming sources (without row counts) are read once per pass: use "
+                "num_epochs=1 (a second loop reads the stream again), or use a Parquet/JSON source."
+            )
+        random_access = False
+        split = Split.AFTER_ROW_OPS if hosts.count > 1 else None
+    pad_last = hosts.count > 1 and not settings.drop_remainder
+    columnar, columnar_reason = _columnar(
+        source, settings, row_ops, random_access, pad_last and split is Split.BEFORE_ROW_OPS
+    )
+    resume, resume_reason = _resume(source, mode, settings)
+    return Plan(
+        settings=settings,
+        source=source,
+        mode=mode,
+        mode_reason=mode_reason,
+        rows_per_epoch=rows_per_epoch,
+        row_ops=row_ops,
+        counts_change=counts_change,
+        split=split,
+        pad_last=pad_last,
+        batches_random_access=random_access,
+        columnar=columnar,
+        columnar_reason=columnar_reason,
+        resume=resume,
+        resume_reason=resume_reason,
+    )
+
+
+def _check_rows(source: Any, settings: Settings, rows_per_epoch: int) -> None:
+    if rows_per_epoch == 0:
+        raise ValueError(f"The source has no rows ({source!r}): there is nothing to train on.")
+    if settings.drop_remainder and settings.num_epochs is not None:
+        rows = rows_per_epoch * settings.num_epochs
+        if rows < settings.global_batch_size:
+            raise ValueError(
+                f"The global batch of {settings.global_batch_size} rows is larger than the data "
+                f"({rows} rows over {settings.num_epochs} epoch(s)) and drop_remainder=True: no "
+                "batch would be produced."
+            )
+
+
+def _resume(source: Any, mode: Mode, settings: Settings) -> tuple[Resume, str]:
+    if mode is Mode.STREAMING:
+        reason = not_resumable_reason(source)
+        if reason:
+            return Resume.NONE, reason
+        return Resume.SAME_HOSTS, (
+            "the stream's position and the shuffle buffer are saved as they are on each host"
+        )
+    if settings.worker_processes:
+        return Resume.SAME_HOSTS, (
+            "each worker process's position is saved; restore with the same hosts and "
+            "worker_processes"
+        )
+    return Resume.ELASTIC, "the state is a position in the global order, restored in O(1)"
+
+
+def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
+    """The Grain dataset of ``plan`` for pass ``pass_number`` (epochs ``pass * num_epochs`` on,
+    or the stream read again with the shuffle seeded anew)."""
+    s = plan.settings
+    if plan.mode is Mode.INDEXED:
+        rows = IndexedSourceDataset(
+            plan.source,
+            seed=s.seed,
+            shuffle=s.shuffle_buffer_size > 0,
+            window_size=max(1, s.shuffle_buffer_size),
+            num_epochs=s.num_epochs,
+            first_epoch=pass_number * (s.num_epochs or 0),
+            read_threads=s.read_threads,
+        )
+        if plan.row_ops:
+            rows = rows.seed(s.seed)  # for RandomMap; without row ops batches can be columnar
+        if plan.split is Split.BEFORE_ROW_OPS:
+            rows = HostSliceDataset(rows, s.hosts, s.global_batch_size, pad_last=plan.pad_last)
+        rows = _apply(rows, plan.row_ops)
+        if plan.batches_random_access:
+            # Batches as random-access elements: Grain's per-element iterator overhead is paid
+            # once per batch, and the state counts batches.
+            rows = BatchedMapDataset(
+                rows, s.batch_size, drop_remainder=s.drop_remainder, batch_fn=s.collate
+            )
+        dataset = rows.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    else:
+        # An unresumable stream (say, a datasets shuffle) still iterates; get_state refuses.
+        stream: grain.IterDataset = SourceIterDataset(plan.source, allow_unresumable=True)
+        seed = s.seed + pass_number  # each pass over the stream shuffles anew
+        if s.shuffle_buffer_size:
+            stream = ShuffleBufferIterDataset(stream, s.shuffle_buffer_size, seed=seed)
+        dataset = _apply(stream.seed(seed), plan.row_ops)
+    if plan.split is Split.AFTER_ROW_OPS:
+        dataset = HostSliceIterDataset(
+            dataset, s.hosts, s.global_batch_size, pad_last=plan.pad_last
+        )
+    if not plan.batches_random_access:
+        dataset = dataset.batch(s.batch_size, drop_remainder=s.drop_remainder, batch_fn=s.collate)
+    if s.worker_processes:
+        return prefetch_in_processes(dataset, s.worker_processes, max(1, s.prefetch_buffer_size))
+    if s.prefetch_enabled and s.prefetch_buffer_size:
+        return ThreadPrefetchIterDataset(dataset, prefetch_buffer_size=s.prefetch_buffer_size)
+    return dataset
+
+
+def _apply(dataset: Any, row_ops: tuple[Any, ...]) -> Any:
+    for op in row_ops:
+        if isinstance(op, grain.transforms.Filter):
+            dataset = dataset.filter(op)
+        elif isinstance(op, grain.transforms.RandomMap):
+            dataset = dataset.random_map(op)
+        else:
+            dataset = dataset.map(op)
+    return dataset

@@ -1,0 +1,205 @@
+"""The compiled plan of a loader: its stages in order, what each does, and the resume rule.
+
+The compiler (``graph.compiler``) decides everything here from the source and the settings;
+the Grain dataset is built from the plan, and the state's resume rule comes from it, so that a
+shape of pipeline has its rules in one place. ``Plan.describe()`` explains it in words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+from typing import Any
+
+from easydata_grain.distributed import Hosts
+from easydata_grain.fingerprint import describe as describe_op
+
+
+class Mode(enum.Enum):
+    """How a source is read."""
+
+    INDEXED = "indexed"
+    """Row counts known: random access in the epoch order; the state is a position."""
+    STREAMING = "streaming"
+    """Only an iterator: read in order, shuffled by a buffer saved with the state."""
+
+
+class Split(enum.Enum):
+    """Where hosts split the global order."""
+
+    BEFORE_ROW_OPS = "before the row ops"
+    """Each host takes its positions of every global batch, then transforms only its rows."""
+    AFTER_ROW_OPS = "after the row ops"
+    """Every host runs the row ops over the global order and keeps its part of each global
+    batch (row counts change, or every host reads the same stream)."""
+
+
+class Resume(enum.Enum):
+    """What a saved state can be restored into."""
+
+    ELASTIC = "exact, on any number of hosts"
+    SAME_HOSTS = "exact, on the same number of hosts"
+    NONE = "not resumable"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The loader's validated arguments that shape the pipeline."""
+
+    batch_size: int
+    hosts: Hosts
+    shuffle_buffer_size: int
+    seed: int
+    num_epochs: int | None
+    drop_remainder: bool
+    transforms: tuple[Any, ...]
+    collate: Any
+    prefetch_enabled: bool
+    prefetch_workers: int
+    prefetch_buffer_size: int
+    worker_processes: int
+
+    @property
+    def global_batch_size(self) -> int:
+        """The batch of all hosts together."""
+        return self.batch_size * self.hosts.count
+
+    @property
+    def read_threads(self) -> int:
+        """Threads that read blocks ahead (indexed mode)."""
+        return self.prefetch_workers if self.prefetch_enabled else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A compiled pipeline: source -> order -> [split] -> row ops -> [split] -> batch -> prefetch,
+    with the decisions the compiler took and why."""
+
+    settings: Settings
+    source: Any
+    mode: Mode
+    mode_reason: str
+    rows_per_epoch: int | None
+    """Rows (addresses) per epoch in indexed mode; None for a stream."""
+    row_ops: tuple[Any, ...]
+    """Per-row operations in order (the source's skipped-row filter first, if any)."""
+    counts_change: bool
+    """Whether a row op (a filter, skipped rows) changes how many rows there are."""
+    split: Split | None
+    """Where hosts split the global order; None on one host when nothing needs a split."""
+    pad_last: bool
+    """A last partial global batch is padded on several hosts (rows carry ``sample_mask``)."""
+    batches_random_access: bool
+    """Batches are random-access Grain elements (the state counts batches)."""
+    columnar: bool
+    columnar_reason: str
+    resume: Resume
+    resume_reason: str
+
+    @property
+    def hosts(self) -> Hosts:
+        """This host and the host count."""
+        return self.settings.hosts
+
+    def steps_per_pass(self) -> int | None:
+        """Batches one pass (``num_epochs`` epochs) yields on this host, when known."""
+        if not self.batches_random_access or self.settings.num_epochs is None:
+            return None
+        rows = (self.rows_per_epoch or 0) * self.settings.num_epochs
+        full, rest = divmod(rows, self.settings.global_batch_size)
+        partial = rest and not self.settings.drop_remainder
+        return full + int(bool(partial))
+
+    def describe(self) -> str:
+        """The plan in words: one line per stage, with the reason for each decision."""
+        s = self.settings
+        lines = [f"AsyncDataLoader plan (host {self.hosts.index} of {self.hosts.count})"]
+        lines.append(f"  source    {self._source_text()}")
+        lines.append(f"  mode      {self.mode.value}: {self.mode_reason}")
+        lines.append(f"  order     {self._order_text()}")
+        if self.split is Split.BEFORE_ROW_OPS:
+            lines.append(f"  split     {self._split_text()}")
+        lines.append(f"  row ops   {self._row_ops_text()}")
+        if self.split is Split.AFTER_ROW_OPS:
+            lines.append(f"  split     {self._split_text()}")
+        batch = f"{s.batch_size} rows per host (global {s.global_batch_size})"
+        batch += ", last partial batch dropped" if s.drop_remainder else ""
+        batch += f", {describe_op(s.collate).rsplit('.', 1)[-1]}"
+        lines.append(f"  batch     {batch}")
+        lines.append(f"  columnar  {'yes' if self.columnar else 'no'}: {self.columnar_reason}")
+        lines.append(f"  prefetch  {self._prefetch_text()}")
+        lines.append(f"  resume    {self.resume.value}: {self.resume_reason}")
+        return "\n".join(lines)
+
+    def _source_text(self) -> str:
+        names = list(self.source.shard_names)
+        text = f"{type(self.source).__name__}: {len(names)} shard(s)"
+        if self.rows_per_epoch is not None:
+            text += f", {self.rows_per_epoch:,} rows"
+        columns = getattr(self.source, "columns", None)
+        if isinstance(columns, Sequence) and not isinstance(columns, str):
+            text += f", columns {list(columns)}"
+        return text
+
+    def _order_text(self) -> str:
+        s = self.settings
+        epochs = "endless" if s.num_epochs is None else f"{s.num_epochs} epoch(s) per pass"
+        if self.mode is Mode.INDEXED:
+            if s.shuffle_buffer_size:
+                shuffle = (
+                    f"shards permuted per epoch, rows shuffled in windows of "
+                    f"{s.shuffle_buffer_size} consecutive rows (no buffer to save)"
+                )
+            else:
+                shuffle = "shards and rows in order"
+            return f"epoch order, seed {s.seed}: {shuffle}; {epochs}"
+        if s.shuffle_buffer_size:
+            return (
+                f"the stream's order through a shuffle buffer of {s.shuffle_buffer_size} rows "
+                f"(seed {s.seed}, saved with the state); {epochs}"
+            )
+        return f"the stream's order; {epochs}"
+
+    def _split_text(self) -> str:
+        s = self.settings
+        if self.split is Split.BEFORE_ROW_OPS:
+            where = "positions of the global order, before the row ops (they keep every row)"
+        elif self.hosts.count == 1:
+            where = (
+                "global batches after the row ops (one host; kept so that a state restores on "
+                "any host count)"
+            )
+        else:
+            reason = "a filter or skipped rows change the row count"
+            if self.mode is Mode.STREAMING:
+                reason = "every host reads the stream"
+            where = f"global batches after the row ops ({reason})"
+        padding = (
+            ", a last partial global batch padded (rows carry sample_mask)" if self.pad_last else ""
+        )
+        return (
+            f"host {self.hosts.index} takes rows [{self.hosts.index * s.batch_size}, "
+            f"{(self.hosts.index + 1) * s.batch_size}) of every global batch of "
+            f"{s.global_batch_size}: {where}{padding}"
+        )
+
+    def _row_ops_text(self) -> str:
+        if not self.row_ops:
+            return "none"
+        names = ", ".join(describe_op(op).rsplit(".", 1)[-1] for op in self.row_ops)
+        return names + (" (the row count changes)" if self.counts_change else "")
+
+    def _prefetch_text(self) -> str:
+        s = self.settings
+        parts = []
+        if self.mode is Mode.INDEXED and s.read_threads:
+            parts.append(f"{s.read_threads} read thread(s) read blocks ahead of the order")
+        if s.worker_processes:
+            parts.append(
+                f"{s.worker_processes} worker process(es) run the row ops and batching, "
+                f"{max(1, s.prefetch_buffer_size)} batch(es) buffered per worker"
+            )
+        elif s.prefetch_enabled and s.prefetch_buffer_size:
+            parts.append(f"a background thread keeps {s.prefetch_buffer_size} batch(es) ready")
+        return "; ".join(parts) or "none: batches are made when asked for"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from easydata_grain import (
     ParquetShardedSource,
     ShardChangedError,
 )
+from easydata_grain.sources.file_source import _encode
 from ops.emulators import StoreEndpoint
 
 GROUP = 8
@@ -275,3 +277,21 @@ def test_rewritten_object_on_a_store(store: StoreEndpoint, tmp_path: Path, kind:
     assert [int(r["id"]) for r in fresh.open_shard(fresh.shard_names[0])] == _ids(
         0, 3 * GROUP, FIRST + 1
     )
+
+
+def test_metadata_from_host_0_is_pinned_to_this_hosts_copy(tmp_path: Path) -> None:
+    """On several hosts, host 0 reads the metadata; a local shard is this host's own copy,
+    whose mtime differs: reads are pinned to that copy, and a copy of another size fails."""
+    local = LocalData(tmp_path, "parquet", [GROUP, GROUP])
+    host0 = local.source()
+    blobs = [_encode(meta) for meta in host0.all_meta()]
+    for shard, path in enumerate(local.paths):  # this host's copies: other mtimes
+        rows = local.sizes[shard] + (GROUP if shard else 0)
+        Path(path).write_bytes(parquet_bytes(shard, rows, FIRST))
+        os.utime(path, (1e9, 1e9 + shard))
+    here = local.source()
+    here._shared = lambda compute, what: blobs if "metadata" in what else compute()
+    here.all_meta()
+    assert [int(r["id"]) for r in here.open_shard(local.paths[0])] == _ids(0, GROUP, FIRST)
+    with pytest.raises(ShardChangedError, match=r"s1\.parquet"):
+        list(here.open_shard(local.paths[1]))

@@ -125,7 +125,8 @@ class Plan:
             lines.append(f"  split     {self._split_text()}")
         batch = f"{s.batch_size} rows per host (global {s.global_batch_size})"
         batch += ", last partial batch dropped" if s.drop_remainder else ""
-        batch += f", {describe_op(s.collate).rsplit('.', 1)[-1]}"
+        pad = getattr(s.collate, "pad", False)
+        batch += f", padded ({pad}) with masks" if pad else ", not padded (ragged lists raise)"
         lines.append(f"  batch     {batch}")
         lines.append(f"  columnar  {'yes' if self.columnar else 'no'}: {self.columnar_reason}")
         lines.append(f"  prefetch  {self._prefetch_text()}")
@@ -133,8 +134,10 @@ class Plan:
         return "\n".join(lines)
 
     def _source_text(self) -> str:
-        names = list(self.source.shard_names)
-        text = f"{type(self.source).__name__}: {len(names)} shard(s)"
+        text = type(self.source).__name__
+        names = getattr(self.source, "shard_names", None)
+        if names is not None:
+            text += f": {len(names)} shard(s)"
         if self.rows_per_epoch is not None:
             text += f", {self.rows_per_epoch:,} rows"
         columns = getattr(self.source, "columns", None)

@@ -1,4 +1,5 @@
-"""Every ```python block of every page in docs/ runs, in order, as a reader would run it.
+"""Every ```python block of README.md and of every page in docs/ runs, in order, as a reader
+would run it; their links stay inside the repository, and the README's tour is complete.
 
 The blocks of one page share a namespace and run in a fresh directory. Cloud examples read a
 bucket called ``my-bucket`` on the emulators, reached through the standard environment variables
@@ -18,8 +19,10 @@ import pytest
 from easydata_grain.synthetic import write_parquet_dataset
 from ops.emulators import StoreEndpoint, azure_connection_string
 
-DOCS = sorted((Path(__file__).resolve().parents[1] / "docs").glob("*.md"))
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
 # What a page's example prints when it went wrong without raising: its own warnings.
 MUST_NOT_PRINT = {"trainer_integration.md": ["the step waits for data"]}
 
@@ -53,7 +56,7 @@ def my_bucket(
     return [s3_store, gcs_store, azure_store]
 
 
-@pytest.mark.parametrize("page", DOCS, ids=[p.name for p in DOCS])
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_page_examples_run(
     page: Path,
     my_bucket: list[StoreEndpoint],
@@ -82,3 +85,21 @@ def test_page_examples_run(
     printed = capsys.readouterr().out
     for warning in MUST_NOT_PRINT.get(page.name, []):
         assert warning not in printed, f"{page.name}'s example printed its warning: {printed}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_links_stay_in_the_repository(page: Path) -> None:
+    for target in _LINK.findall(page.read_text()):
+        if target.startswith(("http://", "https://", "#")):
+            continue
+        path = (page.parent / target.split("#")[0]).resolve()
+        assert path.is_relative_to(REPO) and path.exists(), f"{page.name} links to {target}"
+
+
+def test_readme_tour_lists_every_package_and_module() -> None:
+    readme = (REPO / "README.md").read_text()
+    package = REPO / "easydata_grain"
+    parts = [f"easydata_grain/{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()]
+    parts += [f"easydata_grain/{p.name}" for p in package.glob("*.py") if p.name != "__init__.py"]
+    parts += ["ops/", "tpu_scripts/", "tests/", "docs/"]
+    assert [p for p in parts if f"`{p}`" not in readme] == []

@@ -1,10 +1,14 @@
 """easydata-grain: Grain data loading for JAX, with exact resume from Orbax checkpoints."""
 
 from easydata_grain.checkpoint import LoaderRestore, LoaderSave
+from easydata_grain.distributed import Hosts, make_global_batch
 from easydata_grain.io.errors import (
     AccessDeniedError,
+    CollateError,
     CorruptShardError,
+    HostMismatchError,
     ListingError,
+    LoaderStateError,
     MalformedRowError,
     MissingColumnError,
     NoFilesMatchedError,
@@ -18,13 +22,20 @@ from easydata_grain.io.errors import (
 )
 from easydata_grain.io.retry import NO_RETRY, RetryPolicy
 from easydata_grain.io.stats import IOStats
-from easydata_grain.loader import AsyncDataLoader, LoaderStateError
+from easydata_grain.loader import AsyncDataLoader
 from easydata_grain.order import EpochOrder
 from easydata_grain.sources.concat import ConcatSource
+from easydata_grain.sources.in_memory import InMemorySource
 from easydata_grain.sources.json import JsonShardedSource
 from easydata_grain.sources.parquet import ParquetShardedSource
-from easydata_grain.sources.protocol import ShardedSource
-from easydata_grain.transforms.collate import Collate, CollateError
+from easydata_grain.sources.protocol import (
+    ColumnarSource,
+    IndexedSource,
+    ShardedSource,
+    SkippingSource,
+)
+from easydata_grain.sources.skipped import SkippedRow
+from easydata_grain.transforms.collate import Collate
 
 __all__ = [
     "NO_RETRY",
@@ -32,10 +43,15 @@ __all__ = [
     "AsyncDataLoader",
     "Collate",
     "CollateError",
+    "ColumnarSource",
     "ConcatSource",
     "CorruptShardError",
     "EpochOrder",
+    "HostMismatchError",
+    "Hosts",
     "IOStats",
+    "InMemorySource",
+    "IndexedSource",
     "JsonShardedSource",
     "ListingError",
     "LoaderRestore",
@@ -53,5 +69,8 @@ __all__ = [
     "ShardChangedError",
     "ShardNotFoundError",
     "ShardedSource",
+    "SkippedRow",
+    "SkippingSource",
     "SourceError",
+    "make_global_batch",
 ]

@@ -15,7 +15,8 @@ from typing import Any
 import orbax.checkpoint as ocp
 from etils import epath
 
-from easydata_grain.loader import AsyncDataLoader, LoaderStateError
+from easydata_grain.io.errors import LoaderStateError
+from easydata_grain.loader import AsyncDataLoader
 
 STATE_FILE = "loader_state.json"
 

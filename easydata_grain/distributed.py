@@ -16,11 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from easydata_grain.io.errors import SourceError
-
-
-class HostMismatchError(SourceError):
-    """Hosts that disagree (on the files, the pipeline, the batch split): raised on every host."""
+from easydata_grain.io.errors import HostMismatchError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grain
@@ -14,21 +14,16 @@ from easydata_grain import loader_state
 from easydata_grain.distributed import Hosts
 from easydata_grain.graph.compiler import build_dataset, plan_pipeline
 from easydata_grain.graph.plan import Mode, Plan, Resume, Settings
-from easydata_grain.io.errors import NotResumableError
-from easydata_grain.loader_state import STATE_VERSION, LoaderStateError
+from easydata_grain.io.errors import LoaderStateError, NotResumableError
+from easydata_grain.loader_state import STATE_VERSION
 from easydata_grain.sources.concat import ConcatSource
 from easydata_grain.sources.resolve import resolve_sources
 from easydata_grain.transforms.collate import Collate
+from easydata_grain.types import Transform
 
 __all__ = ["STATE_VERSION", "AsyncDataLoader", "LoaderStateError"]
 
 DEFAULT_BATCH_SIZE = 8
-Transform = (
-    grain.transforms.Map
-    | grain.transforms.RandomMap
-    | grain.transforms.Filter
-    | Callable[[Any], Any]
-)
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:

@@ -19,6 +19,7 @@ from easydata_grain.fingerprint import describe, differences, digest
 from easydata_grain.graph.compiler import NEXT_INDEX
 from easydata_grain.graph.host_split import SERVED, START
 from easydata_grain.graph.plan import Plan, Resume
+from easydata_grain.io.errors import LoaderStateError
 
 STATE_VERSION = 3
 _FIELDS = frozenset(
@@ -33,10 +34,6 @@ _FIELDS = frozenset(
         "pass_done",
     }
 )
-
-
-class LoaderStateError(ValueError):
-    """A saved state that does not belong to this pipeline, or is not a loader state at all."""
 
 
 def fingerprint(plan: Plan) -> dict[str, Any]:

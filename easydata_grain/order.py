@@ -26,15 +26,29 @@ _TAG_WINDOWS = 0xA4093822299F31D0
 _FEISTEL_ROUNDS = 6
 _ROUND_CONSTANTS = tuple(((i + 1) * _GOLDEN) & _MASK64 for i in range(_FEISTEL_ROUNDS))
 _CACHED_EPOCHS = 4
+_MIX_MULTIPLIERS = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+# Windows up to this many Feistel bits are permuted through a table of the whole domain.
+_TABLE_BITS = 20
 
 
 def _mix(x: Any) -> Any:
     """The splitmix64 finalizer: a bijection on 64-bit words (Python int or uint64 array)."""
+    first, second = _MIX_MULTIPLIERS
     x = x ^ (x >> 30)
-    x = (x * 0xBF58476D1CE4E5B9) & _MASK64
+    x = (x * first) & _MASK64
     x = x ^ (x >> 27)
-    x = (x * 0x94D049BB133111EB) & _MASK64
+    x = (x * second) & _MASK64
     return x ^ (x >> 31)
+
+
+def _mix_in_place(x: np.ndarray, scratch: np.ndarray) -> None:
+    """``x[:] = _mix(x)`` for a uint64 array, without temporaries (uint64 products wrap)."""
+    for shift, multiplier in zip((30, 27), _MIX_MULTIPLIERS, strict=True):
+        np.right_shift(x, np.uint64(shift), out=scratch)
+        x ^= scratch
+        x *= np.uint64(multiplier)
+    np.right_shift(x, np.uint64(31), out=scratch)
+    x ^= scratch
 
 
 def _feistel(x: Any, bits: Any, key: Any) -> Any:
@@ -54,6 +68,47 @@ def _feistel(x: Any, bits: Any, key: Any) -> Any:
         hi, lo = lo, hi ^ (_mix(lo ^ key ^ constant) & hi_mask)
         hi_mask, lo_mask = lo_mask, hi_mask
     return (hi << lo_bits) | lo
+
+
+def _feistel_table(bits: int, key: int) -> np.ndarray:
+    """``_feistel(x, bits, key)`` for every ``x`` in ``[0, 2**bits)`` (uint64, by ``x``)."""
+    hi_bits = bits >> 1
+    lo_bits = bits - hi_bits
+    hi_mask, lo_mask = np.uint64((1 << hi_bits) - 1), np.uint64((1 << lo_bits) - 1)
+    x = np.arange(1 << bits, dtype=np.uint64)
+    hi, lo = x >> np.uint64(lo_bits), x & lo_mask
+    scratch = x
+    for constant in _ROUND_CONSTANTS:
+        mixed = lo ^ np.uint64(key ^ constant)
+        _mix_in_place(mixed, scratch)
+        mixed &= hi_mask
+        mixed ^= hi
+        hi, lo = lo, mixed
+        hi_mask, lo_mask = lo_mask, hi_mask
+    hi <<= np.uint64(lo_bits)
+    hi |= lo
+    return hi
+
+
+def _permute_window(length: int, key: int) -> np.ndarray:
+    """``_permute_below`` of ``0 .. length - 1`` with one key: a whole window at once, walking
+    the cycles through a table of the Feistel permutation (up to ``_TABLE_BITS`` bits)."""
+    bits = (length - 1).bit_length()
+    if bits > _TABLE_BITS:
+        return _permute_below(
+            np.arange(length, dtype=np.uint64),
+            np.full(length, length, dtype=np.uint64),
+            np.full(length, bits, dtype=np.uint64),
+            key,
+        )
+    table = _feistel_table(bits, key)
+    y = table[:length].copy()
+    outside = np.flatnonzero(y >= length)
+    while outside.size:
+        walked = table[y[outside]]
+        y[outside] = walked
+        outside = outside[walked >= length]
+    return y
 
 
 def _permute_below(x: np.ndarray, length: np.ndarray, bits: np.ndarray, key: Any) -> np.ndarray:
@@ -149,25 +204,55 @@ class EpochOrder:
         """The shard indices in the order epoch ``epoch`` visits them (read-only int64 array)."""
         return self._layout(epoch).order
 
+    @property
+    def window_length(self) -> int:
+        """The rows of a full window: ``window_size``, or the longest shard's when shorter."""
+        return self._window
+
     def address(self, epoch: int, position: int) -> tuple[int, int]:
         """The ``(shard, row)`` at ``position`` of epoch ``epoch``."""
-        layout = self._layout(epoch)
-        position = _as_int(position, "position")
-        self._check_range(position, position)
-        slot = int(np.searchsorted(layout.starts, position, side="right")) - 1
-        shard = int(layout.order[slot])
-        local = position - int(layout.starts[slot])
+        shard, first = self.shard_at(epoch, position)
+        local = operator.index(position) - first
         if not self.shuffle:
             return shard, local
         window, offset = divmod(local, self._window)
         start = window * self._window
         length = min(self._window, self.shard_sizes[shard] - start)
         bits = (length - 1).bit_length()
-        key = _mix(_mix(layout.window_key ^ shard) ^ window)
+        key = self._window_key(epoch, shard, window)
         offset = _feistel(offset, bits, key)
         while offset >= length:
             offset = _feistel(offset, bits, key)
         return shard, start + offset
+
+    def shard_at(self, epoch: int, position: int) -> tuple[int, int]:
+        """The shard that ``position`` of epoch ``epoch`` falls in, and the position of that
+        shard's first row in the epoch (its rows follow, window by window)."""
+        layout = self._layout(epoch)
+        position = _as_int(position, "position")
+        self._check_range(position, position)
+        slot = int(np.searchsorted(layout.starts, position, side="right")) - 1
+        return int(layout.order[slot]), int(layout.starts[slot])
+
+    def window_rows(self, epoch: int, shard: int, window: int) -> np.ndarray:
+        """The rows of window ``window`` of ``shard`` (its rows from ``window * window_length``
+        on) in the order epoch ``epoch`` visits them: ``addresses`` of the window's positions,
+        computed for the whole window at once (int64)."""
+        shard, window = _as_int(shard, "shard"), _as_int(window, "window")
+        if not 0 <= shard < len(self.shard_sizes):
+            raise IndexError(f"shard {shard} is out of range for {len(self.shard_sizes)} shards")
+        start = window * self._window
+        if not 0 <= start < self.shard_sizes[shard]:
+            raise IndexError(f"window {window} is out of range for shard {shard}")
+        length = min(self._window, self.shard_sizes[shard] - start)
+        if not self.shuffle:
+            return np.arange(start, start + length, dtype=np.int64)
+        key = self._window_key(epoch, shard, window)
+        return _permute_window(length, key).astype(np.int64) + start
+
+    def _window_key(self, epoch: int, shard: int, window: int) -> int:
+        """The Feistel key of one window (``_shuffle_rows`` computes the same, vectorised)."""
+        return _mix(_mix(self._layout(epoch).window_key ^ shard) ^ window)
 
     def addresses(self, epoch: int, positions: Any) -> tuple[np.ndarray, np.ndarray]:
         """The addresses of an array of positions: ``(shards, rows)``, int64, shaped alike."""

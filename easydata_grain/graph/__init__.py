@@ -1,1 +1,22 @@
-"""The operator graph: Grain datasets and transformations that a pipeline compiles into."""
+"""The operator graph: the plan a loader compiles, and the Grain datasets it is built from.
+
+Glossary (one word, one meaning, in the code past the public boundary):
+
+- **shard**: one file (or one piece of a dataset) of a source; addressed by its index.
+- **address**: ``(shard, row)``, a row's place in its source.
+- **block**: the unit random access reads at once (a Parquet row group, 1024 JSON lines); the
+  block cache holds blocks.
+- **epoch order**: the pure function from a position to an address (``order.EpochOrder``).
+- **window**: the consecutive rows the epoch order shuffles among (indexed mode). The public
+  ``shuffle_buffer_size`` sets it; in streaming mode the same argument sets a **shuffle
+  buffer**, which holds rows and is saved with the state.
+- **position**: an index into the global order; a **global batch** covers ``global_batch_size``
+  consecutive positions, and each host serves its **local batch** (``batch_size``) of it.
+- **pass**: what one ``for`` loop over the loader yields (``num_epochs`` epochs).
+- **row ops**: per-row Grain operations (maps, filters, the skipped-row filter); a filter
+  changes the row count, so hosts then **split** global batches after the row ops.
+- **columnar**: batches gathered column by column from Arrow blocks, without dict rows.
+- **plan**: the compiler's decisions (``graph.plan.Plan``); ``loader.describe()`` prints it.
+- **chunk**: only in ``order`` and ``indexed_dataset``: 1024 consecutive positions whose
+  addresses are computed together.
+"""

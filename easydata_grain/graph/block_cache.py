@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import collections
 import threading
 from collections.abc import Iterable
@@ -10,9 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from easydata_grain.graph.columns import Column, block_columns
-
-Row = dict[str, Any]
-
+from easydata_grain.types import Row
 
 _UNSET: Any = object()
 
@@ -46,7 +43,7 @@ class Block:
 
 
 class BlockCache:
-    """Rows by address, reading whole blocks of a source and keeping the last ``capacity``.
+    """Whole blocks of a source, read once each, keeping the last ``capacity``.
 
     Blocks are Arrow tables when the source has a ``block_schema`` (``read_block_table``), so
     that batches can be gathered column by column; rows otherwise.
@@ -67,28 +64,8 @@ class BlockCache:
         self._blocks: collections.OrderedDict[tuple[int, int], Future[Block]] = (
             collections.OrderedDict()
         )
-        self._starts: dict[int, Any] = {}
         self._lock = threading.Lock()
-        self._last: tuple[int, int, int, list[Row]] = (-1, 0, 0, [])
         self.reads = 0
-
-    def block_of(self, shard: int, row: int) -> tuple[int, int]:
-        """The ``(block, first row of the block)`` that holds ``row``."""
-        starts = self._starts.get(shard)
-        if starts is None:
-            starts = self._starts.setdefault(shard, self._source.block_starts(shard))
-        block = bisect.bisect_right(starts, row) - 1
-        return block, starts[block]
-
-    def row(self, shard: int, row: int) -> Row:
-        """The row at ``(shard, row)``."""
-        last = self._last
-        if last[0] == shard and last[1] <= row < last[2]:
-            return last[3][row - last[1]]
-        block, start = self.block_of(shard, row)
-        rows = self.block(shard, block).rows
-        self._last = (shard, start, start + len(rows), rows)
-        return rows[row - start]
 
     def block(self, shard: int, block: int) -> Block:
         """One block (read now, or waited for if another thread is reading it)."""

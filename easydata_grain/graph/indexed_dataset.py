@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import math
 import sys
 from collections.abc import Iterator, Sequence
@@ -16,7 +18,43 @@ from easydata_grain.graph.columns import Column, gather
 from easydata_grain.order import EpochOrder
 
 _MAX_CACHED_BLOCKS = 256
-_ADDRESS_CHUNK = 1024
+_CACHED_SEGMENTS = 4
+_MIN_READ_AHEAD = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class _Segment:
+    """The consecutive indices ``first ..`` that one shard's rows fill in order: a window of
+    the shuffled order, or a block of the unshuffled one. Index ``first + k`` is row
+    ``offsets[k]`` of block ``blocks[block_ids[k]]`` (``block_ids`` is None for one block)."""
+
+    first: int
+    shard: int
+    blocks: tuple[int, ...]
+    block_ids: np.ndarray | None
+    offsets: np.ndarray
+
+    @property
+    def stop(self) -> int:
+        """One past the last index of the segment."""
+        return self.first + len(self.offsets)
+
+    def pieces(
+        self, start: int, stop: int, slot: int
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(block, slots, offsets)`` for the indices ``start .. stop - 1`` of the segment,
+        placed at the batch positions ``slot ..``; the slots of each piece increase."""
+        offsets = self.offsets[start - self.first : stop - self.first]
+        if self.block_ids is None:
+            yield self.blocks[0], np.arange(slot, slot + len(offsets)), offsets
+            return
+        ids = self.block_ids[start - self.first : stop - self.first]
+        by_block = np.argsort(ids, kind="stable")
+        bounds = np.cumsum(np.bincount(ids, minlength=len(self.blocks))).tolist()
+        for block, low, high in zip(self.blocks, [0, *bounds[:-1]], bounds, strict=True):
+            if high > low:
+                mine = by_block[low:high]
+                yield block, mine + slot, offsets[mine]
 
 
 class IndexedSourceDataset(grain.MapDataset):
@@ -27,6 +65,9 @@ class IndexedSourceDataset(grain.MapDataset):
     is stored: an iterator's state is the next index, and resuming is O(1).
     ``num_epochs=None`` repeats forever (each epoch in its own order). Element 0 is the first
     row of epoch ``first_epoch``.
+
+    Addresses are computed a whole window at a time (``EpochOrder.window_rows``), with the
+    block and row of every position of the window, so a batch is a few slices of them.
     """
 
     def __init__(
@@ -48,23 +89,22 @@ class IndexedSourceDataset(grain.MapDataset):
         self.rows_per_epoch = len(self.order)
         self._num_epochs = num_epochs
         self._first_epoch = first_epoch
-        smallest_block = min(
-            (
-                int(np.min(np.diff([*source.block_starts(s), n])))
-                for s, n in enumerate(self.order.shard_sizes)
-                if n
-            ),
-            default=1,
-        )
-        chunk_blocks = math.ceil(_ADDRESS_CHUNK / max(1, smallest_block)) + 1
-        window_blocks = math.ceil(window_size / max(1, smallest_block)) + 1 if shuffle else 1
-        # The window being read, plus the next chunk's blocks that are being prefetched.
-        capacity = min(_MAX_CACHED_BLOCKS, window_blocks + 2 * chunk_blocks + 2)
+        sizes = [
+            np.diff([*source.block_starts(s), n]) for s, n in enumerate(self.order.shard_sizes) if n
+        ]
+        smallest = min((int(np.min(s)) for s in sizes), default=1)
+        largest = max((int(np.max(s)) for s in sizes), default=1)
+        window = self.order.window_length if shuffle else 0
+        # Blocks are requested this many indices (widened to whole windows) before they are
+        # needed; the cache holds the window being read, and two read-aheads.
+        self._read_ahead_rows = max(_MIN_READ_AHEAD, largest)
+        span = 2 * window + 2 * self._read_ahead_rows
+        capacity = min(_MAX_CACHED_BLOCKS, math.ceil(span / max(1, smallest)) + 4)
         self._cache = BlockCache(source, capacity, read_threads)
-        self._chunk: tuple[int, list[int], list[int]] | None = None
-        self._chunk_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._starts: dict[int, np.ndarray] = {}
-        self._prefetched_until = 0
+        self._segments: dict[int, _Segment] = {}
+        self._last: _Segment | None = None
+        self._requested = (0, 0)
 
     def __len__(self) -> int:
         if self._num_epochs is None:
@@ -74,14 +114,11 @@ class IndexedSourceDataset(grain.MapDataset):
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
             return self.slice(index)
-        chunk_start = index - index % _ADDRESS_CHUNK
-        chunk = self._chunk
-        if chunk is None or chunk[0] != chunk_start:
-            chunk = self._chunk = (chunk_start, *self._chunk_addresses(chunk_start))
-            if chunk_start + _ADDRESS_CHUNK < len(self):
-                self._prefetch_chunk(chunk_start + _ADDRESS_CHUNK)
-        offset = index - chunk_start
-        return self._cache.row(chunk[1][offset], chunk[2][offset])
+        segment = self._segment(index)
+        self._read_ahead(index + 1)
+        k = index - segment.first
+        block = segment.blocks[0 if segment.block_ids is None else segment.block_ids[k]]
+        return self._cache.block(segment.shard, block).rows[segment.offsets[k]]
 
     @property
     def table_schema(self) -> pa.Schema | None:
@@ -89,9 +126,9 @@ class IndexedSourceDataset(grain.MapDataset):
         return self._source.block_schema if self._cache.tables else None
 
     def _getitems(self, indices: Sequence[int]) -> list[Any]:
-        """Many rows at once (a batch): addresses and blocks looked up per block, not per row."""
+        """Many rows at once (a batch): looked up per block, not per row."""
         out: list[Any] = [None] * len(indices)
-        for block, slots, offsets in self._by_block(indices):
+        for block, slots, offsets in self._pieces(indices):
             rows = block.rows
             for slot, offset in zip(slots.tolist(), offsets.tolist(), strict=True):
                 out[slot] = rows[offset]
@@ -101,31 +138,99 @@ class IndexedSourceDataset(grain.MapDataset):
         """The rows at ``indices`` column by column (``graph.columns.gather``), or None when a
         block has no columns to gather (see ``table_schema``; nulls)."""
         pieces = []
-        for block, slots, offsets in self._by_block(indices):
+        for block, slots, offsets in self._pieces(indices):
             columns = block.columns
             if columns is None:
                 return None
             pieces.append((columns, slots, offsets))
         return gather(pieces, len(indices))
 
-    def _by_block(self, indices: Sequence[int]) -> Iterator[tuple[Block, np.ndarray, np.ndarray]]:
-        """``(block, slots, offsets)`` for each block the indices touch: the positions in
-        ``indices`` and the rows in the block."""
-        positions = np.asarray(indices, dtype=np.int64)
-        if not len(positions):
+    def _pieces(self, indices: Sequence[int]) -> list[tuple[Block, np.ndarray, np.ndarray]]:
+        """``(block, slots, offsets)`` for each block the indices touch (per run of consecutive
+        indices in a segment): positions in ``indices`` and rows in the block."""
+        pieces = []
+        slot = 0
+        for start, stop in _runs(indices):
+            self._read_ahead(stop)
+            while start < stop:
+                segment = self._segment(start)
+                end = min(stop, segment.stop)
+                for block, slots, offsets in segment.pieces(start, end, slot):
+                    pieces.append((self._cache.block(segment.shard, block), slots, offsets))
+                slot += end - start
+                start = end
+        return pieces
+
+    def _segment(self, index: int) -> _Segment:
+        """The segment holding ``index`` (the last few are kept: batches share them)."""
+        last = self._last
+        if last is not None and last.first <= index < last.stop:
+            return last
+        epoch, position = divmod(index, self.rows_per_epoch)
+        shard, shard_first = self.order.shard_at(epoch + self._first_epoch, position)
+        local = position - shard_first
+        starts = self._block_starts(shard)
+        if self.order.shuffle:
+            number = local // self.order.window_length
+            low = number * self.order.window_length
+        else:
+            number = bisect.bisect_right(starts, local) - 1
+            low = int(starts[number])
+        first = index - (local - low)
+        segment = self._segments.get(first)
+        if segment is None:
+            if self.order.shuffle:
+                rows = self.order.window_rows(epoch + self._first_epoch, shard, number)
+            else:
+                stop = self._block_stop(shard, number)
+                rows = np.arange(low, stop, dtype=np.int64)
+            segment = self._new_segment(first, shard, rows, low)
+        self._last = segment
+        return segment
+
+    def _new_segment(self, first: int, shard: int, rows: np.ndarray, low: int) -> _Segment:
+        """The segment of ``rows`` (a permutation of the shard's rows ``low ..``), cached."""
+        starts = self._block_starts(shard)
+        low_block = bisect.bisect_right(starts, low) - 1
+        high_block = bisect.bisect_right(starts, low + len(rows) - 1) - 1
+        if low_block == high_block:
+            ids = None
+            offsets = rows - starts[low_block]
+        else:
+            mine = starts[low_block : high_block + 1]
+            ids = np.searchsorted(mine, rows, side="right") - 1
+            offsets = rows - mine[ids]
+        segment = _Segment(first, shard, tuple(range(low_block, high_block + 1)), ids, offsets)
+        if len(self._segments) >= _CACHED_SEGMENTS:
+            self._segments.pop(next(iter(self._segments)))
+        self._segments[first] = segment
+        return segment
+
+    def _read_ahead(self, stop: int) -> None:
+        """Have the cache's read threads read the blocks of the indices past ``stop`` (whole
+        windows of them), ``_read_ahead_rows`` to twice that ahead."""
+        low, high = self._requested
+        ahead = self._read_ahead_rows
+        if not self._cache.read_threads or (low <= stop and stop + ahead <= high):
             return
-        next_chunk = int(positions.max()) // _ADDRESS_CHUNK * _ADDRESS_CHUNK + _ADDRESS_CHUNK
-        if next_chunk > self._prefetched_until and next_chunk < len(self):
-            self._prefetch_chunk(next_chunk)
-            self._prefetched_until = next_chunk
-        shards, rows = self._batch_addresses(positions)
-        for shard in np.unique(shards).tolist():
-            where = np.flatnonzero(shards == shard)
+        index = high if low <= stop <= high else stop
+        end = min(len(self), stop + 2 * ahead)
+        self._requested = (stop, end)
+        blocks = []
+        window = self.order.window_length if self.order.shuffle else 1
+        while index < end:
+            epoch, position = divmod(index, self.rows_per_epoch)
+            shard, shard_first = self.order.shard_at(epoch + self._first_epoch, position)
+            size = self.order.shard_sizes[shard]
+            local = position - shard_first
+            local_end = min(size, local + end - index)
             starts = self._block_starts(shard)
-            blocks = np.searchsorted(starts, rows[where], side="right") - 1
-            for block in np.unique(blocks).tolist():
-                mine = where[blocks == block]
-                yield self._cache.block(shard, block), mine, rows[mine] - starts[block]
+            first_block = bisect.bisect_right(starts, local // window * window) - 1
+            last_row = min(size, -(-local_end // window) * window) - 1
+            last_block = bisect.bisect_right(starts, last_row) - 1
+            blocks += [(shard, block) for block in range(first_block, last_block + 1)]
+            index += size - local
+        self._cache.prefetch(blocks)
 
     def _block_starts(self, shard: int) -> np.ndarray:
         starts = self._starts.get(shard)
@@ -135,59 +240,25 @@ class IndexedSourceDataset(grain.MapDataset):
             )
         return starts
 
-    def _prefetch_chunk(self, start: int) -> None:
-        """Start reading the blocks of the chunk at ``start`` in the background."""
-        if not self._cache.read_threads:
-            return
-        shards, rows = self._chunk_address_arrays(start)
-        blocks = []
-        for shard in np.unique(shards).tolist():
-            starts = self._block_starts(shard)
-            found = np.searchsorted(starts, rows[shards == shard], side="right") - 1
-            blocks += [(shard, block) for block in np.unique(found).tolist()]
-        self._cache.prefetch(blocks)
-
-    def _chunk_addresses(self, start: int) -> tuple[list[int], list[int]]:
-        """The addresses of indices ``start .. start + _ADDRESS_CHUNK``, as lists."""
-        shards, rows = self._chunk_address_arrays(start)
-        return shards.tolist(), rows.tolist()
-
-    def _chunk_address_arrays(self, start: int) -> tuple[np.ndarray, np.ndarray]:
-        """The addresses of indices ``start .. start + _ADDRESS_CHUNK`` (the last few chunks
-        are kept: consecutive batches share them)."""
-        found = self._chunk_arrays.get(start)
-        if found is None:
-            indices = np.arange(start, min(start + _ADDRESS_CHUNK, len(self)), dtype=np.int64)
-            found = self._addresses(indices)
-            if len(self._chunk_arrays) >= 4:
-                self._chunk_arrays.pop(next(iter(self._chunk_arrays)))
-            self._chunk_arrays[start] = found
-        return found
-
-    def _batch_addresses(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The addresses of a batch's indices, from the cached chunks when they span one or two."""
-        first = int(positions.min()) // _ADDRESS_CHUNK * _ADDRESS_CHUNK
-        last = int(positions.max()) // _ADDRESS_CHUNK * _ADDRESS_CHUNK
-        if last - first > _ADDRESS_CHUNK:
-            return self._addresses(positions)
-        chunks = [self._chunk_address_arrays(start) for start in sorted({first, last})]
-        shards, rows = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
-        local = positions - first
-        return shards[local], rows[local]
-
-    def _addresses(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The ``(shards, rows)`` of dataset indices (which may span epochs), vectorised."""
-        epochs, positions = np.divmod(indices, self.rows_per_epoch)
-        epochs += self._first_epoch
-        shards = np.empty_like(indices)
-        rows = np.empty_like(indices)
-        for epoch in np.unique(epochs).tolist():
-            where = epochs == epoch
-            shards[where], rows[where] = self.order.addresses(epoch, positions[where])
-        return shards, rows
+    def _block_stop(self, shard: int, block: int) -> int:
+        starts = self._block_starts(shard)
+        return int(starts[block + 1]) if block + 1 < len(starts) else self.order.shard_sizes[shard]
 
     def __str__(self) -> str:
         return (
             f"IndexedSourceDataset(rows_per_epoch={self.rows_per_epoch}, "
             f"shuffle={self.order.shuffle}, window_size={self.order.window_size})"
         )
+
+
+def _runs(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """``indices`` as runs ``[start, stop)`` of consecutive integers, in order."""
+    if isinstance(indices, range) and indices.step == 1:
+        return [(indices.start, indices.stop)] if len(indices) else []
+    array = np.asarray(indices, dtype=np.int64)
+    if not len(array):
+        return []
+    breaks = (np.flatnonzero(np.diff(array) != 1) + 1).tolist()
+    starts = array[[0, *breaks]].tolist()
+    lasts = array[[*(b - 1 for b in breaks), len(array) - 1]].tolist()
+    return [(start, last + 1) for start, last in zip(starts, lasts, strict=True)]

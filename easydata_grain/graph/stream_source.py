@@ -14,10 +14,7 @@ import grain
 from easydata_grain.io.errors import NotResumableError, RowOutOfRangeError
 from easydata_grain.sources.protocol import SkippingSource
 from easydata_grain.sources.skipped import is_skipped
-
-Row = Any
-Address = tuple[int, int]
-"""A row's address: ``(shard index in source.shard_names, row in the shard)``."""
+from easydata_grain.types import Address, Row
 
 _HF_BUFFER_SHUFFLE = "BufferShuffledExamplesIterable"
 _MISSING = object()

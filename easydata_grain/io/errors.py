@@ -1,4 +1,10 @@
-"""Errors raised for bad input and failed I/O: each names the file (and row or line) and what to do."""
+"""Every error class of the library, in one place.
+
+``SourceError`` and its subclasses are raised for bad input and failed I/O: each names the file
+(and row or line) and what to do. ``HostMismatchError`` is a ``SourceError`` raised on every
+host when hosts disagree; ``LoaderStateError`` and ``CollateError`` are ``ValueError``s for a
+state that does not belong to the pipeline and rows that cannot form a batch.
+"""
 
 from __future__ import annotations
 
@@ -78,3 +84,15 @@ class ShardChangedError(SourceError):
 
 class NotResumableError(SourceError):
     """A stream whose position cannot be saved, or a saved state that cannot be restored."""
+
+
+class HostMismatchError(SourceError):
+    """Hosts that disagree (on the files, the pipeline, the batch split): raised on every host."""
+
+
+class LoaderStateError(ValueError):
+    """A saved state that does not belong to this pipeline, or is not a loader state at all."""
+
+
+class CollateError(ValueError):
+    """Rows that cannot be stacked into one batch; the message names the field and the fix."""

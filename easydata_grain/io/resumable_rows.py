@@ -10,18 +10,18 @@ from easydata_grain.io.errors import RetriesExhaustedError, SourceError
 from easydata_grain.io.retry import RetryPolicy, attempts_text, is_transient, storage_error
 from easydata_grain.io.stats import IOStats
 
-Row = TypeVar("Row")
+Item = TypeVar("Item")
 Chunk = TypeVar("Chunk", bound=Sized)
 
 
 def resumable_rows(
-    open_at: Callable[[int], Iterator[Sequence[Row]]],
+    open_at: Callable[[int], Iterator[Sequence[Item]]],
     start: int,
     *,
     policy: RetryPolicy,
     stats: IOStats,
     path: str,
-) -> Iterator[Row]:
+) -> Iterator[Item]:
     """Yield rows from ``open_at(start)``; after a transient fault, re-open at the next row.
 
     ``open_at(row)`` returns an iterator of row chunks starting exactly at ``row``; see

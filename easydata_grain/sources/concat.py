@@ -12,8 +12,7 @@ import pyarrow as pa
 from easydata_grain.io.errors import SchemaMismatchError
 from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.protocol import SkippingSource
-
-Row = dict[str, Any]
+from easydata_grain.types import Row
 
 
 def _arrow_kind(column_type: pa.DataType) -> str | None:

@@ -38,8 +38,7 @@ from easydata_grain.io.resumable_rows import resumable_rows
 from easydata_grain.io.retry import RetryPolicy, is_transient, storage_error
 from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.skipped import SkippedRow
-
-Row = dict[str, Any]
+from easydata_grain.types import Row
 
 
 @dataclasses.dataclass(frozen=True)

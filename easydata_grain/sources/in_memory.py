@@ -11,8 +11,7 @@ import pyarrow as pa
 from easydata_grain.io.errors import RowOutOfRangeError, SchemaMismatchError, ShardNotFoundError
 from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.arrow_rows import batch_to_rows
-
-Row = dict[str, Any]
+from easydata_grain.types import Row
 
 
 def _table_digest(table: pa.Table) -> str:

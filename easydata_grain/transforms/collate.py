@@ -11,10 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from easydata_grain.graph.columns import Column, Ragged, column_kind
-
-
-class CollateError(ValueError):
-    """Rows that cannot be stacked into one batch; the message names the field and the fix."""
+from easydata_grain.io.errors import CollateError
 
 
 def _ragged_error(field: str, lengths: list[int]) -> CollateError:

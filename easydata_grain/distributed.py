@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from easydata_grain.io.errors import HostMismatchError
+from easydata_grain.sources.metadata_sharing import set_default_sharing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +140,22 @@ def shared(compute: Callable[[], Any], *, what: str, key: str) -> Any:
     if not message["ok"]:
         raise HostMismatchError(f"Host 0 failed while computing {what}: {message['error']}")
     return message["value"]
+
+
+class SliceMetadata:
+    """A ``MetadataSharing`` for a slice: under ``jax.distributed`` with several processes host 0
+    lists and reads the metadata and sends it to every host (a failure is raised on every host);
+    otherwise this process computes it."""
+
+    def share(self, compute: Callable[[], Any], *, what: str, key: str) -> Any:
+        """``compute()`` on host 0 of the slice, its result on every host."""
+        return shared(compute, what=what, key=key)
+
+    def __repr__(self) -> str:
+        return "SliceMetadata()"
+
+
+set_default_sharing(SliceMetadata())
 
 
 def make_global_batch(

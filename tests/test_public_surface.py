@@ -38,3 +38,48 @@ def test_hosts_and_global_batches_are_importable_from_the_package() -> None:
 def test_every_exported_name_exists() -> None:
     for name in easydata_grain.__all__:
         assert getattr(easydata_grain, name) is not None
+
+
+def test_sources_know_nothing_of_hosts() -> None:
+    """No module under sources/ (or io/) imports distributed.py or JAX: a source is built,
+    inspected and read with no JAX state; sharing across hosts is a MetadataSharing."""
+    import ast
+    from pathlib import Path
+
+    root = Path(easydata_grain.__file__).parent
+    for folder in ("sources", "io"):
+        for path in (root / folder).glob("*.py"):
+            tree = ast.parse(path.read_text())
+            names = [
+                alias.name if isinstance(node, ast.Import) else (node.module or "")
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Import | ast.ImportFrom)
+                for alias in (node.names if isinstance(node, ast.Import) else [node])
+            ]
+            assert not [n for n in names if "distributed" in n or n.split(".")[0] == "jax"], path
+
+
+def test_a_source_takes_its_metadata_sharing(tmp_path: object) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from easydata_grain import ParquetShardedSource
+    from easydata_grain.distributed import SliceMetadata
+    from easydata_grain.sources.metadata_sharing import LocalMetadata
+
+    path = f"{tmp_path}/a.parquet"
+    pq.write_table(pa.table({"id": [1, 2]}), path)
+    calls = []
+
+    class Counting(LocalMetadata):
+        def share(self, compute, *, what, key):  # type: ignore[no-untyped-def]
+            calls.append(what)
+            return compute()
+
+    source = ParquetShardedSource(path, metadata_sharing=Counting())
+    assert source.row_counts() == [2]
+    assert any("listing" in c for c in calls) and any("metadata" in c for c in calls)
+    assert isinstance(ParquetShardedSource(path).metadata_sharing, SliceMetadata)
+    assert isinstance(
+        ParquetShardedSource(path, share_listing=False).metadata_sharing, LocalMetadata
+    )

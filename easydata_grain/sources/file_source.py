@@ -15,7 +15,6 @@ from typing import IO, Any, ClassVar
 
 import pyarrow as pa
 
-from easydata_grain.distributed import jax_multihost, shared
 from easydata_grain.fingerprint import digest
 from easydata_grain.io.errors import (
     CorruptShardError,
@@ -37,6 +36,11 @@ from easydata_grain.io.remote_file import (
 from easydata_grain.io.resumable_rows import resumable_rows
 from easydata_grain.io.retry import RetryPolicy, is_transient, storage_error
 from easydata_grain.io.stats import IOStats
+from easydata_grain.sources.metadata_sharing import (
+    LocalMetadata,
+    MetadataSharing,
+    default_sharing,
+)
 from easydata_grain.sources.skipped import SkippedRow
 from easydata_grain.types import Row
 
@@ -186,6 +190,7 @@ class FileShardedSource(abc.ABC):
         *,
         retry: RetryPolicy | None = None,
         share_listing: bool = True,
+        metadata_sharing: MetadataSharing | None = None,
     ):
         path_list = [paths] if isinstance(paths, str) else list(paths)
         if not path_list or not all(isinstance(p, str) for p in path_list):
@@ -204,7 +209,12 @@ class FileShardedSource(abc.ABC):
         self.retry = retry or RetryPolicy()
         self.stats = IOStats()
         self._fs = filesystem_for(path_list[0], self.storage_options, self.retry)
-        self._share = share_listing and jax_multihost()
+        if metadata_sharing is not None and not isinstance(metadata_sharing, MetadataSharing):
+            raise TypeError(f"metadata_sharing must be a MetadataSharing, got {metadata_sharing!r}")
+        self.metadata_sharing = metadata_sharing or (
+            default_sharing() if share_listing else LocalMetadata()
+        )
+        """Where the listing and metadata are computed (this process, or host 0 of a slice)."""
         self._config_key = digest(
             [type(self).__name__, path_list, sorted(self.storage_options), self._settings()]
         )
@@ -326,10 +336,8 @@ class FileShardedSource(abc.ABC):
         return [self._meta[i] for i in range(len(self._shards))]
 
     def _shared(self, compute: Any, what: str) -> Any:
-        """``compute()`` here, or on host 0 and shared, when this source shares its listing."""
-        if not self._share:
-            return compute()
-        return shared(compute, what=what, key=self._config_key)
+        """``compute()``, here or on host 0 of the slice (see ``metadata_sharing``)."""
+        return self.metadata_sharing.share(compute, what=what, key=self._config_key)
 
     def _settings(self) -> list[Any]:
         """Format options that change what is read (for the hosts' agreement check)."""

@@ -25,6 +25,7 @@ from easydata_grain.io.retry import RetryPolicy, is_storage_fault
 from easydata_grain.sources.file_source import FileShardedSource, Row, ShardMeta, file_identity
 from easydata_grain.sources.json_array import ArrayElements, ArrayIndex, scan_array
 from easydata_grain.sources.line_index import IndexCache, LineIndex, default_cache_dir, scan_lines
+from easydata_grain.sources.metadata_sharing import MetadataSharing
 from easydata_grain.sources.skipped import SkippedRow, is_skipped
 
 logger = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ class JsonShardedSource(FileShardedSource):
         *,
         retry: RetryPolicy | None = None,
         share_listing: bool = True,
+        metadata_sharing: MetadataSharing | None = None,
         on_bad_row: Literal["raise", "skip"] = "raise",
         index_cache_dir: str | os.PathLike[str] | None = None,
         batch_size: int = 1024,
@@ -188,7 +190,13 @@ class JsonShardedSource(FileShardedSource):
         self.index_cache_dir = os.fspath(index_cache_dir or default_cache_dir())
         self.skipped: deque[SkippedRow] = deque(maxlen=self.skipped_kept)
         self._cache = IndexCache(self.index_cache_dir)
-        super().__init__(paths, storage_options, retry=retry, share_listing=share_listing)
+        super().__init__(
+            paths,
+            storage_options,
+            retry=retry,
+            share_listing=share_listing,
+            metadata_sharing=metadata_sharing,
+        )
         if "zstd" not in fsspec.compression.compr:
             zstd_files = [p for p in self._shards if compression_of(p) == "zstd"]
             if zstd_files:

@@ -16,6 +16,7 @@ from easydata_grain.io.resumable_rows import resumable_chunks
 from easydata_grain.io.retry import RetryPolicy, is_storage_fault
 from easydata_grain.sources.arrow_rows import batch_to_rows
 from easydata_grain.sources.file_source import FileShardedSource, Row, ShardMeta, file_identity
+from easydata_grain.sources.metadata_sharing import MetadataSharing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +122,7 @@ class ParquetShardedSource(FileShardedSource):
         *,
         retry: RetryPolicy | None = None,
         share_listing: bool = True,
+        metadata_sharing: MetadataSharing | None = None,
         batch_size: int = 4096,
         numpy_lists: bool = True,
     ):
@@ -133,7 +135,13 @@ class ParquetShardedSource(FileShardedSource):
         self.columns = list(columns) if columns is not None else None
         self.batch_size = batch_size
         self.numpy_lists = bool(numpy_lists)
-        super().__init__(paths, storage_options, retry=retry, share_listing=share_listing)
+        super().__init__(
+            paths,
+            storage_options,
+            retry=retry,
+            share_listing=share_listing,
+            metadata_sharing=metadata_sharing,
+        )
 
     def _settings(self) -> list[Any]:
         return [self.columns, self.numpy_lists]

@@ -13,6 +13,7 @@ is not elastic); a state saved on ``H`` hosts restores on ``H'`` hosts from it a
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from easydata_grain.fingerprint import describe, differences, digest
@@ -20,6 +21,7 @@ from easydata_grain.graph.compiler import NEXT_INDEX
 from easydata_grain.graph.host_split import SERVED, START
 from easydata_grain.graph.plan import Plan, Resume
 from easydata_grain.io.errors import LoaderStateError
+from easydata_grain.sources.protocol import IndexedSource, ShardedSource
 
 STATE_VERSION = 3
 _FIELDS = frozenset(
@@ -42,8 +44,7 @@ def fingerprint(plan: Plan) -> dict[str, Any]:
     It may read every shard's metadata (a collective on several hosts): compute it once, on
     every host, not at save time on host 0 alone.
     """
-    source = plan.source
-    identities = source.identities() if hasattr(source, "identities") else [repr(source)]
+    identities = _identities(plan.source)
     s = plan.settings
     return {
         "mode": plan.mode.value,
@@ -59,6 +60,16 @@ def fingerprint(plan: Plan) -> dict[str, Any]:
         "pad": describe(s.collate),
         "worker_processes": s.worker_processes,
     }
+
+
+def _identities(source: Any) -> list[str]:
+    """What identifies the data: each shard's name, rows and version where the source knows
+    them; the shard names of a stream; else its description (without memory addresses)."""
+    if isinstance(source, IndexedSource):
+        return source.identities()
+    if isinstance(source, ShardedSource):
+        return [str(name) for name in source.shard_names]
+    return [re.sub(r" at 0x[0-9a-f]+", "", repr(source))]
 
 
 def global_position(plan: Plan, iterator_state: Any) -> int | None:

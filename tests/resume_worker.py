@@ -26,7 +26,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from easydata_grain import AsyncDataLoader, ParquetShardedSource
+from easydata_grain import AsyncDataLoader, ConcatSource, Hosts, ParquetShardedSource
 
 
 class KeepNotDivisible(grain.transforms.Filter):
@@ -66,14 +66,34 @@ TRANSFORMS = {
 }
 
 
+class ShardsOnly:
+    """A source seen only through the ShardedSource protocol (no row counts): streaming mode."""
+
+    def __init__(self, source: Any):
+        self._source = source
+        self.shard_names = list(source.shard_names)
+
+    def open_shard(self, shard: str) -> Any:
+        return self._source.open_shard_at_row(shard, 0)
+
+    def open_shard_at_row(self, shard: str, row: int) -> Any:
+        return self._source.open_shard_at_row(shard, row)
+
+
 def build_loader(spec: dict[str, Any], **overrides: Any) -> AsyncDataLoader:
-    """The loader ``spec`` describes; ``overrides`` replace loader arguments (e.g. prefetch)."""
+    """The loader ``spec`` describes; ``overrides`` replace loader arguments (e.g. prefetch).
+
+    ``spec["hosts"]`` (index, count) makes it one host of several; ``spec["stream"]`` reads the
+    sources as a stream (only the ShardedSource protocol: streaming mode)."""
     sources = [ParquetShardedSource(paths) for paths in spec["sources"]]
+    source: Any = sources if len(sources) > 1 else sources[0]
+    if spec.get("stream"):
+        source = ShardsOnly(ConcatSource(sources))
     kwargs = {**spec["loader"], **overrides}
+    if "hosts" in spec:
+        kwargs["hosts"] = Hosts(*spec["hosts"])
     transforms = [TRANSFORMS[name]() for name in spec.get("transforms", [])]
-    return AsyncDataLoader(
-        sources if len(sources) > 1 else sources[0], transforms=transforms, **kwargs
-    )
+    return AsyncDataLoader(source, transforms=transforms, **kwargs)
 
 
 def model_state(step: int) -> dict[str, np.ndarray]:

@@ -104,14 +104,20 @@ prefetch_settings = st.fixed_dictionaries(
 
 @st.composite
 def pipelines(draw: st.DrawFn) -> dict[str, Any]:
-    """A random pipeline spec (see ``tests/resume_worker.py``), minus the source paths."""
+    """A random pipeline spec (see ``tests/resume_worker.py``), minus the source paths: indexed
+    or streaming sources, one host of 1 to 3, filters and maps, prefetch settings."""
     layouts = draw(source_layouts())
     rows = total_rows(layouts)
-    num_epochs = draw(st.integers(1, 3))
+    stream = draw(st.booleans())
+    num_epochs = 1 if stream else draw(st.integers(1, 3))  # a stream is read once per pass
+    hosts = draw(st.sampled_from([(0, 1), (0, 1), (0, 2), (1, 2), (2, 3)]))
     drop_remainder = draw(st.booleans())
     batch_size = draw(st.integers(1, 17))
-    if drop_remainder and batch_size > rows * num_epochs:
-        batch_size = rows * num_epochs  # A larger batch is refused (tested in test_loader.py).
+    if drop_remainder and batch_size * hosts[1] > rows * num_epochs:
+        # A larger global batch is refused (tested in test_loader.py).
+        batch_size = rows * num_epochs // hosts[1]
+        drop_remainder = batch_size > 0
+        batch_size = max(1, batch_size)
     transforms = []
     if draw(st.booleans()):
         transforms.append("filter")
@@ -123,6 +129,8 @@ def pipelines(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "layouts": layouts,
         "transforms": transforms,
+        "hosts": hosts,
+        "stream": stream,
         "loader": {
             "batch_size": batch_size,
             "shuffle_buffer_size": draw(st.one_of(st.none(), st.integers(1, 500))),
@@ -231,6 +239,7 @@ def test_resume_of_an_endless_stream(
     """``num_epochs=None`` repeats forever, each epoch in its own order: resume is as exact."""
     spec = with_paths(pipeline, datasets)
     spec["loader"] = {**spec["loader"], "num_epochs": None, "drop_remainder": False}
+    spec["stream"] = False  # a stream is read once per pass: endless needs indexed mode
     if total_rows(pipeline["layouts"]) < 2:
         # The only id is 0: an endless stream that the filter empties never yields a batch.
         spec["transforms"] = [t for t in spec["transforms"] if t != "filter"]

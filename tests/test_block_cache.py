@@ -10,8 +10,8 @@ import time
 import pyarrow as pa
 from absl.testing import absltest, parameterized
 
+from easydata_grain.batch_format import Ragged
 from easydata_grain.graph.block_cache import BlockCache
-from easydata_grain.graph.columns import Ragged
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.order import EpochOrder
 from easydata_grain.sources.in_memory import InMemorySource

@@ -43,20 +43,37 @@ def test_every_exported_name_exists() -> None:
 def test_sources_know_nothing_of_hosts() -> None:
     """No module under sources/ (or io/) imports distributed.py or JAX: a source is built,
     inspected and read with no JAX state; sharing across hosts is a MetadataSharing."""
+    for folder in ("sources", "io"):
+        for path, names in _imports(folder):
+            assert not [n for n in names if "distributed" in n or n.split(".")[0] == "jax"], path
+
+
+def test_the_graph_does_not_import_the_transforms() -> None:
+    """The columnar batch protocol lives in batch_format.py, which both import."""
+    for path, names in _imports("graph"):
+        assert not [n for n in names if n.startswith("easydata_grain.transforms")], path
+
+
+def _imports(folder: str) -> list[tuple[object, list[str]]]:
+    """Each module of a package folder and the modules it imports."""
     import ast
     from pathlib import Path
 
-    root = Path(easydata_grain.__file__).parent
-    for folder in ("sources", "io"):
-        for path in (root / folder).glob("*.py"):
-            tree = ast.parse(path.read_text())
-            names = [
-                alias.name if isinstance(node, ast.Import) else (node.module or "")
-                for node in ast.walk(tree)
-                if isinstance(node, ast.Import | ast.ImportFrom)
-                for alias in (node.names if isinstance(node, ast.Import) else [node])
-            ]
-            assert not [n for n in names if "distributed" in n or n.split(".")[0] == "jax"], path
+    found = []
+    for path in (Path(easydata_grain.__file__).parent / folder).glob("*.py"):
+        tree = ast.parse(path.read_text())
+        found.append(
+            (
+                path,
+                [
+                    alias.name if isinstance(node, ast.Import) else (node.module or "")
+                    for node in ast.walk(tree)
+                    if isinstance(node, ast.Import | ast.ImportFrom)
+                    for alias in (node.names if isinstance(node, ast.Import) else [node])
+                ],
+            )
+        )
+    return found
 
 
 def test_a_source_takes_its_metadata_sharing(tmp_path: object) -> None:

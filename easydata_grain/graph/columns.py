@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,45 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from easydata_grain.batch_format import Column, Ragged, column_kind
 from easydata_grain.sources.arrow_rows import list_parts, numeric_values, numpy_viewable
-
-
-@dataclasses.dataclass(frozen=True)
-class Ragged:
-    """Numeric lists in one flat array: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``."""
-
-    values: np.ndarray
-    offsets: np.ndarray
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """The length of every row."""
-        return np.diff(self.offsets)
-
-
-Column = np.ndarray | list[str] | Ragged
-
-
-def column_kind(column_type: pa.DataType) -> str | None:
-    """How a column is gathered: "text", "number", "lists", or None (only as dict rows)."""
-    if pa.types.is_string(column_type) or pa.types.is_large_string(column_type):
-        return "text"
-    if (
-        pa.types.is_boolean(column_type)
-        or pa.types.is_floating(column_type)
-        or pa.types.is_signed_integer(column_type)
-        or (pa.types.is_unsigned_integer(column_type) and column_type.bit_width <= 32)
-    ):
-        return "number"
-    if (
-        pa.types.is_list(column_type)
-        or pa.types.is_large_list(column_type)
-        or pa.types.is_fixed_size_list(column_type)
-    ) and (
-        pa.types.is_integer(column_type.value_type) or pa.types.is_floating(column_type.value_type)
-    ):
-        return "lists"
-    return None
 
 
 def _numbers(array: pa.Array) -> np.ndarray:

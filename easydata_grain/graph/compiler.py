@@ -13,6 +13,7 @@ import grain
 import pyarrow as pa
 from grain.experimental import ThreadPrefetchIterDataset
 
+from easydata_grain.batch_format import ColumnarBatchFn
 from easydata_grain.graph.batch_dataset import BatchedMapDataset
 from easydata_grain.graph.drop_skipped import DropSkippedRows
 from easydata_grain.graph.host_split import MASK, HostSliceDataset, HostSliceIterDataset
@@ -58,8 +59,7 @@ def _columnar(
         return False, "the source reads rows, not Arrow blocks"
     if pad:
         schema = schema.append(pa.field(MASK, pa.bool_()))
-    supports = getattr(settings.collate, "supports", None)
-    if supports is None or not supports(schema):
+    if not isinstance(settings.collate, ColumnarBatchFn) or not settings.collate.supports(schema):
         return False, f"a column the gather does not handle (schema: {schema})"
     return True, "numpy gathers from cached Arrow blocks, no dict rows (blocks with nulls use rows)"
 

@@ -9,36 +9,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from easydata_grain.batch_format import batch_dtype
 from easydata_grain.io.errors import SchemaMismatchError
 from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.protocol import SkippingSource
 from easydata_grain.types import Row
 
 
-def _arrow_kind(column_type: pa.DataType) -> str | None:
-    """What a column of this type becomes in a batch: "int", "float", "bool", "str",
-    "list<dtype>", or the type's name."""
-    if pa.types.is_boolean(column_type):
-        return "bool"
-    if pa.types.is_integer(column_type):
-        return "int"
-    if pa.types.is_floating(column_type):
-        return "float"
-    if pa.types.is_string(column_type) or pa.types.is_large_string(column_type):
-        return "str"
-    if (
-        pa.types.is_list(column_type)
-        or pa.types.is_large_list(column_type)
-        or pa.types.is_fixed_size_list(column_type)
-    ) and (
-        pa.types.is_integer(column_type.value_type) or pa.types.is_floating(column_type.value_type)
-    ):
-        return f"list<{np.dtype(column_type.value_type.to_pandas_dtype())}>"
-    return str(column_type)
-
-
 def _value_kind(value: Any) -> str | None:
-    """What a row's value becomes in a batch (see ``_arrow_kind``); None when a value alone
+    """What a row's value becomes in a batch (see ``batch_dtype``); None when a value alone
     does not tell (null, Python lists, nested objects)."""
     if isinstance(value, bool | np.bool_):
         return "bool"
@@ -58,7 +37,7 @@ def field_kinds(source: Any) -> dict[str, str | None]:
     when it has one, else from its first row."""
     schema = getattr(source, "schema", None)
     if isinstance(schema, pa.Schema):
-        return {field.name: _arrow_kind(field.type) for field in schema}
+        return {field.name: batch_dtype(field.type) for field in schema}
     rows = source.open_shard(source.shard_names[0])
     try:
         first = next(iter(rows), None)

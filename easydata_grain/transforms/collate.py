@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from easydata_grain.graph.columns import Column, Ragged, column_kind
+from easydata_grain.batch_format import Column, Ragged, column_kind
 from easydata_grain.io.errors import CollateError
 
 

@@ -17,6 +17,7 @@ from easydata_grain.graph.plan import Mode, Plan, Resume, Settings
 from easydata_grain.io.errors import LoaderStateError, NotResumableError
 from easydata_grain.loader_state import STATE_VERSION
 from easydata_grain.sources.concat import ConcatSource
+from easydata_grain.sources.protocol import IndexedSource
 from easydata_grain.sources.resolve import resolve_sources
 from easydata_grain.transforms.collate import Collate
 from easydata_grain.types import Transform
@@ -310,7 +311,7 @@ class AsyncDataLoader:
         spent waiting for data: near 0 means the model is the bottleneck, near 1 the input.
         """
         elapsed = time.perf_counter() - self._started if self._started is not None else 0.0
-        io = self.source.stats.snapshot() if hasattr(self.source, "stats") else {}
+        io = self.source.stats.snapshot() if isinstance(self.source, IndexedSource) else {}
         per_second = 1.0 / elapsed if elapsed > 0 else 0.0
         return {
             "batches": self._batches,

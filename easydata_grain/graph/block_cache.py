@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from easydata_grain.graph.columns import Column, block_columns
+from easydata_grain.sources.protocol import ColumnarSource
 from easydata_grain.types import Row
 
 _UNSET: Any = object()
@@ -60,7 +61,7 @@ class BlockCache:
         self._capacity = capacity
         self.read_threads = read_threads
         self._executor: ThreadPoolExecutor | None = None
-        self.tables = getattr(source, "block_schema", None) is not None
+        self.tables = isinstance(source, ColumnarSource) and source.block_schema is not None
         self._blocks: collections.OrderedDict[tuple[int, int], Future[Block]] = (
             collections.OrderedDict()
         )

@@ -17,6 +17,7 @@ import grain
 import numpy as np
 import pyarrow as pa
 
+from easydata_grain.batch_format import ColumnarRows
 from easydata_grain.distributed import Hosts
 
 MASK = "sample_mask"
@@ -76,7 +77,7 @@ class HostSliceDataset(grain.MapDataset):
     @property
     def table_schema(self) -> pa.Schema | None:
         """The parent's ``table_schema`` (with ``sample_mask`` when padding), or None."""
-        schema = getattr(self._parent, "table_schema", None)
+        schema = self._parent.table_schema if isinstance(self._parent, ColumnarRows) else None
         if schema is None or not self._pad_last:
             return schema
         return schema.append(pa.field(MASK, pa.bool_()))

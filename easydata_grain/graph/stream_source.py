@@ -12,7 +12,7 @@ from typing import Any
 import grain
 
 from easydata_grain.io.errors import NotResumableError, RowOutOfRangeError
-from easydata_grain.sources.protocol import SkippingSource
+from easydata_grain.sources.protocol import ShardedSource, SkippingSource, StatefulIterable
 from easydata_grain.sources.skipped import is_skipped
 from easydata_grain.types import Address, Row
 
@@ -28,13 +28,11 @@ def _cannot_save(reason: str) -> NotResumableError:
 
 
 def _is_sharded(source: Any) -> bool:
-    return hasattr(source, "shard_names") and hasattr(source, "open_shard_at_row")
+    return isinstance(source, ShardedSource)
 
 
 def _is_stateful(source: Any) -> bool:
-    return callable(getattr(source, "state_dict", None)) and callable(
-        getattr(source, "load_state_dict", None)
-    )
+    return isinstance(source, StatefulIterable)
 
 
 def _drops_shuffle_buffer(dataset: Any) -> bool:

@@ -12,7 +12,7 @@ import pyarrow as pa
 from easydata_grain.batch_format import batch_dtype
 from easydata_grain.io.errors import SchemaMismatchError
 from easydata_grain.io.stats import IOStats
-from easydata_grain.sources.protocol import SkippingSource
+from easydata_grain.sources.protocol import ColumnarSource, SkippingSource
 from easydata_grain.types import Row
 
 
@@ -35,7 +35,7 @@ def _value_kind(value: Any) -> str | None:
 def field_kinds(source: Any) -> dict[str, str | None]:
     """The fields of a source's rows and what each becomes in a batch: from its Arrow schema
     when it has one, else from its first row."""
-    schema = getattr(source, "schema", None)
+    schema = source.block_schema if isinstance(source, ColumnarSource) else None
     if isinstance(schema, pa.Schema):
         return {field.name: batch_dtype(field.type) for field in schema}
     rows = source.open_shard(source.shard_names[0])
@@ -154,7 +154,7 @@ class ConcatSource:
     @property
     def block_schema(self) -> Any:
         """The parts' common ``block_schema``, or None when a part has none or they differ."""
-        schemas = [getattr(part, "block_schema", None) for part in self.parts]
+        schemas = [p.block_schema if isinstance(p, ColumnarSource) else None for p in self.parts]
         if schemas[0] is None or not all(s is not None and s.equals(schemas[0]) for s in schemas):
             return None
         return schemas[0]

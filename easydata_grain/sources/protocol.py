@@ -5,6 +5,7 @@
   (random access in the epoch order, O(1) resume).
 - ``ColumnarSource``: blocks as Arrow tables, so batches are gathered column by column.
 - ``SkippingSource``: a source that may leave bad rows out, keeping their addresses.
+- ``StatefulIterable``: a stream whose position can be saved (``datasets.IterableDataset``).
 """
 
 from __future__ import annotations
@@ -111,4 +112,21 @@ class SkippingSource(Protocol):
 
     def rows_with_gaps(self, shard: str | int, row: int) -> Iterator[Any]:
         """The rows from ``row`` on, a ``SkippedRow`` standing for each row left out."""
+        ...
+
+
+@runtime_checkable
+class StatefulIterable(Protocol):
+    """An iterable whose position can be saved: a ``datasets.IterableDataset``."""
+
+    def __iter__(self) -> Iterator[Any]:
+        """The rows."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position, as a JSON-able dict."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a saved position."""
         ...

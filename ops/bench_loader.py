@@ -3,15 +3,20 @@
     .venv/bin/python -m ops.bench_loader                                   # 5M rows, 1 and 4 GB
     .venv/bin/python -m ops.bench_loader --rows 500000 --memory-gb 0.25 1  # quicker
     .venv/bin/python -m ops.bench_loader --profile                         # + where the time goes
+    .venv/bin/python -m ops.bench_loader --rows 1000000 --shards 4 --shuffle-buffer 10000 \
+        --columns id --skip 2 3 4                                          # light rows
 
 Datasets are generated once with ``write_parquet_dataset`` and cached under ``--data``, keyed
 by their parameters (the generation time is kept with them and printed). Prints:
 
-1. loader rows/s over one epoch (batch 256, ``columns=["id", "input_ids"]``, ``pad=True``),
-   shuffle off and on (``shuffle_buffer_size=4096``), ``prefetch_workers`` 2 and 0, against
-   plain pyarrow reading the same files and columns into Python rows
-   (``ParquetFile.iter_batches`` + ``to_pylist``); every reader ``--rounds`` times,
-   round-robin, the best round counts (other work on a shared machine only slows runs down);
+1. loader rows/s over one epoch of ``--columns`` (default ``id input_ids``; ``--columns id``
+   is the light-row case), ``pad=True``: batch 256 shuffle off and on
+   (``--shuffle-buffer``, default 4096) with ``prefetch_workers`` 2 and 0, and batch 4096,
+   against three pyarrow readers of the same files and columns: into Python rows
+   (``ParquetFile.iter_batches`` + ``to_pylist``), straight to numpy (no per-row Python), and
+   the very batches the unshuffled loader makes (256 consecutive rows, lists padded with a
+   mask; checked equal to the loader's); every reader ``--rounds`` times, round-robin, the
+   best round counts (other work on a shared machine only slows runs down);
 2. resume latency at 0%, 50% and 99% of the epoch: a fresh source and ``AsyncDataLoader`` +
    ``set_state`` (states saved by ``get_state`` during the shuffled run of 1, as JSON) to the
    first batch, which is checked against the batch that followed the save;
@@ -22,14 +27,15 @@ by their parameters (the generation time is kept with them and printed). Prints:
    cache (cold) and again (warm), and with pandas imported up front (pyarrow imports it on
    the first ``Array.to_numpy``).
 
-``--profile`` adds the shuffled loader built up stage by stage (us/row, no profiler) and a
-cProfile of it, to show where the time goes.
+``--profile`` adds the shuffled loader's batch path built up stage by stage (us/row, no
+profiler) and a cProfile of it, to show where the time goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import itertools
 import json
 import os
@@ -46,6 +52,7 @@ from typing import Any
 
 import grain
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from easydata_grain import AsyncDataLoader, ParquetShardedSource
@@ -145,20 +152,29 @@ def _load() -> str:
 # -- readers -----------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """What the throughput, resume and profile parts read: files, columns, shuffle window."""
+
+    paths: list[str]
+    columns: list[str] | None
+    shuffle_buffer: int
+
+
 def _loader(
-    paths: list[str],
+    case: Case,
     *,
     shuffle: bool,
     workers: int = 2,
-    columns: list[str] | None = COLUMNS,
+    batch_size: int = BATCH_SIZE,
     source: ParquetShardedSource | None = None,
     **options: Any,
 ) -> AsyncDataLoader:
     return AsyncDataLoader(
-        source or ParquetShardedSource(paths, columns=columns),
-        batch_size=BATCH_SIZE,
+        source or ParquetShardedSource(case.paths, columns=case.columns),
+        batch_size=batch_size,
         prefetch_workers=workers,
-        shuffle_buffer_size=SHUFFLE_BUFFER if shuffle else None,
+        shuffle_buffer_size=case.shuffle_buffer if shuffle else None,
         seed=SEED,
         pad=True,
         **options,
@@ -171,6 +187,56 @@ def _pyarrow_rows(paths: list[str], columns: list[str] | None) -> Iterable[dict]
             yield from batch.to_pylist()
 
 
+def _numpy_column(array: pa.Array) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """A column as numpy: numbers as they are, lists as ``(values, offsets)`` from 0."""
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        offsets = array.offsets.to_numpy()
+        return array.flatten().to_numpy(), offsets - offsets[0]
+    return array.to_numpy()
+
+
+def _pyarrow_numpy(paths: list[str], columns: list[str]) -> Iterable[dict]:
+    """Record batches of 4096 rows straight to numpy columns: no per-row Python at all."""
+    for path in paths:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096, columns=columns):
+            yield {name: _numpy_column(batch.column(name)) for name in columns}
+
+
+def _padded(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+    """The loader's batch of these rows with ``pad=True``: numbers as int64/float64 arrays,
+    lists padded to the longest row with a mask."""
+    out: dict[str, np.ndarray] = {}
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        parts = _numpy_column(column)
+        if isinstance(parts, tuple):
+            values, offsets = parts
+            lengths = np.diff(offsets)
+            mask = np.arange(int(lengths.max())) < lengths[:, None]
+            padded = np.zeros(mask.shape, dtype=values.dtype)
+            padded[mask] = values
+            out[name], out[f"{name}_mask"] = padded, mask
+        else:
+            out[name] = parts.astype(np.float64 if parts.dtype.kind == "f" else np.int64)
+    return out
+
+
+def _pyarrow_batches(paths: list[str], columns: list[str]) -> Iterable[dict]:
+    """The batches the unshuffled loader makes (``BATCH_SIZE`` consecutive rows of the files in
+    order, lists padded with a mask), made with pyarrow and numpy alone."""
+    rest: pa.RecordBatch | None = None
+    for path in paths:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=16 * BATCH_SIZE, columns=columns):
+            if rest is not None:  # only after a file's last, partial batch
+                batch, rest = pa.concat_batches([rest, batch]), None
+            whole = batch.num_rows - batch.num_rows % BATCH_SIZE
+            for start in range(0, whole, BATCH_SIZE):
+                yield _padded(batch.slice(start, BATCH_SIZE))
+            if whole < batch.num_rows:
+                rest = batch.slice(whole)
+    if rest is not None:
+        yield _padded(rest)
+
+
 def _source_rows(paths: list[str], columns: list[str] | None) -> Iterable[dict]:
     source = ParquetShardedSource(paths, columns=columns)
     for shard in source.shard_names:
@@ -180,6 +246,21 @@ def _source_rows(paths: list[str], columns: list[str] | None) -> Iterable[dict]:
 def _time_rows(rows: Iterable[object]) -> tuple[int, float]:
     start = time.perf_counter()
     count = sum(1 for _ in rows)
+    return count, time.perf_counter() - start
+
+
+def _batch_rows(batch: dict[str, Any]) -> int:
+    """The rows of a batch of columns: arrays, ``(values, offsets)`` or ``Ragged`` lists."""
+    first = next(iter(batch.values()))
+    if isinstance(first, tuple):
+        return len(first[1]) - 1
+    return len(first.lengths) if hasattr(first, "lengths") else len(first)
+
+
+def _time_batches(batches: Iterable[dict[str, Any]]) -> tuple[int, float]:
+    """Rows and seconds of batches of columns."""
+    start = time.perf_counter()
+    count = sum(_batch_rows(batch) for batch in batches)
     return count, time.perf_counter() - start
 
 
@@ -207,40 +288,75 @@ def _time_loader(loader: AsyncDataLoader, save_at: Iterable[int] = ()) -> tuple[
     return rows, seconds, saved
 
 
+def _check_same_batches(case: Case) -> int:
+    """Compare every batch of the unshuffled loader with ``_pyarrow_batches``; their count."""
+    loader = _loader(case, shuffle=False)
+    count = 0
+    for ours, theirs in itertools.zip_longest(loader, _pyarrow_batches(case.paths, case.columns)):
+        if ours is None or theirs is None or list(ours) != list(theirs):
+            raise AssertionError(f"batch {count}: the pyarrow batches differ from the loader's")
+        for key, value in ours.items():
+            if value.dtype != theirs[key].dtype or not np.array_equal(value, theirs[key]):
+                raise AssertionError(f"batch {count}, {key!r}: pyarrow differs from the loader")
+        count += 1
+    loader.close()
+    return count
+
+
 # -- 1. throughput -----------------------------------------------------------------------------
 
+LOADERS = (  # batch size, shuffle, prefetch_workers
+    (BATCH_SIZE, False, 2),
+    (BATCH_SIZE, True, 2),
+    (BATCH_SIZE, False, 0),
+    (BATCH_SIZE, True, 0),
+    (4096, False, 2),
+    (4096, True, 2),
+)
 
-def throughput(paths: list[str], save_at: list[int], rounds: int) -> Saved:
-    """Loader rows/s against pyarrow -> Python rows; returns the states saved on the way.
+
+def throughput(case: Case, save_at: list[int], rounds: int) -> Saved:
+    """Loader rows/s against three pyarrow readers; returns the states saved on the way.
 
     Every reader reads the whole epoch once per round, round-robin; the best round counts
     (other work on a shared machine only ever slows a run down).
     """
+    batches = _check_same_batches(case)
     print(
-        f"\n## 1. One epoch, columns {COLUMNS}, batch {BATCH_SIZE}, pad=True (same run; best of "
-        f"{rounds} rounds, round-robin)"
+        f"\n## 1. One epoch, columns {case.columns}, pad=True, shuffle window "
+        f"{case.shuffle_buffer} (same run; best of {rounds} rounds, round-robin; the pyarrow "
+        f"batches equal the unshuffled loader's, all {batches:,} checked)"
     )
+    paths, columns = case.paths, case.columns
     readers: list[tuple[str, Callable[[], tuple[int, float]]]] = [
+        ("pyarrow iter_batches + to_pylist", lambda: _time_rows(_pyarrow_rows(paths, columns))),
         (
-            "pyarrow iter_batches + to_pylist",
-            lambda: _time_rows(_pyarrow_rows(paths, COLUMNS)),
+            "pyarrow iter_batches + to_numpy",
+            lambda: _time_batches(_pyarrow_numpy(paths, columns)),
+        ),
+        (
+            f"pyarrow, the loader's batches (batch {BATCH_SIZE}, no shuffle)",
+            lambda: _time_batches(_pyarrow_batches(paths, columns)),
         ),
         (
             "ParquetShardedSource.open_shard (no loader)",
-            lambda: _time_rows(_source_rows(paths, COLUMNS)),
+            lambda: _time_rows(_source_rows(paths, columns)),
         ),
     ]
     saved: Saved = {}
-    for shuffle, workers in ((False, 2), (True, 2), (False, 0), (True, 0)):
+    for batch_size, shuffle, workers in LOADERS:
 
-        def run(shuffle: bool = shuffle, workers: int = workers) -> tuple[int, float]:
-            keep = shuffle and workers and not saved
-            loader = _loader(paths, shuffle=shuffle, workers=workers)
+        def run(batch_size: int = batch_size, shuffle: bool = shuffle, workers: int = workers):
+            keep = batch_size == BATCH_SIZE and shuffle and workers and not saved
+            loader = _loader(case, shuffle=shuffle, workers=workers, batch_size=batch_size)
             rows, seconds, states = _time_loader(loader, save_at if keep else ())
             saved.update(states)
             return rows, seconds
 
-        name = f"loader shuffle={'on ' if shuffle else 'off'} prefetch_workers={workers}"
+        name = (
+            f"loader batch {batch_size:<4} shuffle={'on ' if shuffle else 'off'} "
+            f"prefetch_workers={workers}"
+        )
         readers.append((name, run))
     rates: dict[str, list[float]] = {name: [] for name, _ in readers}
     rows = 0
@@ -248,13 +364,19 @@ def throughput(paths: list[str], save_at: list[int], rounds: int) -> Saved:
         for name, run in readers:
             rows, seconds = run()
             rates[name].append(rows / seconds)
-            print(f"  round {round_ + 1}: {name:<48} {rows / seconds:>10,.0f} rows/s", flush=True)
-    baseline = max(rates[readers[0][0]])
-    print(f"{'reader':<48} {'rows/s':>10} {'seconds':>8} {'vs pyarrow':>10}  rounds (rows/s)")
+            print(f"  round {round_ + 1}: {name:<52} {rows / seconds:>11,.0f} rows/s", flush=True)
+    bases = [max(rates[name]) for name, _ in readers[:3]]
+    print(
+        f"{'reader':<52} {'rows/s':>11} {'seconds':>7} {'vs rows':>7} {'vs numpy':>8} "
+        f"{'vs batches':>10}  rounds (rows/s)"
+    )
     for name, _ in readers:
         best = max(rates[name])
         every = " / ".join(f"{rate / 1000:,.0f}k" for rate in rates[name])
-        print(f"{name:<48} {best:>10,.0f} {rows / best:>8.1f} {best / baseline:>9.2f}x  {every}")
+        ratios = " ".join(
+            f"{best / base:>{w}.2f}x" for base, w in zip(bases, (6, 7, 9), strict=True)
+        )
+        print(f"{name:<52} {best:>11,.0f} {rows / best:>7.2f} {ratios}  {every}")
     print(_load())
     return saved
 
@@ -262,13 +384,13 @@ def throughput(paths: list[str], save_at: list[int], rounds: int) -> Saved:
 # -- 2. resume ---------------------------------------------------------------------------------
 
 
-def _resume_once(paths: list[str], state: str, expected: np.ndarray) -> list[float]:
+def _resume_once(case: Case, state: str, expected: np.ndarray) -> list[float]:
     """Seconds for: source, loader, set_state, first batch (checked against ``expected``)."""
     marks = [time.perf_counter()]
-    source = ParquetShardedSource(paths, columns=COLUMNS)
+    source = ParquetShardedSource(case.paths, columns=case.columns)
     source.row_counts()
     marks.append(time.perf_counter())
-    loader = _loader(paths, shuffle=True, source=source)
+    loader = _loader(case, shuffle=True, source=source)
     marks.append(time.perf_counter())
     loader.set_state(state)
     marks.append(time.perf_counter())
@@ -280,7 +402,7 @@ def _resume_once(paths: list[str], state: str, expected: np.ndarray) -> list[flo
     return [b - a for a, b in itertools.pairwise(marks)]
 
 
-def resume(paths: list[str], saved: Saved, total_batches: int, repeats: int) -> None:
+def resume(case: Case, saved: Saved, total_batches: int, repeats: int) -> None:
     """Fresh source + loader + set_state -> first batch, at 0%, 50% and 99% of the epoch."""
     print(
         "\n## 2. Resume: fresh source + AsyncDataLoader + set_state(JSON state) -> first batch "
@@ -293,12 +415,12 @@ def resume(paths: list[str], saved: Saved, total_batches: int, repeats: int) -> 
     for fraction in RESUME_POINTS:
         at = int(fraction * total_batches)
         state, expected = saved[at]
-        runs = [_resume_once(paths, state, expected) for _ in range(repeats)]
+        runs = [_resume_once(case, state, expected) for _ in range(repeats)]
         parts = [1000 * statistics.median(column) for column in zip(*runs, strict=True)]
         totals = [1000 * sum(run) for run in runs]
-        _evict(paths)
-        cold = 1000 * sum(_resume_once(paths, state, expected))
-        _warm(paths)
+        _evict(case.paths)
+        cold = 1000 * sum(_resume_once(case, state, expected))
+        _warm(case.paths)
         source_ms, loader_ms, set_ms, batch_ms = parts
         print(
             f"{fraction:>4.0%} (batch {at:>6,})     {source_ms:>6.1f}ms {loader_ms:>6.1f}ms "
@@ -326,7 +448,7 @@ def memory_child(directory: str, reader: str) -> None:
     paths = sorted(str(p) for p in Path(directory).glob("shard-*.parquet"))
     start = time.perf_counter()
     if reader == "loader":
-        loader = _loader(paths, shuffle=True, columns=None)
+        loader = _loader(Case(paths, None, SHUFFLE_BUFFER), shuffle=True)
         before = _status_kb("VmRSS")
         rows, _, _ = _time_loader(loader)
     else:
@@ -453,109 +575,122 @@ def first_batch(paths: list[str]) -> None:
 
 
 def _per_row(
-    name: str, make: Callable[[], Iterable[object]], rows: int, reference: float, repeats: int = 2
+    name: str, make: Callable[[], Iterable[int]], rows: int, reference: float, repeats: int = 2
 ) -> float:
-    """Best of ``repeats`` timings of ``rows`` rows of ``make()`` (batches count their rows)."""
+    """Best of ``repeats`` timings of ``rows`` rows of ``make()``, which yields row counts."""
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         seen = 0
-        items = make()
-        for item in items:
-            is_batch = isinstance(item, dict) and isinstance(item["id"], np.ndarray)
-            seen += len(item["id"]) if is_batch else 1
+        for count in make():
+            seen += count
             if seen >= rows:
                 break
         best = min(best, 1e6 * (time.perf_counter() - start) / seen)
-        if isinstance(items, AsyncDataLoader):
-            items.close()
     added = f"{best - reference:+7.2f}" if reference else ""
-    print(f"{name:<58} {best:>7.2f} {added:>8} {1e6 / best:>11,.0f}", flush=True)
+    print(f"{name:<60} {best:>7.3f} {added:>8} {1e6 / best:>11,.0f}", flush=True)
     return best
 
 
-def stages(paths: list[str], rows: int) -> None:
-    """The shuffled loader built up stage by stage (one thread, no profiler): us per row."""
+def _loader_sizes(loader: AsyncDataLoader) -> Iterable[int]:
+    try:
+        yield from map(_batch_rows, loader)
+    finally:
+        loader.close()
+
+
+def stages(case: Case, rows: int, batch_size: int) -> None:
+    """The shuffled loader's batch path built up stage by stage (one thread unless said, no
+    profiler): us per row."""
+    from grain.experimental import ThreadPrefetchIterDataset
+
     from easydata_grain import Collate
+    from easydata_grain.graph.batch_dataset import BatchedMapDataset
+    from easydata_grain.graph.columns import block_columns
     from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 
     print(
-        f"\n## Profile A: the shuffled loader built up stage by stage, first {rows:,} rows, one "
-        "thread, wall clock without a profiler, best of 2"
+        f"\n## Profile A: the shuffled loader built up stage by stage, batch {batch_size}, "
+        f"first {rows:,} rows, wall clock without a profiler, best of 2"
     )
-    print(f"{'stage':<58} {'us/row':>7} {'added':>8} {'rows/s':>11}")
+    print(f"{'stage':<60} {'us/row':>7} {'added':>8} {'rows/s':>11}")
     read = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+    paths, columns = case.paths, case.columns
 
-    def indexed() -> IndexedSourceDataset:
-        source = ParquetShardedSource(paths, columns=COLUMNS)
-        return IndexedSourceDataset(source, seed=SEED, shuffle=True, window_size=SHUFFLE_BUFFER)
+    def batched() -> BatchedMapDataset:
+        source = ParquetShardedSource(paths, columns=columns)
+        rows = IndexedSourceDataset(
+            source, seed=SEED, shuffle=True, window_size=case.shuffle_buffer
+        )
+        return BatchedMapDataset(rows, batch_size, drop_remainder=False, batch_fn=Collate(pad=True))
 
-    def blocks() -> Iterable[object]:
-        source = ParquetShardedSource(paths, columns=COLUMNS)
+    def blocks() -> Iterable[int]:
+        source = ParquetShardedSource(paths, columns=columns)
         for shard in range(len(paths)):
             for block in range(len(source.block_starts(shard))):
-                yield from source.read_block(shard, block)
+                table = source.read_block_table(shard, block)
+                block_columns(table)
+                yield table.num_rows
 
-    def getitem() -> Iterable[object]:
-        dataset = indexed()
-        return (dataset[i] for i in range(len(dataset)))
+    def gathered() -> Iterable[int]:
+        dataset = batched()
+        parent = dataset._parent
+        for i in range(len(dataset)):
+            start = i * batch_size
+            stop = min(start + batch_size, len(parent))
+            yield _batch_rows(parent._gather_columns(range(start, stop)))
 
-    def collate_only() -> Iterable[object]:
-        batch = list(itertools.islice(_source_rows(paths, COLUMNS), BATCH_SIZE))
-        collate = Collate(pad=True)
-        return (collate(batch) for _ in range(-(-rows // BATCH_SIZE)))
+    def collated() -> Iterable[int]:
+        dataset = batched()
+        return (_batch_rows(dataset[i]) for i in range(len(dataset)))
 
     pyarrow = _per_row(
         "pyarrow iter_batches + to_pylist (reference)",
-        lambda: _pyarrow_rows(paths, COLUMNS),
+        lambda: (1 for _ in _pyarrow_rows(paths, columns)),
         rows,
         0,
     )
-    base = _per_row("1 source.read_block, every row group in file order", blocks, rows, 0)
-    step = _per_row("2 IndexedSourceDataset[i] (epoch order, block cache)", getitem, rows, base)
+    _per_row(
+        "pyarrow iter_batches + to_numpy (reference)",
+        lambda: map(_batch_rows, _pyarrow_numpy(paths, columns)),
+        rows,
+        0,
+    )
+    base = _per_row("1 read_block_table + block_columns, every row group", blocks, rows, 0)
     step = _per_row(
-        "3 + .seed().to_iter_dataset() (Grain per-row iterator)",
-        lambda: indexed().seed(SEED).to_iter_dataset(read),
+        "2 IndexedSourceDataset._gather_columns per batch (order)", gathered, rows, base
+    )
+    step = _per_row("3 + Collate.columns: BatchedMapDataset[i]", collated, rows, step)
+    step = _per_row(
+        "4 + .to_iter_dataset() (Grain's iterator, per batch)",
+        lambda: map(_batch_rows, batched().to_iter_dataset(read)),
         rows,
         step,
     )
     step = _per_row(
-        "4 + .batch(256, Collate(pad=True))",
-        lambda: (
-            indexed().seed(SEED).to_iter_dataset(read).batch(BATCH_SIZE, batch_fn=Collate(pad=True))
+        "5 + ThreadPrefetchIterDataset (a thread hands batches over)",
+        lambda: map(
+            _batch_rows,
+            ThreadPrefetchIterDataset(batched().to_iter_dataset(read), prefetch_buffer_size=4),
+        ),
+        rows,
+        step,
+    )
+    step = _per_row(
+        "6 AsyncDataLoader(prefetch_enabled=False)",
+        lambda: _loader_sizes(
+            _loader(case, shuffle=True, workers=0, batch_size=batch_size, prefetch_enabled=False)
         ),
         rows,
         step,
     )
     _per_row(
-        "5 AsyncDataLoader(prefetch_enabled=False)",
-        lambda: _loader(paths, shuffle=True, workers=0, prefetch_enabled=False),
+        "7 AsyncDataLoader() default (read threads + prefetch)",
+        lambda: _loader_sizes(_loader(case, shuffle=True, batch_size=batch_size)),
         rows,
         step,
     )
-    _per_row(
-        "6 AsyncDataLoader() default (read threads + prefetch)",
-        lambda: _loader(paths, shuffle=True),
-        rows,
-        step,
-    )
-    print("references:")
-    _per_row("  Collate(pad=True) alone, 256 rows of the source", collate_only, rows, 0)
-    _per_row(
-        "  Grain MapDataset.range(n).to_iter_dataset(), no data",
-        lambda: ({"id": i} for i in grain.MapDataset.range(rows).to_iter_dataset(read)),
-        rows,
-        0,
-    )
-    _per_row(
-        "  2 + .seed().batch(256, Collate).to_iter_dataset()",
-        lambda: (
-            indexed().seed(SEED).batch(BATCH_SIZE, batch_fn=Collate(pad=True)).to_iter_dataset(read)
-        ),
-        rows,
-        0,
-    )
-    print(f"(target 0.7x pyarrow = {pyarrow / 0.7:.2f} us/row) {_load()}")
+    print(f"(1.0x pyarrow to_pylist = {pyarrow:.3f} us/row) {_load()}")
 
 
 def _where(function: tuple[str, int, str]) -> str:
@@ -569,18 +704,18 @@ def _where(function: tuple[str, int, str]) -> str:
     return Path(filename).name
 
 
-def profile(paths: list[str], rows: int) -> None:
+def profile(case: Case, rows: int, batch_size: int) -> None:
     """cProfile of the shuffled loader in one thread (prefetch off), over ``rows`` rows."""
     print(
-        f"\n## Profile B: cProfile, loader shuffle on, prefetch_enabled=False (all work in this "
-        f"thread), first {rows:,} rows. cProfile inflates many small calls (Grain's)."
+        f"\n## Profile B: cProfile, loader shuffle on, batch {batch_size}, prefetch_enabled=False "
+        f"(all work in this thread), first {rows:,} rows. cProfile inflates many small calls."
     )
-    loader = _loader(paths, shuffle=True, workers=0, prefetch_enabled=False)
+    loader = _loader(case, shuffle=True, workers=0, batch_size=batch_size, prefetch_enabled=False)
     profiler = cProfile.Profile()
     profiler.enable()
     seen = 0
     for batch in loader:
-        seen += len(batch["id"])
+        seen += _batch_rows(batch)
         if seen >= rows:
             break
     profiler.disable()
@@ -617,6 +752,10 @@ def main() -> None:
     parser.add_argument("--row-group-size", type=int, default=10_000)
     parser.add_argument("--max-tokens", type=int, default=32, help="token list lengths 1..N")
     parser.add_argument(
+        "--columns", nargs="+", default=COLUMNS, help="columns read by parts 1, 2 and profiles"
+    )
+    parser.add_argument("--shuffle-buffer", type=int, default=SHUFFLE_BUFFER, help="the window")
+    parser.add_argument(
         "--memory-gb", type=float, nargs="*", default=[1.0, 4.0], help="sizes for part 3"
     )
     parser.add_argument("--memory-max-tokens", type=int, default=1024)
@@ -626,6 +765,7 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["1", "2", "3", "4"])
     parser.add_argument("--profile", action="store_true", help="also cProfile the loader")
     parser.add_argument("--profile-rows", type=int, default=1_000_000)
+    parser.add_argument("--profile-batch", type=int, default=BATCH_SIZE)
     parser.add_argument(
         "--data", type=Path, default=Path(tempfile.gettempdir()) / "easydata-bench-loader"
     )
@@ -662,22 +802,23 @@ def main() -> None:
             memory_sets.append((f"~{gigabytes:g} GB ({rows:,} rows)", memory_paths))
 
     _warm(paths)
+    case = Case(paths, args.columns, args.shuffle_buffer)
     total_batches = -(-sum(pq.read_metadata(p).num_rows for p in paths) // BATCH_SIZE)
     save_at = sorted({min(int(f * total_batches), total_batches - 1) for f in RESUME_POINTS})
     saved: Saved = {}
     if "1" not in args.skip:
-        saved = throughput(paths, save_at, args.rounds)
+        saved = throughput(case, save_at, args.rounds)
     if "2" not in args.skip:
         if not saved:
-            _, _, saved = _time_loader(_loader(paths, shuffle=True), save_at)
-        resume(paths, saved, total_batches, args.repeats)
+            _, _, saved = _time_loader(_loader(case, shuffle=True), save_at)
+        resume(case, saved, total_batches, args.repeats)
     if "3" not in args.skip:
         memory(memory_sets)
     if "4" not in args.skip:
         first_batch(paths)
     if args.profile:
-        stages(paths, args.profile_rows)
-        profile(paths, args.profile_rows)
+        stages(case, args.profile_rows, args.profile_batch)
+        profile(case, args.profile_rows, args.profile_batch)
     load = os.getloadavg()
     print(
         f"\nbenchmark ran {time.perf_counter() - started:.0f} s; load average {load[0]:.2f} "

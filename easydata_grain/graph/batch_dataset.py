@@ -44,7 +44,7 @@ class BatchedMapDataset(grain.MapDataset):
         if isinstance(index, slice):
             return self.slice(index)
         start = index * self._batch_size
-        indices = list(range(start, min(start + self._batch_size, self._rows)))
+        indices = range(start, min(start + self._batch_size, self._rows))
         if self._columnar:
             columns = self._parent._gather_columns(indices)
             if columns is not None:

@@ -19,8 +19,8 @@ def _numbers(array: pa.Array) -> np.ndarray:
     if pa.types.is_boolean(array.type):
         return numeric_values(pc.cast(array, pa.uint8())).astype(bool)
     if pa.types.is_floating(array.type):
-        return numeric_values(array).astype(np.float64)
-    return numeric_values(array).astype(np.int64)
+        return numeric_values(array).astype(np.float64, copy=False)
+    return numeric_values(array).astype(np.int64, copy=False)
 
 
 def block_columns(table: pa.Table) -> dict[str, Column] | None:
@@ -48,38 +48,59 @@ def gather(
     pieces: Sequence[tuple[dict[str, Column], np.ndarray, np.ndarray]], size: int
 ) -> dict[str, Column]:
     """A batch of ``size`` rows from blocks' columns: each piece ``(columns, slots, offsets)``
-    puts the block's rows ``offsets`` at the batch positions ``slots``."""
+    puts the block's rows ``offsets`` at the batch positions ``slots``. The pieces' slots
+    split ``0 .. size - 1`` and increase within a piece, so one piece holds the whole batch
+    in order."""
     batch: dict[str, Column] = {}
     for name, first in pieces[0][0].items():
+        parts = [(columns[name], slots, offsets) for columns, slots, offsets in pieces]
         if isinstance(first, Ragged):
-            batch[name] = _gather_ragged([(c[name], s, o) for c, s, o in pieces], size)
+            batch[name] = _gather_ragged(parts, size)
         elif isinstance(first, list):
-            texts: list[Any] = [None] * size
-            for columns, slots, offsets in pieces:
-                column = columns[name]
-                for slot, offset in zip(slots.tolist(), offsets.tolist(), strict=True):
-                    texts[slot] = column[offset]
-            batch[name] = texts
+            batch[name] = _gather_texts(parts, size)
+        elif len(parts) == 1:
+            batch[name] = first[parts[0][2]]
         else:
             numbers = np.empty(size, dtype=first.dtype)
-            for columns, slots, offsets in pieces:
-                numbers[slots] = columns[name][offsets]
+            for column, slots, offsets in parts:
+                numbers[slots] = column[offsets]
             batch[name] = numbers
     return batch
 
 
-def _gather_ragged(pieces: Sequence[tuple[Ragged, np.ndarray, np.ndarray]], size: int) -> Ragged:
-    lengths = np.empty(size, dtype=np.int64)
+def _gather_texts(pieces: Sequence[tuple[list[str], np.ndarray, np.ndarray]], size: int) -> list:
+    if len(pieces) == 1:
+        column, _, offsets = pieces[0]
+        return [column[offset] for offset in offsets.tolist()]
+    texts: list[Any] = [None] * size
     for column, slots, offsets in pieces:
-        lengths[slots] = column.offsets[offsets + 1] - column.offsets[offsets]
+        for slot, offset in zip(slots.tolist(), offsets.tolist(), strict=True):
+            texts[slot] = column[offset]
+    return texts
+
+
+def _gather_ragged(pieces: Sequence[tuple[Ragged, np.ndarray, np.ndarray]], size: int) -> Ragged:
+    """The rows' lists copied one after the other, in batch order."""
+    lengths = np.empty(size, dtype=np.int64)
+    firsts = []
+    for column, slots, offsets in pieces:
+        first = column.offsets[offsets]
+        lengths[slots] = column.offsets[offsets + 1] - first
+        firsts.append(first)
     out_offsets = np.zeros(size + 1, dtype=np.int64)
     np.cumsum(lengths, out=out_offsets[1:])
+    if len(pieces) == 1:
+        return Ragged(pieces[0][0].values[_spans(firsts[0], lengths)], out_offsets)
     values = np.empty(int(out_offsets[-1]), dtype=pieces[0][0].values.dtype)
-    for column, slots, offsets in pieces:
+    for (column, slots, _), first in zip(pieces, firsts, strict=True):
         counts = lengths[slots]
-        # Element j of the k-th row taken: source start + j and destination start + j.
-        within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-        source = np.repeat(column.offsets[offsets], counts) + within
-        destination = np.repeat(out_offsets[slots], counts) + within
-        values[destination] = column.values[source]
+        values[_spans(out_offsets[slots], counts)] = column.values[_spans(first, counts)]
     return Ragged(values, out_offsets)
+
+
+def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The indices ``starts[k] .. starts[k] + lengths[k] - 1`` for every ``k``, in order."""
+    ends = np.cumsum(lengths)
+    indices = np.repeat(starts - (ends - lengths), lengths)
+    indices += np.arange(len(indices))
+    return indices

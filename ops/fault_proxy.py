@@ -9,6 +9,9 @@ Put it in front of an object-store emulator and point the client's endpoint at
   body, then close (never applies to HEAD or to an empty body);
 - ``"stall"``: wait ``stall_seconds``, then answer normally (``after_stall="answer"``) or
   close without answering (``after_stall="drop"``).
+
+Every request is counted (``requests``, by method) and logged in order with the fault it got
+(``log``), so tests can compare a client's own counts with what reached the store.
 """
 
 from __future__ import annotations
@@ -67,10 +70,20 @@ class FaultRule:
 
 
 @dataclass
+class LoggedRequest:
+    """One request the proxy received, and the fault it got (None: forwarded unchanged)."""
+
+    method: str
+    path: str
+    fault: FaultKind | None = None
+
+
+@dataclass
 class _Counters:
     requests: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     body_bytes_sent: int = 0
+    log: list[LoggedRequest] = field(default_factory=list)
 
 
 class FaultProxy:
@@ -156,6 +169,12 @@ class FaultProxy:
             return sum(self._counters.requests.values())
 
     @property
+    def log(self) -> list[LoggedRequest]:
+        """Every request received, in order, with the fault it got."""
+        with self._lock:
+            return list(self._counters.log)
+
+    @property
     def faults(self) -> dict[str, int]:
         """Number of faults injected, by kind."""
         with self._lock:
@@ -174,7 +193,7 @@ class FaultProxy:
             return self._counters.body_bytes_sent
 
     def reset_counters(self) -> None:
-        """Zero the request, fault and byte counters."""
+        """Zero the request, fault and byte counters and empty the log."""
         with self._lock:
             self._counters = _Counters()
 
@@ -203,9 +222,11 @@ class FaultProxy:
 
     # Called from handler threads.
 
-    def _choose_fault(self, method: str, path: str) -> FaultRule | None:
+    def _choose_fault(self, method: str, path: str) -> tuple[FaultRule | None, LoggedRequest]:
         with self._lock:
             self._counters.requests[method] += 1
+            logged = LoggedRequest(method, path)
+            self._counters.log.append(logged)
             chosen = None
             for rule in self._rules:
                 if not rule.matches(method, path):
@@ -215,16 +236,17 @@ class FaultProxy:
                 if chosen is None and due and (rule.limit is None or rule.injected < rule.limit):
                     chosen = rule
             if chosen is not None and chosen.kind != "truncate":
-                self._record_fault(chosen)
-            return chosen
+                self._record_fault(chosen, logged)
+            return chosen, logged
 
-    def _record_fault(self, rule: FaultRule) -> None:
+    def _record_fault(self, rule: FaultRule, logged: LoggedRequest) -> None:
         rule.injected += 1
         self._counters.faults[rule.kind] += 1
+        logged.fault = rule.kind
 
-    def _record_truncation(self, rule: FaultRule) -> None:
+    def _record_truncation(self, rule: FaultRule, logged: LoggedRequest) -> None:
         with self._lock:
-            self._record_fault(rule)
+            self._record_fault(rule, logged)
 
     def _count_body_bytes(self, n: int) -> None:
         with self._lock:
@@ -337,7 +359,7 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
         def _handle(self) -> None:
             body = self._read_body()
-            rule = proxy._choose_fault(self.command, self.path)
+            rule, logged = proxy._choose_fault(self.command, self.path)
             kind = rule.kind if rule else None
             if rule is not None and kind == "stall":
                 proxy._closing.wait(rule.stall_seconds)
@@ -379,7 +401,7 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             truncate = kind == "truncate" and bool(data)
             if truncate:
                 assert rule is not None
-                proxy._record_truncation(rule)
+                proxy._record_truncation(rule, logged)
             self._reply(status, reason, headers, data, truncate=truncate)
 
         do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_PATCH = do_OPTIONS = _handle

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import random
+from typing import ClassVar
 
 import aiohttp
 import botocore.exceptions
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from easydata_grain import NO_RETRY, IOStats, RetriesExhaustedError, RetryPolicy
+from easydata_grain.io.remote_file import RemoteFile
 from easydata_grain.io.resumable_rows import resumable_rows
 from easydata_grain.io.retry import is_transient
 
@@ -146,3 +148,54 @@ def test_resumable_rows_raise_permanent_faults_at_once() -> None:
     with pytest.raises(PermissionError):
         list(resumable_rows(open_at, 0, policy=RetryPolicy(), stats=IOStats(), path="p"))
     assert calls == [0]
+
+
+class _DeadObject:
+    """An object on a store whose every read fails with a dropped connection, counting them."""
+
+    reads: ClassVar[list[int]] = []
+
+    def seek(self, position: int) -> int:
+        return position
+
+    def read(self, size: int) -> bytes:
+        self.reads.append(size)
+        raise ConnectionResetError(errno.ECONNRESET, "injected")
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+@pytest.mark.parametrize("max_retries", [0, 2])
+def test_a_read_that_gave_up_is_not_retried_again_by_its_row_stream(max_retries: int) -> None:
+    """RemoteFile retries a read; the row stream around it reports the fault, with the count
+    of attempts really made, instead of re-opening for another round of them."""
+    _DeadObject.reads.clear()
+    policy = RetryPolicy(max_retries=max_retries, initial_backoff=0.0)
+    stats = IOStats()
+
+    def open_at(row: int):
+        yield [RemoteFile(_DeadObject, 100, policy=policy, stats=stats).read(10)]
+
+    attempts = f"{max_retries + 1} attempt{'s' if max_retries else ''}"
+    with pytest.raises(
+        RetriesExhaustedError,
+        match=rf"'s3://b/x.jsonl' failed at row 0 after {max_retries} retries \({attempts}\)",
+    ):
+        list(resumable_rows(open_at, 0, policy=policy, stats=stats, path="s3://b/x.jsonl"))
+    assert len(_DeadObject.reads) == max_retries + 1
+    assert stats.retries == max_retries
+
+
+def test_call_counts_retries() -> None:
+    stats = IOStats()
+    faults = iter([TimeoutError("stalled"), ConnectionResetError("reset")])
+
+    def flaky() -> str:
+        fault = next(faults, None)
+        if fault is not None:
+            raise fault
+        return "ok"
+
+    assert RetryPolicy(initial_backoff=0.0).call(flaky, stats=stats) == "ok"
+    assert stats.retries == 2

@@ -120,6 +120,17 @@ def filesystem_for(
     return builder(options, policy)
 
 
+def info_is_cached(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """Whether ``fs.info(path)`` is answered from the listing cache, without a request (s3fs,
+    gcsfs and adlfs look there first: a file found by a listing is not asked for again)."""
+    stripped = fs._strip_protocol(path)
+    try:
+        entries = fs._ls_from_cache(stripped)
+    except FileNotFoundError:  # the parent is cached and does not hold it
+        return False
+    return any(entry.get("name", "").rstrip("/") == stripped for entry in entries or ())
+
+
 def to_url(path: str, protocol: str) -> str:
     """A path as returned by the filesystem (no scheme) turned back into a full URL."""
     if protocol == "file" or "://" in path:

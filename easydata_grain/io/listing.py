@@ -39,9 +39,10 @@ def _list_files(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
     return sorted(fs.find(root, withdirs=False))
 
 
-def _missing_bucket(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+def _missing_bucket(fs: fsspec.AbstractFileSystem, path: str, stats: IOStats) -> str | None:
     """The bucket of ``path`` if it does not exist (stores list a missing bucket as empty)."""
     bucket = path.split("/", 1)[0]
+    stats.add(requests=1)
     try:
         fs.info(bucket)
     except FileNotFoundError:
@@ -61,6 +62,7 @@ def _expand_one(
     is_glob = _MAGIC.search(path) is not None
 
     def listing() -> list[str]:
+        stats.add(requests=1)  # one per attempt (a listing may take a few)
         if is_glob:
             regex = re.compile(glob_translate(path))
             return [p for p in _list_files(fs, _static_prefix(path)) if regex.match(p)]
@@ -71,16 +73,9 @@ def _expand_one(
             raise FileNotFoundError(path)
         return [path]
 
-    retries = 0
-
-    def on_retry(exc: BaseException, retry: int) -> None:
-        nonlocal retries
-        retries = retry
-        stats.add(retries=1, requests=1)
-
+    attempts = policy.attempts(stats)
     try:
-        stats.add(requests=1)
-        found = policy.call(listing, on_retry=on_retry)
+        found = attempts.call(listing)
     except FileNotFoundError as exc:
         if is_glob:
             found = []
@@ -97,7 +92,7 @@ def _expand_one(
                 path=pattern,
                 hint="Check the credentials in storage_options.",
             ) from exc
-        tried = attempts_text(retries, transient=is_transient(exc))
+        tried = attempts_text(attempts.retries, transient=is_transient(exc))
         raise ListingError(
             f"Listing {pattern!r} failed {tried}: {type(exc).__name__}: {exc}.",
             path=pattern,
@@ -106,7 +101,7 @@ def _expand_one(
     if (
         not found
         and protocol != "file"
-        and (bucket := policy.call(lambda: _missing_bucket(fs, path)))
+        and (bucket := policy.call(lambda: _missing_bucket(fs, path, stats), stats=stats))
     ):
         raise ShardNotFoundError(
             f"The bucket {bucket!r} of {pattern!r} does not exist.",

@@ -12,14 +12,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from fsspec.asyn import sync
 
 from easydata_grain.io.errors import ShardChangedError
-from easydata_grain.io.retry import RetryPolicy, is_precondition_failed, is_transient
+from easydata_grain.io.retry import RetryPolicy, is_precondition_failed
 from easydata_grain.io.stats import IOStats
 
 # The listing entry's key that names the version a read can be pinned to, per protocol.
@@ -76,13 +75,13 @@ async def _gcs_range(fs: Any, path: str, start: int, stop: int, generation: str 
         headers, data = await fs._call("GET", url, headers={"Range": f"bytes={start}-{stop - 1}"})
     except FileExistsError as exc:  # what gcsfs raises for HTTP 412
         raise _PreconditionFailed(str(exc)) from exc
-    served = headers.get("x-goog-generation")
-    if served is None and generation:
-        # A store that names no generation (the GCS emulator, which also ignores the
-        # condition) is asked after the read: one more request.
-        bucket, key, _ = fs.split_path(path)
-        served = (await fs._call("GET", "b/{}/o/{}", bucket, key, json_out=True))["generation"]
-    return data, served
+    return data, headers.get("x-goog-generation")
+
+
+async def _gcs_generation(fs: Any, path: str) -> str:
+    """The object's current generation, from its metadata (one request)."""
+    bucket, key, _ = fs.split_path(path)
+    return (await fs._call("GET", "b/{}/o/{}", bucket, key, json_out=True))["generation"]
 
 
 async def _azure_range(fs: Any, path: str, start: int, stop: int, etag: str | None) -> Any:
@@ -105,18 +104,20 @@ class PinnedObject:
     request conditional on ``version`` (S3 ``If-Match``, GCS ``ifGenerationMatch``, Azure
     ``If-Match``): a changed object fails the read with ``ShardChangedError``. With
     ``version=None`` it reads whatever is there (for the metadata read itself). What
-    ``RemoteFile`` opens; opening makes no request.
+    ``RemoteFile`` opens; opening makes no request. Every request is counted in ``stats``
+    when it is sent (failed ones too).
 
     The version the store says it served is compared too, for stores that ignore the condition
     (the GCS emulator, which does not say either: it is asked, one more request per read).
     """
 
-    def __init__(self, fs: Any, protocol: str, url: str, version: str | None):
+    def __init__(self, fs: Any, protocol: str, url: str, version: str | None, stats: IOStats):
         self._fs = fs
         self._protocol = protocol
         self._url = url
         self._path = fs._strip_protocol(url)
         self._version = version
+        self._stats = stats
         self._position = 0
 
     def seek(self, position: int) -> int:
@@ -128,6 +129,7 @@ class PinnedObject:
         """``size`` bytes from the offset, in one request."""
         fs, version = self._fs, self._version
         stop = self._position + size
+        self._stats.add(requests=1)
         try:
             data, served = sync(
                 fs.loop, _RANGE_READS[self._protocol], fs, self._path, self._position, stop, version
@@ -139,6 +141,9 @@ class PinnedObject:
                     f"a read of version {version} was refused with HTTP 412: the store has another",
                 ) from exc
             raise
+        if served is None and version is not None and self._protocol == "gs":
+            self._stats.add(requests=1)
+            served = sync(fs.loop, _gcs_generation, fs, self._path)
         if version is not None and served is not None and _bare(served) != _bare(version):
             raise shard_changed(self._url, f"version {version} then, {served} now")
         self._position += len(data)
@@ -212,11 +217,13 @@ class LocalFile(io.RawIOBase):
 class RemoteFile(io.RawIOBase):
     """A read-only, seekable file on an object store, opened without a cache.
 
-    Every ``read`` is one request to the store and is counted (requests, bytes). A transient
-    fault during a read closes the connection, waits the policy's backoff, re-opens the object
-    and reads again from the same offset, so callers (pyarrow, the JSON scanner) never see it;
-    a fault that outlasts ``policy.max_retries`` retries, or a permanent one, is raised (a
-    changed object, see ``PinnedObject``, at once).
+    Every ``read`` is one attempt loop of the policy (``RetryPolicy.attempts``): the opener's
+    object makes and counts the requests, this file counts bytes and retries. A transient fault
+    closes the connection, waits the policy's backoff, re-opens the object and reads again from
+    the same offset, so callers (pyarrow, the JSON scanner) never see it. A transient fault
+    that outlasts ``policy.max_retries`` retries is raised as ``RetriesExhausted``, which the
+    row stream or metadata read around it reports without retrying it again; a permanent one is
+    raised as it is (a changed object, see ``PinnedObject``, at once).
 
     ``prefetch`` fetches byte ranges up front (a Parquet row group's column chunks) so that
     the reads inside them are served from memory: the caller decides when requests happen,
@@ -264,10 +271,14 @@ class RemoteFile(io.RawIOBase):
         return self._position
 
     def _read_once(self, size: int) -> bytes:
-        if self._raw is None:
-            self._raw = self._open_raw()  # no request: the size is known and nothing is cached
-        self._raw.seek(self._position)
-        return self._raw.read(size)
+        try:
+            if self._raw is None:
+                self._raw = self._open_raw()  # no request: the size is known, nothing is cached
+            self._raw.seek(self._position)
+            return self._raw.read(size)
+        except Exception:
+            self._discard()
+            raise
 
     def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
         """Fetch the byte ranges ``[start, stop)`` now, one retried request each; reads that
@@ -291,20 +302,16 @@ class RemoteFile(io.RawIOBase):
             if offset >= 0 and offset + size <= len(data):
                 self._position += size
                 return data[offset : offset + size]
-        retry = 0
-        while True:
-            try:
-                data = self._read_once(size)
-                break
-            except Exception as exc:
-                self._discard()
-                if retry >= self._policy.max_retries or not is_transient(exc):
-                    raise
-                retry += 1
-                self._stats.add(retries=1)
-                time.sleep(self._policy.delay(retry))
+        attempts = self._policy.attempts(self._stats)
+        try:
+            data = attempts.call(lambda: self._read_once(size))
+        except Exception as exc:
+            exhausted = attempts.exhausted(exc)
+            if exhausted is None:
+                raise
+            raise exhausted from exc
         self._position += len(data)
-        self._stats.add(requests=1, bytes_read=len(data))
+        self._stats.add(bytes_read=len(data))
         return data
 
     def readinto(self, buffer: Any) -> int:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence, Sized
 from typing import TypeVar
 
-from easydata_grain.io.errors import RetriesExhaustedError, SourceError
-from easydata_grain.io.retry import RetryPolicy, attempts_text, is_transient, storage_error
+from easydata_grain.io.retry import RetryPolicy, storage_error
 from easydata_grain.io.stats import IOStats
 
 Item = TypeVar("Item")
@@ -46,34 +44,23 @@ def resumable_chunks(
     retry count starts again after progress, so a long stream survives any number of separate
     faults while a fault that persists through ``policy.max_retries`` retries raises an error
     naming file and row. Permanent faults (not found, access denied, corrupt data) are raised
-    at once.
+    at once, and so is a read that already gave up after its own retries (``RemoteFile``): its
+    fault is not retried a second time.
     """
+    attempts = policy.attempts(stats)
     row = start
-    retry = 0
     while True:
         try:
             for chunk in open_at(row):
                 stats.add(rows=len(chunk))
-                retry = 0
+                attempts.progress()
                 yield chunk
                 row += len(chunk)
             return
-        except SourceError:
-            raise
         except Exception as exc:
-            if not is_transient(exc):
-                clear = storage_error(exc, path, row)
-                if clear is None:
-                    raise
-                raise clear from exc
-            if retry >= policy.max_retries:
-                raise RetriesExhaustedError(
-                    f"Reading {path!r} failed at row {row} "
-                    f"{attempts_text(retry, transient=True)}: {type(exc).__name__}: {exc}.",
-                    path=path,
-                    row=row,
-                    hint="The store kept failing; check the network or raise RetryPolicy.max_retries.",
-                ) from exc
-            retry += 1
-            stats.add(retries=1)
-            time.sleep(policy.delay(retry))
+            if attempts.retry(exc):
+                continue
+            error = storage_error(exc, path, row, retries=attempts.retries)
+            if error is None:
+                raise
+            raise error from exc

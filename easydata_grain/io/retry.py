@@ -1,4 +1,4 @@
-"""Retry policy: which faults are transient, and exponential backoff with jitter."""
+"""Retry policy: which faults are transient, backoff with jitter, and the one attempt loop."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from easydata_grain.io.errors import AccessDeniedError, ShardNotFoundError, SourceError
+from easydata_grain.io.errors import (
+    AccessDeniedError,
+    RetriesExhaustedError,
+    ShardNotFoundError,
+    SourceError,
+)
+from easydata_grain.io.stats import IOStats
 
 T = TypeVar("T")
 
@@ -147,24 +153,114 @@ def attempts_text(retries: int, *, transient: bool) -> str:
     return f"after {attempts} (not retried: permanent)"
 
 
-def storage_error(exc: BaseException, path: str, row: int | None = None) -> SourceError | None:
-    """A clear error for a permanent storage fault on ``path`` (None for other faults)."""
-    detail = f"{type(exc).__name__}: {exc}"
-    if is_access_denied(exc):
+class RetriesExhausted(Exception):
+    """A transient fault that outlasted the retries of the attempt loop that raised it (from the
+    fault): a read inside a larger operation gave up, and the operation reports it (see
+    ``storage_error``) instead of retrying what was already retried."""
+
+    def __init__(self, fault: BaseException, retries: int):
+        super().__init__(
+            f"{attempts_text(retries, transient=True)}: {type(fault).__name__}: {fault}"
+        )
+        self.fault = fault
+        self.retries = retries
+
+
+def storage_error(
+    fault: BaseException,
+    path: str,
+    row: int | None = None,
+    *,
+    retries: int,
+    what: str = "Reading",
+) -> SourceError | None:
+    """The error naming ``path`` (and ``row``) for a storage fault that its attempt loop gave up
+    on after ``retries`` retries: access denied, not found, or a transient fault that outlasted
+    the retries (a ``RetriesExhausted`` states its own fault and count). None for other errors
+    (bad data, a ``SourceError`` already), which are raised as they are."""
+    if isinstance(fault, SourceError):
+        return None
+    if isinstance(fault, RetriesExhausted):
+        fault, retries = fault.fault, fault.retries
+    detail = f"{type(fault).__name__}: {fault}"
+    if is_access_denied(fault):
         return AccessDeniedError(
             f"Access to {path!r} was denied ({detail}).",
             path=path,
             row=row,
             hint="Check the credentials in storage_options (key, secret, token, connection string).",
         )
-    if is_not_found(exc):
+    if is_not_found(fault):
         return ShardNotFoundError(
             f"{path!r} does not exist ({detail}).",
             path=path,
             row=row,
             hint="Check the path and the bucket; a file listed earlier may have been deleted.",
         )
+    if is_transient(fault):
+        at = "" if row is None else f" at row {row}"
+        return RetriesExhaustedError(
+            f"{what} {path!r} failed{at} {attempts_text(retries, transient=True)}: {detail}.",
+            path=path,
+            row=row,
+            hint="The store kept failing; check the network or raise RetryPolicy.max_retries.",
+        )
     return None
+
+
+def _retryable(fault: BaseException) -> bool:
+    """A transient fault that is not yet a verdict (a ``SourceError``, or ``RetriesExhausted``
+    from a loop that already retried it)."""
+    return not isinstance(fault, SourceError | RetriesExhausted) and is_transient(fault)
+
+
+class Attempts:
+    """The attempts of one operation under a ``RetryPolicy``: the library's one retry loop.
+
+    After a failed attempt, ``retry(fault)`` either counts a retry (``stats.retries``), waits
+    the policy's backoff and says to try again, or says to give up: on a permanent fault, on a
+    ``SourceError`` or a fault an inner loop gave up on (``RetriesExhausted``: never retried
+    twice), or when this fault episode has had ``max_retries`` retries. ``progress()`` (a row
+    delivered) starts a new episode. Requests are counted by the code that sends them, failed
+    ones included, so ``stats.requests`` counts every attempt's requests.
+    """
+
+    def __init__(self, policy: RetryPolicy, stats: IOStats | None = None):
+        self.policy = policy
+        self.stats = stats
+        self.retries = 0
+        """Retries made in the current fault episode."""
+
+    def progress(self) -> None:
+        """Progress was made: the next fault has all the policy's retries again."""
+        self.retries = 0
+
+    def retry(self, fault: BaseException) -> bool:
+        """Whether to attempt again after ``fault`` (having counted the retry and waited)."""
+        if not _retryable(fault) or self.retries >= self.policy.max_retries:
+            return False
+        self.retries += 1
+        if self.stats is not None:
+            self.stats.add(retries=1)
+        time.sleep(self.policy.delay(self.retries))
+        return True
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()``, attempted again while ``retry`` says so; the last fault is raised as it is."""
+        while True:
+            try:
+                return fn()
+            except Exception as exc:
+                if not self.retry(exc):
+                    raise
+
+    def exhausted(self, fault: BaseException) -> RetriesExhausted | None:
+        """For a read inside a larger operation, once ``retry(fault)`` said no: the
+        ``RetriesExhausted`` to raise from a transient fault that outlasted the retries (so that
+        the operation does not retry it again); None for other faults, raised as they are."""
+        if not _retryable(fault):
+            return None
+        return RetriesExhausted(fault, self.retries)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,24 +302,13 @@ class RetryPolicy:
         base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (retry - 1))
         return base * (1.0 - self.jitter * random.random())
 
-    def call(
-        self,
-        fn: Callable[[], T],
-        *,
-        on_retry: Callable[[BaseException, int], None] | None = None,
-    ) -> T:
+    def attempts(self, stats: IOStats | None = None) -> Attempts:
+        """A new attempt loop under this policy, counting its retries in ``stats``."""
+        return Attempts(self, stats)
+
+    def call(self, fn: Callable[[], T], *, stats: IOStats | None = None) -> T:
         """Run ``fn``, retrying transient faults; the last fault is re-raised when retries run out."""
-        retry = 0
-        while True:
-            try:
-                return fn()
-            except Exception as exc:
-                if retry >= self.max_retries or not is_transient(exc):
-                    raise
-                retry += 1
-                if on_retry is not None:
-                    on_retry(exc, retry)
-                time.sleep(self.delay(retry))
+        return self.attempts(stats).call(fn)
 
 
 NO_RETRY = RetryPolicy(max_retries=0)

@@ -18,13 +18,16 @@ import pyarrow as pa
 from easydata_grain.fingerprint import digest
 from easydata_grain.io.errors import (
     CorruptShardError,
-    RetriesExhaustedError,
     RowOutOfRangeError,
     SchemaMismatchError,
     ShardNotFoundError,
-    SourceError,
 )
-from easydata_grain.io.filesystem import REMOTE_PROTOCOLS, filesystem_for, protocol_of
+from easydata_grain.io.filesystem import (
+    REMOTE_PROTOCOLS,
+    filesystem_for,
+    info_is_cached,
+    protocol_of,
+)
 from easydata_grain.io.listing import expand_paths
 from easydata_grain.io.remote_file import (
     LocalFile,
@@ -34,7 +37,7 @@ from easydata_grain.io.remote_file import (
     shard_changed,
 )
 from easydata_grain.io.resumable_rows import resumable_rows
-from easydata_grain.io.retry import RetryPolicy, is_transient, storage_error
+from easydata_grain.io.retry import RetryPolicy, storage_error
 from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.metadata_sharing import (
     LocalMetadata,
@@ -411,8 +414,10 @@ class FileShardedSource(abc.ABC):
         """Yield lists of rows of ``path``, starting exactly at ``row``."""
 
     def _info(self, path: str) -> dict[str, Any]:
-        """The file's listing entry (size, etag or mtime); a 0-byte file is corrupt."""
-        self.stats.add(requests=1)
+        """The file's listing entry (size, etag or mtime); a 0-byte file is corrupt. A request
+        is counted unless the listing already holds the entry (fsspec answers from its cache)."""
+        if not info_is_cached(self._fs, path):
+            self.stats.add(requests=1)
         info = self._fs.info(path)
         self._versions_seen[path] = file_version(info, self.protocol)
         if info.get("size") == 0:
@@ -434,7 +439,7 @@ class FileShardedSource(abc.ABC):
         version = meta.version if meta is not None else None
         if self.protocol in REMOTE_PROTOCOLS:
             return RemoteFile(  # type: ignore[return-value]
-                lambda: PinnedObject(self._fs, self.protocol, path, version),  # type: ignore[arg-type]
+                lambda: PinnedObject(self._fs, self.protocol, path, version, self.stats),  # type: ignore[arg-type]
                 size,
                 policy=self.retry,
                 stats=self.stats,
@@ -468,23 +473,18 @@ class FileShardedSource(abc.ABC):
         return dataclasses.replace(meta, version=str(stat.st_mtime))
 
     def _call(self, path: str, fn: Any) -> Any:
-        """Run a metadata read under the retry policy, turning store errors into clear ones."""
+        """Run a metadata read under the retry policy, turning store errors into clear ones
+        (a read that gave up after its own retries is not retried again)."""
+        attempts = self.retry.attempts(self.stats)
         try:
-            return self.retry.call(fn, on_retry=lambda exc, n: self.stats.add(retries=1))
-        except SourceError:
-            raise
+            return attempts.call(fn)
         except Exception as exc:
-            clear = storage_error(exc, path)
-            if clear is not None:
-                raise clear from exc
-            if is_transient(exc):
-                raise RetriesExhaustedError(
-                    f"Reading the metadata of {path!r} failed after {self.retry.max_retries} "
-                    f"retries: {type(exc).__name__}: {exc}.",
-                    path=path,
-                    hint="The store kept failing; check the network or raise RetryPolicy.max_retries.",
-                ) from exc
-            raise
+            error = storage_error(
+                exc, path, retries=attempts.retries, what="Reading the metadata of"
+            )
+            if error is None:
+                raise
+            raise error from exc
 
     @staticmethod
     def _key(name: str) -> str:

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 import urllib.error
 import urllib.request
 import uuid
@@ -31,11 +30,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import fsspec
-from fsspec.asyn import sync
 
 # gcsfs >= 2026.10 otherwise calls a gRPC control API over TLS and hangs against the emulator;
 # this must be in the environment before gcsfs is first imported.
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+
+from easydata_grain.io.filesystem import filesystem_for
+from easydata_grain.io.retry import RetryPolicy
 
 StoreKind = Literal["s3", "gcs", "azure"]
 STORE_KINDS: tuple[StoreKind, ...] = ("s3", "gcs", "azure")
@@ -108,50 +109,28 @@ class StoreEndpoint:
         self,
         endpoint_url: str | None = None,
         *,
-        internal_retries: bool = True,
+        internal_retries: bool = False,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         **overrides: Any,
     ) -> fsspec.AbstractFileSystem:
-        """A fresh (uncached) filesystem for this store.
+        """A fresh (uncached) filesystem for this store, ``overrides`` over its options.
 
-        ``internal_retries=False`` turns off every retry layer of s3fs/botocore, gcsfs and the
-        Azure SDK that can be turned off (see ``ops/BACKENDS.md``); the timeouts bound the
-        connect and the wait for each read from the socket, in seconds.
+        Built as the library builds its own (``filesystem_for``): every retry layer of
+        s3fs/botocore, gcsfs and the Azure SDK that can be turned off is off (see
+        ``ops/BACKENDS.md``), and the timeouts (``RetryPolicy``'s by default) bound the connect
+        and the wait for each read from the socket, in seconds. ``internal_retries=True`` gives
+        the client libraries' own defaults instead (their retries on), as BACKENDS.md measures
+        them.
         """
-        options = self.storage_options(endpoint_url)
-        if self.kind == "s3":
-            config: dict[str, Any] = {}
-            if not internal_retries:
-                config["retries"] = {"total_max_attempts": 1, "mode": "standard"}
-            if connect_timeout is not None:
-                config["connect_timeout"] = connect_timeout
-            if read_timeout is not None:
-                config["read_timeout"] = read_timeout
-            if config:
-                options["config_kwargs"] = config
-        elif self.kind == "gcs" and (connect_timeout is not None or read_timeout is not None):
-            import aiohttp
-
-            options["requests_timeout"] = aiohttp.ClientTimeout(
-                sock_connect=connect_timeout, sock_read=read_timeout
-            )
-        options.update(overrides)
-        fs = fsspec.filesystem(self.protocol, skip_instance_cache=True, **options)
-        if self.kind == "s3" and not internal_retries:
-            fs.retries = 1  # s3fs's own loop: attempts, not retries
-        elif self.kind == "gcs" and not internal_retries:
-            _disable_gcsfs_retries(fs)
-        elif self.kind == "azure" and (
-            not internal_retries or connect_timeout is not None or read_timeout is not None
-        ):
-            _replace_azure_client(
-                fs,
-                retry_total=None if internal_retries else 0,
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-            )
-        return fs
+        options = {**self.storage_options(endpoint_url), **overrides}
+        if internal_retries:
+            if connect_timeout is not None or read_timeout is not None:
+                raise ValueError("timeouts are set with internal_retries=False only")
+            return fsspec.filesystem(self.protocol, skip_instance_cache=True, **options)
+        timeouts = {"connect_timeout": connect_timeout, "read_timeout": read_timeout}
+        policy = RetryPolicy(**{k: v for k, v in timeouts.items() if v is not None})
+        return filesystem_for(f"{self.protocol}://", options, policy)
 
     @cached_property
     def _admin_fs(self) -> fsspec.AbstractFileSystem:
@@ -174,40 +153,6 @@ class StoreEndpoint:
         else:
             self._admin_fs.put_file(os.fspath(source), remote_url)
         self._admin_fs.invalidate_cache()
-
-
-def _disable_gcsfs_retries(fs: Any) -> None:
-    """Bind gcsfs's request methods without their ``@retry_request`` wrapper (6 attempts)."""
-    from gcsfs import GCSFileSystem
-
-    for name in ("_request", "_get_file_request", "_get_file_concurrent"):
-        undecorated = getattr(GCSFileSystem, name).__wrapped__
-        setattr(fs, name, types.MethodType(undecorated, fs))
-
-
-def _replace_azure_client(
-    fs: Any,
-    *,
-    retry_total: int | None,
-    connect_timeout: float | None,
-    read_timeout: float | None,
-) -> None:
-    """Swap adlfs's BlobServiceClient for one with these retry and timeout settings.
-
-    adlfs passes no client kwargs; its files also use ``fs.service_client``.
-    """
-    from azure.storage.blob.aio import BlobServiceClient
-
-    kwargs: dict[str, Any] = {}
-    if retry_total is not None:
-        kwargs["retry_total"] = retry_total
-    if connect_timeout is not None:
-        kwargs["connection_timeout"] = connect_timeout
-    if read_timeout is not None:
-        kwargs["read_timeout"] = read_timeout
-    old = fs.service_client
-    fs.service_client = BlobServiceClient.from_connection_string(fs.connection_string, **kwargs)
-    sync(fs.loop, old.close)
 
 
 # --- processes --------------------------------------------------------------------------

@@ -3,6 +3,7 @@ every faulted one retried once, and a persistent fault tried exactly max_retries
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,14 +20,13 @@ from easydata_grain import (
 from easydata_grain.sources.file_source import FileShardedSource
 from easydata_grain.synthetic import write_parquet_dataset
 from ops.emulators import StoreEndpoint
-from ops.fault_proxy import FaultProxy, LoggedRequest
+from ops.fault_proxy import FaultProxy
 
 POLICY = RetryPolicy(max_retries=2, initial_backoff=0.001, max_backoff=0.001, read_timeout=5.0)
 EVERY = 3  # a 503 on every third request: never twice in a row, so every fault is retried once
 JSON_ROWS = [{"id": i, "text": "x" * (i % 40)} for i in range(2000)]
-# gcsfs's info of a path it has not listed sends 1-3 requests at once (counted as one), Azure's
-# listing a HEAD besides the list: both stores' listings are left out; a glob lists on S3 and
-# GCS in one request, and the files' info comes from that listing (no request).
+# On S3 and GCS a glob lists in one request, and each file's info comes from that listing (no
+# request). Azure is left out: adlfs sends a HEAD besides the list (one listing request counted).
 KINDS = ["s3", "gcs"]
 
 
@@ -43,33 +43,15 @@ def parquet_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     return path
 
 
-def _upload(
-    store: StoreEndpoint, parquet_file: str, fmt: str, tmp_path: Path
-) -> Callable[[str], FileShardedSource]:
-    """The shard ``a.<fmt>`` in a fresh bucket; returns source(endpoint_url) reading its glob."""
-    bucket = store.new_bucket("counts")
-    if fmt == "parquet":
-        store.upload(parquet_file, f"{bucket}/data/a.parquet")
-        return lambda url: ParquetShardedSource(
-            f"{bucket}/data/*.parquet",
-            storage_options=store.storage_options(url),
-            retry=POLICY,
-            batch_size=64,
-        )
-    lines = "".join(json.dumps(row) + "\n" for row in JSON_ROWS).encode()
-    store.upload(lines, f"{bucket}/data/a.jsonl")
-    return lambda url: SmallBlockJson(
-        f"{bucket}/data/*.jsonl",
-        storage_options=store.storage_options(url),
-        retry=POLICY,
-        index_cache_dir=tmp_path,
-        batch_size=100,
-    )
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """One shard ``a.<fmt>`` in a fresh bucket, reached through ``proxy``."""
 
-
-def _object_gets(log: list[LoggedRequest], name: str) -> list[LoggedRequest]:
-    """The GETs of object ``name`` (downloads, and GCS's generation look-ups)."""
-    return [r for r in log if r.method == "GET" and name in r.path]
+    fmt: str
+    rows: int
+    proxy: FaultProxy
+    open_source: Callable[[], FileShardedSource]
+    """A new source reading the shard's glob through the proxy."""
 
 
 @pytest.fixture(params=KINDS)
@@ -77,50 +59,71 @@ def store(request: pytest.FixtureRequest) -> StoreEndpoint:
     return request.getfixturevalue(f"{request.param}_store")
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
-def test_stats_count_every_request_the_proxy_saw(
+@pytest.fixture(params=["parquet", "jsonl"])
+def shard(
+    request: pytest.FixtureRequest,
     store: StoreEndpoint,
     fault_proxy: Callable[[StoreEndpoint], FaultProxy],
     parquet_file: str,
-    fmt: str,
     tmp_path: Path,
-) -> None:
-    make = _upload(store, parquet_file, fmt, tmp_path)
+) -> Shard:
+    fmt = request.param
+    bucket = store.new_bucket("counts")
     proxy = fault_proxy(store)
+    options = store.storage_options(proxy.url)
+    if fmt == "parquet":
+        store.upload(parquet_file, f"{bucket}/data/a.parquet")
+        return Shard(
+            fmt,
+            600,
+            proxy,
+            lambda: ParquetShardedSource(
+                f"{bucket}/data/*.parquet", storage_options=options, retry=POLICY, batch_size=64
+            ),
+        )
+    lines = "".join(json.dumps(row) + "\n" for row in JSON_ROWS).encode()
+    store.upload(lines, f"{bucket}/data/a.jsonl")
+    return Shard(
+        fmt,
+        len(JSON_ROWS),
+        proxy,
+        lambda: SmallBlockJson(
+            f"{bucket}/data/*.jsonl",
+            storage_options=options,
+            retry=POLICY,
+            index_cache_dir=tmp_path,
+            batch_size=100,
+        ),
+    )
+
+
+def test_stats_count_every_request_the_proxy_saw(shard: Shard) -> None:
+    proxy = shard.proxy
     proxy.inject("503", every=EVERY)
-    source = make(proxy.url)
+    source = shard.open_source()
     listing = proxy.log
     assert source.stats.requests == len(listing) == 1 and listing[0].fault is None
 
-    rows = sum(1 for _ in source.open_shard(source.shard_names[0]))
-    assert rows == (600 if fmt == "parquet" else len(JSON_ROWS))
+    assert sum(1 for _ in source.open_shard(source.shard_names[0])) == shard.rows
     log = proxy.log
-    gets = _object_gets(log, f"a.{fmt}")
+    # The object's downloads, and GCS's generation look-ups.
+    gets = [r for r in log if r.method == "GET" and f"a.{shard.fmt}" in r.path]
     assert "HEAD" not in proxy.requests  # the file's size and version came with the listing
     assert source.stats.requests == len(listing) + len(gets) == len(log)
     assert source.stats.retries == proxy.fault_count == sum(r.fault is not None for r in gets) > 0
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 @pytest.mark.parametrize("phase", ["metadata", "rows"])
-def test_a_persistent_fault_is_tried_max_retries_plus_one_times(
-    store: StoreEndpoint,
-    fault_proxy: Callable[[StoreEndpoint], FaultProxy],
-    parquet_file: str,
-    fmt: str,
-    phase: str,
-    tmp_path: Path,
-) -> None:
+def test_a_persistent_fault_is_tried_max_retries_plus_one_times(shard: Shard, phase: str) -> None:
     """Once, not at every level: the row stream (or metadata read) does not retry again what
     the read under it already retried."""
-    make = _upload(store, parquet_file, fmt, tmp_path)
-    proxy = fault_proxy(store)
-    source = make(proxy.url)
+    proxy = shard.proxy
+    source = shard.open_source()
     if phase == "rows":
         source.row_counts()
     before = source.stats.snapshot()
     proxy.reset_counters()
-    proxy.inject("503", methods="GET", path_contains=f"a.{fmt}")
+    proxy.inject("503", methods="GET", path_contains=f"a.{shard.fmt}")
     attempts = POLICY.max_retries + 1
     what = r"the metadata of \S+" if phase == "metadata" else r"\S+ failed at row 0"
     with pytest.raises(

@@ -20,13 +20,16 @@ from easydata_grain.order import EpochOrder
 _MAX_CACHED_BLOCKS = 256
 _CACHED_SEGMENTS = 4
 _MIN_READ_AHEAD = 1024
+# Shuffled segments hold whole windows, at least this many rows' worth.
+_MIN_SEGMENT = 4096
 
 
 @dataclasses.dataclass(frozen=True)
 class _Segment:
-    """The consecutive indices ``first ..`` that one shard's rows fill in order: a window of
-    the shuffled order, or a block of the unshuffled one. Index ``first + k`` is row
-    ``offsets[k]`` of block ``blocks[block_ids[k]]`` (``block_ids`` is None for one block)."""
+    """The consecutive indices ``first ..`` that one shard's consecutive rows fill: windows of
+    the shuffled order (one, or enough small ones for ``_MIN_SEGMENT`` rows), or a block of
+    the unshuffled one. Index ``first + k`` is row ``offsets[k]`` of block
+    ``blocks[block_ids[k]]`` (``block_ids`` is None for one block)."""
 
     first: int
     shard: int
@@ -66,8 +69,8 @@ class IndexedSourceDataset(grain.MapDataset):
     ``num_epochs=None`` repeats forever (each epoch in its own order). Element 0 is the first
     row of epoch ``first_epoch``.
 
-    Addresses are computed a whole window at a time (``EpochOrder.window_rows``), with the
-    block and row of every position of the window, so a batch is a few slices of them.
+    Addresses are computed a segment (a whole window, or several small ones) at a time, with
+    the block and row of each of its positions, so a batch is a few slices of them.
     """
 
     def __init__(
@@ -94,11 +97,13 @@ class IndexedSourceDataset(grain.MapDataset):
         ]
         smallest = min((int(np.min(s)) for s in sizes), default=1)
         largest = max((int(np.max(s)) for s in sizes), default=1)
-        window = self.order.window_length if shuffle else 0
-        # Blocks are requested this many indices (widened to whole windows) before they are
-        # needed; the cache holds the window being read, and two read-aheads.
+        window = self.order.window_length
+        # Shard rows [k * span, (k + 1) * span) make a shuffled segment (0: unshuffled).
+        self._segment_rows = -(-_MIN_SEGMENT // window) * window if shuffle else 0
+        # Blocks are requested this many indices (widened to whole segments) before they are
+        # needed; the cache holds the segment being read, and two read-aheads.
         self._read_ahead_rows = max(_MIN_READ_AHEAD, largest)
-        span = 2 * window + 2 * self._read_ahead_rows
+        span = 2 * self._segment_rows + 2 * self._read_ahead_rows
         capacity = min(_MAX_CACHED_BLOCKS, math.ceil(span / max(1, smallest)) + 4)
         self._cache = BlockCache(source, capacity, read_threads)
         self._starts: dict[int, np.ndarray] = {}
@@ -167,26 +172,33 @@ class IndexedSourceDataset(grain.MapDataset):
         if last is not None and last.first <= index < last.stop:
             return last
         epoch, position = divmod(index, self.rows_per_epoch)
-        shard, shard_first = self.order.shard_at(epoch + self._first_epoch, position)
+        epoch += self._first_epoch
+        shard, shard_first = self.order.shard_at(epoch, position)
         local = position - shard_first
-        starts = self._block_starts(shard)
-        if self.order.shuffle:
-            number = local // self.order.window_length
-            low = number * self.order.window_length
+        span = self._segment_rows
+        if span:
+            low = local // span * span
+            high = min(self.order.shard_sizes[shard], low + span)
         else:
-            number = bisect.bisect_right(starts, local) - 1
-            low = int(starts[number])
+            block = bisect.bisect_right(self._block_starts(shard), local) - 1
+            low, high = self._block_range(shard, block)
         first = index - (local - low)
         segment = self._segments.get(first)
         if segment is None:
-            if self.order.shuffle:
-                rows = self.order.window_rows(epoch + self._first_epoch, shard, number)
-            else:
-                stop = self._block_stop(shard, number)
-                rows = np.arange(low, stop, dtype=np.int64)
+            rows = self._rows(epoch, shard, shard_first, low, high)
             segment = self._new_segment(first, shard, rows, low)
         self._last = segment
         return segment
+
+    def _rows(self, epoch: int, shard: int, shard_first: int, low: int, high: int) -> np.ndarray:
+        """The shard's rows ``low .. high - 1`` in the order epoch ``epoch`` visits them."""
+        if not self.order.shuffle:
+            return np.arange(low, high, dtype=np.int64)
+        window = self.order.window_length
+        if high - low <= window:
+            return self.order.window_rows(epoch, shard, low // window)
+        positions = np.arange(shard_first + low, shard_first + high, dtype=np.int64)
+        return self.order.addresses(epoch, positions)[1]
 
     def _new_segment(self, first: int, shard: int, rows: np.ndarray, low: int) -> _Segment:
         """The segment of ``rows`` (a permutation of the shard's rows ``low ..``), cached."""
@@ -208,7 +220,7 @@ class IndexedSourceDataset(grain.MapDataset):
 
     def _read_ahead(self, stop: int) -> None:
         """Have the cache's read threads read the blocks of the indices past ``stop`` (whole
-        windows of them), ``_read_ahead_rows`` to twice that ahead."""
+        segments of them), ``_read_ahead_rows`` to twice that ahead."""
         low, high = self._requested
         ahead = self._read_ahead_rows
         if not self._cache.read_threads or (low <= stop and stop + ahead <= high):
@@ -217,7 +229,7 @@ class IndexedSourceDataset(grain.MapDataset):
         end = min(len(self), stop + 2 * ahead)
         self._requested = (stop, end)
         blocks = []
-        window = self.order.window_length if self.order.shuffle else 1
+        span = self._segment_rows or 1
         while index < end:
             epoch, position = divmod(index, self.rows_per_epoch)
             shard, shard_first = self.order.shard_at(epoch + self._first_epoch, position)
@@ -225,8 +237,8 @@ class IndexedSourceDataset(grain.MapDataset):
             local = position - shard_first
             local_end = min(size, local + end - index)
             starts = self._block_starts(shard)
-            first_block = bisect.bisect_right(starts, local // window * window) - 1
-            last_row = min(size, -(-local_end // window) * window) - 1
+            first_block = bisect.bisect_right(starts, local // span * span) - 1
+            last_row = min(size, -(-local_end // span) * span) - 1
             last_block = bisect.bisect_right(starts, last_row) - 1
             blocks += [(shard, block) for block in range(first_block, last_block + 1)]
             index += size - local
@@ -240,9 +252,10 @@ class IndexedSourceDataset(grain.MapDataset):
             )
         return starts
 
-    def _block_stop(self, shard: int, block: int) -> int:
+    def _block_range(self, shard: int, block: int) -> tuple[int, int]:
         starts = self._block_starts(shard)
-        return int(starts[block + 1]) if block + 1 < len(starts) else self.order.shard_sizes[shard]
+        stop = starts[block + 1] if block + 1 < len(starts) else self.order.shard_sizes[shard]
+        return int(starts[block]), int(stop)
 
     def __str__(self) -> str:
         return (

@@ -1,9 +1,13 @@
-"""Shared fixtures: object-store emulators (S3, GCS, Azure) and fault-injecting proxies."""
+"""Shared fixtures: object-store emulators (S3, GCS, Azure), the Hub emulator and fault-injecting
+proxies."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,10 +22,20 @@ import pytest  # noqa: E402
 
 from ops.emulators import STORE_KINDS, StoreEndpoint, start_emulator  # noqa: E402
 from ops.fault_proxy import FaultProxy  # noqa: E402
+from ops.hub_emulator import HubEmulator, client_environment, reserve_loopback_port  # noqa: E402
 
 _EMULATOR_FIXTURES = frozenset(
-    {"s3_store", "s3_anonymous_store", "gcs_store", "azure_store", "store", "fault_proxy"}
+    {"s3_store", "s3_anonymous_store", "gcs_store", "azure_store", "store", "fault_proxy", "hub"}
 )
+
+# huggingface_hub and datasets read HF_ENDPOINT, HF_HOME, ... once, when first imported (test
+# modules import them at collection): so the Hub emulator's address, a fresh HF_HOME and no
+# token or offline switch are set now, for in-process clients and subprocesses alike. Its port
+# refuses connections until the ``hub`` fixture serves it.
+_HUB_SOCKET = reserve_loopback_port()
+_HF_HOME = tempfile.mkdtemp(prefix="hf-home-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+client_environment(f"http://127.0.0.1:{_HUB_SOCKET.getsockname()[1]}", _HF_HOME, os.environ)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -57,6 +71,13 @@ def azure_store() -> Iterator[StoreEndpoint]:
     """An in-memory Azurite blob service for the whole session (npm-installed on demand)."""
     with start_emulator("azure") as emulator:
         yield emulator.endpoint
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubEmulator]:
+    """The Hub emulator at HF_ENDPOINT for the whole session; put repos in ``hub.root``."""
+    with HubEmulator(tmp_path_factory.mktemp("hub"), sock=_HUB_SOCKET) as emulator:
+        yield emulator
 
 
 @pytest.fixture(params=STORE_KINDS, ids=list(STORE_KINDS))

@@ -4,9 +4,9 @@ The emulator serves dataset repos from a directory, read afresh on every request
 changes a repo by writing files, e.g. with :func:`write_files`)::
 
     root/datasets/{org}/{name}/...              branch ``main``
-    root/datasets/{org}/{name}@{ref}/...        another ref, quoted: ``name@dev`` (a branch),
-                                                ``name@refs%2Fconvert%2Fparquet`` (the Parquet export)
-    root/datasets/{org}/{name}.hub.json         settings: ``{"private": bool, "gated": false|"auto"}``
+    root/datasets/{org}/{name}@{ref}/...        another ref, quoted: ``name@dev`` a branch,
+                                                ``name@refs%2Fconvert%2Fparquet`` the Parquet export
+    root/datasets/{org}/{name}.hub.json         ``{"private": bool, "gated": false | "auto"}``
     root/.objects/{sha256}                      hard links to every file a commit served
 
 A ref's commit sha is derived from its files (paths and contents, hashed once per size, mtime
@@ -74,6 +74,15 @@ DEFAULT_GITATTRIBUTES = "".join(
     f"*.{ext} filter=lfs diff=lfs merge=lfs -text\n" for ext in _LFS_EXTENSIONS
 )
 _CHUNK = 1 << 20
+_INHERITED_CLIENT_VARIABLES = (
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "HF_HUB_CACHE",
+    "HF_DATASETS_CACHE",
+    "HF_TOKEN",
+    "HF_TOKEN_PATH",
+    "HUGGING_FACE_HUB_TOKEN",
+)
 
 
 # --- the directory layout -------------------------------------------------------------------
@@ -123,7 +132,8 @@ def make_repo(
 
     ``files`` are path -> bytes; a Hub-style ``.gitattributes`` (LFS for Parquet, archives...) is
     added unless given. ``readme_yaml`` becomes README.md's YAML header (e.g. ``configs:``).
-    ``parquet_export`` is the tree of the ``refs/convert/parquet`` ref (``{config}/{split}/0000.parquet``).
+    ``parquet_export`` is the tree of the ``refs/convert/parquet`` ref, path -> bytes (the Hub
+    writes ``{config}/{split}/0000.parquet``).
     """
     trees = {"main": dict(files)}
     if readme_yaml is not None:
@@ -151,9 +161,7 @@ def client_environment(
     ``os.environ`` before that, or pass a copy to a subprocess. Offline switches, cache
     locations and tokens inherited from the caller are removed.
     """
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_CACHE", "HF_DATASETS_CACHE"):
-        environ.pop(name, None)
-    for name in ("HF_TOKEN", "HF_TOKEN_PATH", "HUGGING_FACE_HUB_TOKEN"):
+    for name in _INHERITED_CLIENT_VARIABLES:
         environ.pop(name, None)
     environ.update(
         HF_ENDPOINT=url.rstrip("/"),
@@ -202,8 +210,8 @@ class Blob:
     @property
     def lfs_pointer_size(self) -> int:
         """Size of the git-lfs pointer file standing for this blob."""
-        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {self.size}\n"
-        return len(pointer)
+        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\n"
+        return len(pointer) + len(f"size {self.size}\n")
 
 
 @dataclass(frozen=True)
@@ -269,13 +277,16 @@ class HubRequest:
 
 
 class HubError(Exception):
-    """An error answer: status, ``X-Error-Code`` (may be empty) and message."""
+    """An error answer: status, ``X-Error-Code`` (may be empty), message and more headers."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 def _repo_not_found(token: str | None) -> HubError:
@@ -343,7 +354,8 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     else:
         start, stop = max(size - int(match[2]), 0), size
     if start >= stop:
-        raise HubError(416, "", f"Range Not Satisfiable: {header} of {size} bytes")
+        message = f"Range Not Satisfiable: {header} of {size} bytes"
+        raise HubError(416, "", message, {"Content-Range": f"bytes */{size}"})
     return start, stop
 
 
@@ -427,7 +439,7 @@ class HubEmulator:
         method: str | None = None,
         repo_id: str | None = None,
     ) -> int:
-        """Number of requests answered for ``endpoint`` (all if None), ``method`` and ``repo_id``."""
+        """Number of requests answered for ``endpoint``, ``method`` and ``repo_id`` (None: any)."""
         return sum(
             1
             for request in self.log
@@ -674,12 +686,15 @@ def _make_handler(hub: HubEmulator) -> type[BaseHTTPRequestHandler]:
             scheme, _, value = self.headers.get("Authorization", "").partition(" ")
             return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
-        def _send(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+        def _send_headers(self, status: int, headers: dict[str, str]) -> None:
             self.send_response(status)
-            for name, value in {"Content-Length": str(len(body)), **headers}.items():
+            for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            if self.command != "HEAD" and body:
+
+        def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
+            self._send_headers(status, {"Content-Length": str(len(body)), **headers})
+            if self.command != "HEAD":
                 self.wfile.write(body)
 
         def _send_json(self, data: Any, headers: dict[str, str] | None = None) -> None:
@@ -693,18 +708,22 @@ def _make_handler(hub: HubEmulator) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             form = parse_qs(self.rfile.read(length).decode()) if length else {}
             route = _Route("other")
-            status = 200
             try:
                 route = _route(self.command, url.path)
                 status = self._answer(route, parse_qs(url.query), form)
-            except HubError as error:
+            except OSError:
+                raise  # the client went away
+            except Exception as exc:  # answered, so that a client does not retry a dropped request
+                error = (
+                    exc if isinstance(exc, HubError) else HubError(500, "", f"emulator: {exc!r}")
+                )
                 status = error.status
                 headers = {
                     "Content-Type": "application/json; charset=utf-8",
-                    "X-Error-Message": error.message,
+                    "X-Error-Message": error.message.encode("ascii", "replace").decode(),
+                    **({"X-Error-Code": error.code} if error.code else {}),
+                    **error.headers,
                 }
-                if error.code:
-                    headers["X-Error-Code"] = error.code
                 self._send(error.status, headers, json.dumps({"error": error.message}).encode())
             hub._record(
                 HubRequest(
@@ -789,20 +808,12 @@ def _make_handler(hub: HubEmulator) -> type[BaseHTTPRequestHandler]:
                 }
                 if path in commit.lfs:
                     headers.update({"X-Linked-Etag": etag, "X-Linked-Size": str(blob.size)})
-                try:
-                    span = _byte_range(self.headers.get("Range"), blob.size)
-                except HubError as error:
-                    headers["Content-Range"] = f"bytes */{blob.size}"
-                    self._send(416, {**headers, "X-Error-Message": error.message})
-                    return 416
+                span = _byte_range(self.headers.get("Range"), blob.size)
                 start, stop = span or (0, blob.size)
                 status = 200 if span is None else 206
                 if span is not None:
                     headers["Content-Range"] = f"bytes {start}-{stop - 1}/{blob.size}"
-                self.send_response(status)
-                for name, value in {"Content-Length": str(stop - start), **headers}.items():
-                    self.send_header(name, value)
-                self.end_headers()
+                self._send_headers(status, {"Content-Length": str(stop - start), **headers})
                 if self.command == "GET":
                     f.seek(start)
                     remaining = stop - start

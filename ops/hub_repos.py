@@ -163,7 +163,7 @@ def alpaca_like(
             "instruction": f"Instruction {i}",
             "input": "" if i % 3 else f"input {i}",
             "output": f"Output {i}",
-            "text": f"Below is an instruction.\n\n### Instruction:\nInstruction {i}\n\n### Response:\nOutput {i}",
+            "text": f"### Instruction:\nInstruction {i}\n\n### Response:\nOutput {i}",
         }
         for i in range(num_rows)
     ]

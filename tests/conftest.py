@@ -35,6 +35,7 @@ _EMULATOR_FIXTURES = frozenset(
 _HUB_SOCKET = reserve_loopback_port()
 _HF_HOME = tempfile.mkdtemp(prefix="hf-home-")
 atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+atexit.register(_HUB_SOCKET.close)
 client_environment(f"http://127.0.0.1:{_HUB_SOCKET.getsockname()[1]}", _HF_HOME, os.environ)
 
 

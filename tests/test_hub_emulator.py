@@ -151,6 +151,7 @@ def test_hf_file_system_lists_globs_and_reads_ranges(
         f.seek(100)
         assert f.read(50) == data[100:150]
     assert {r.status for r in hub.log if r.endpoint == "resolve"} == {206}
+    assert hub.count("tree") == hub.count("paths-info") == 0  # the glob's listing answered info
     with fs.open(shards[1], "rb") as f:
         table = pq.read_table(f, columns=["id"])
     assert table.column("id").to_pylist() == [
@@ -163,7 +164,10 @@ def test_hf_hub_download_and_resolve_headers(
 ) -> None:
     repo_id = shaped["alpaca"].repo_id
     path = "data/train-00000-of-00001-a09b74b3ef9c3b56.parquet"
+    hub.reset_counters()
     local = hf_hub_download(repo_id, path, repo_type="dataset")
+    resolve = f"/datasets/{repo_id}/resolve/main/{path}"
+    assert hub.requests == {("HEAD", resolve): 1, ("GET", resolve): 1}
     data = (repo_dir(hub.root, repo_id) / path).read_bytes()
     assert Path(local).read_bytes() == data
     url = f"{hub.url}/datasets/{repo_id}/resolve/main/{path}"

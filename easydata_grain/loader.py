@@ -187,6 +187,10 @@ class AsyncDataLoader:
             raise TypeError(f"len(loader) is not known: {reason}.")
         return steps
 
+    def __bool__(self) -> bool:
+        """A loader is always truthy (``len`` may be unknown, or 0 after ``drop_remainder``)."""
+        return True
+
     @property
     def resumable(self) -> bool:
         """Whether ``get_state`` can save the position exactly (else see ``not_resumable_reason``)."""

@@ -82,6 +82,7 @@ def test_len_is_the_batches_of_one_loop(data: str, kwargs: dict[str, Any], expec
 
 
 def test_len_is_unknown_with_a_filter_or_endless(data: str) -> None:
+    assert AsyncDataLoader(source(data), transforms=[KeepNotDivisible(3)])  # truthy all the same
     with pytest.raises(TypeError, match="filter"):
         len(AsyncDataLoader(source(data), transforms=[KeepNotDivisible(3)]))
     with pytest.raises(TypeError, match="endless"):

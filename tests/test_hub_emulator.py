@@ -300,3 +300,24 @@ def test_a_get_through_the_fault_proxy(hub: HubEmulator, shaped: dict[str, Shape
             assert f.read() == data[-8:]
     assert sum("/tree/main/en" in r.path for r in proxy.log) == 3
     assert sum(f"/resolve/main/{path}" in r.path for r in proxy.log) >= 2
+
+
+def test_a_branch_is_a_folder_beside_the_repo(hub: HubEmulator) -> None:
+    repo_id = "hub-emulator/branched"
+    make_repo(hub.root, repo_id, {"a.txt": b"main"})
+    write_files(hub.root, repo_id, {"a.txt": b"dev", ".gitattributes": b""}, revision="dev")
+    assert repo_dir(hub.root, repo_id, "dev").name == "branched@dev"
+    api = HfApi()
+    branches = api.list_repo_refs(repo_id, repo_type="dataset").branches
+    assert {(b.name, b.ref) for b in branches} == {
+        ("main", "refs/heads/main"),
+        ("dev", "refs/heads/dev"),
+    }
+    path = hf_hub_download(repo_id, "a.txt", repo_type="dataset", revision="dev")
+    assert Path(path).read_bytes() == b"dev"
+    [entry] = [
+        e
+        for e in api.list_repo_tree(repo_id, repo_type="dataset", expand=True)
+        if e.path == "a.txt"
+    ]
+    assert entry.last_commit is not None and entry.last_commit.oid == hub.commit_sha(repo_id)

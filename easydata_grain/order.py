@@ -26,29 +26,17 @@ _TAG_WINDOWS = 0xA4093822299F31D0
 _FEISTEL_ROUNDS = 6
 _ROUND_CONSTANTS = tuple(((i + 1) * _GOLDEN) & _MASK64 for i in range(_FEISTEL_ROUNDS))
 _CACHED_EPOCHS = 4
-_MIX_MULTIPLIERS = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 # Windows up to this many Feistel bits are permuted through a table of the whole domain.
 _TABLE_BITS = 20
 
 
 def _mix(x: Any) -> Any:
     """The splitmix64 finalizer: a bijection on 64-bit words (Python int or uint64 array)."""
-    first, second = _MIX_MULTIPLIERS
     x = x ^ (x >> 30)
-    x = (x * first) & _MASK64
+    x = (x * 0xBF58476D1CE4E5B9) & _MASK64
     x = x ^ (x >> 27)
-    x = (x * second) & _MASK64
+    x = (x * 0x94D049BB133111EB) & _MASK64
     return x ^ (x >> 31)
-
-
-def _mix_in_place(x: np.ndarray, scratch: np.ndarray) -> None:
-    """``x[:] = _mix(x)`` for a uint64 array, without temporaries (uint64 products wrap)."""
-    for shift, multiplier in zip((30, 27), _MIX_MULTIPLIERS, strict=True):
-        np.right_shift(x, np.uint64(shift), out=scratch)
-        x ^= scratch
-        x *= np.uint64(multiplier)
-    np.right_shift(x, np.uint64(31), out=scratch)
-    x ^= scratch
 
 
 def _feistel(x: Any, bits: Any, key: Any) -> Any:
@@ -71,28 +59,34 @@ def _feistel(x: Any, bits: Any, key: Any) -> Any:
 
 
 def _feistel_table(bits: int, key: int) -> np.ndarray:
-    """``_feistel(x, bits, key)`` for every ``x`` in ``[0, 2**bits)`` (uint64, by ``x``)."""
+    """``_feistel(x, bits, key)`` for every ``x`` in ``[0, 2**bits)`` (intp, by ``x``).
+
+    A round's function only ever sees a half (at most ``2**lo_bits`` values), so every
+    round's function is tabulated first; the rounds then run on the grid of all
+    ``(hi, lo)`` pairs as table look-ups, without 64-bit arithmetic per element.
+    """
     hi_bits = bits >> 1
     lo_bits = bits - hi_bits
-    hi_mask, lo_mask = np.uint64((1 << hi_bits) - 1), np.uint64((1 << lo_bits) - 1)
-    x = np.arange(1 << bits, dtype=np.uint64)
-    hi, lo = x >> np.uint64(lo_bits), x & lo_mask
-    scratch = x
-    for constant in _ROUND_CONSTANTS:
-        mixed = lo ^ np.uint64(key ^ constant)
-        _mix_in_place(mixed, scratch)
-        mixed &= hi_mask
-        mixed ^= hi
-        hi, lo = lo, mixed
-        hi_mask, lo_mask = lo_mask, hi_mask
-    hi <<= np.uint64(lo_bits)
-    hi |= lo
-    return hi
+    keys = np.array([key ^ constant for constant in _ROUND_CONSTANTS], dtype=np.uint64)
+    functions = _mix(np.arange(1 << lo_bits, dtype=np.uint64) ^ keys[:, None])
+    # Round r's output is as wide as the half it is xor-ed into: hi, lo, hi, ...
+    widths = [lo_bits if r % 2 else hi_bits for r in range(len(keys))]
+    functions &= np.array([(1 << width) - 1 for width in widths], dtype=np.uint64)[:, None]
+    functions = functions.astype(np.intp)
+    # Round 1 on the grid: hi varies down the rows, lo along them (lo is every value).
+    hi = np.arange(1 << lo_bits, dtype=np.intp)[None, :]
+    lo = functions[0] ^ np.arange(1 << hi_bits, dtype=np.intp)[:, None]
+    for function in functions[1:]:
+        hi, lo = lo, hi ^ function.take(lo)
+    table = np.left_shift(np.broadcast_to(hi, lo.shape), lo_bits)
+    table |= lo
+    return table.ravel()
 
 
 def _permute_window(length: int, key: int) -> np.ndarray:
-    """``_permute_below`` of ``0 .. length - 1`` with one key: a whole window at once, walking
-    the cycles through a table of the Feistel permutation (up to ``_TABLE_BITS`` bits)."""
+    """``_permute_below`` of ``0 .. length - 1`` with one key (as int64): a whole window at
+    once, walking the cycles through a table of the Feistel permutation (up to
+    ``_TABLE_BITS`` bits)."""
     bits = (length - 1).bit_length()
     if bits > _TABLE_BITS:
         return _permute_below(
@@ -100,7 +94,7 @@ def _permute_window(length: int, key: int) -> np.ndarray:
             np.full(length, length, dtype=np.uint64),
             np.full(length, bits, dtype=np.uint64),
             key,
-        )
+        ).astype(np.int64)
     table = _feistel_table(bits, key)
     y = table[:length].copy()
     outside = np.flatnonzero(y >= length)
@@ -108,7 +102,7 @@ def _permute_window(length: int, key: int) -> np.ndarray:
         walked = table[y[outside]]
         y[outside] = walked
         outside = outside[walked >= length]
-    return y
+    return y.astype(np.int64, copy=False)
 
 
 def _permute_below(x: np.ndarray, length: np.ndarray, bits: np.ndarray, key: Any) -> np.ndarray:
@@ -248,7 +242,7 @@ class EpochOrder:
         if not self.shuffle:
             return np.arange(start, start + length, dtype=np.int64)
         key = self._window_key(epoch, shard, window)
-        return _permute_window(length, key).astype(np.int64) + start
+        return _permute_window(length, key) + start
 
     def _window_key(self, epoch: int, shard: int, window: int) -> int:
         """The Feistel key of one window (``_shuffle_rows`` computes the same, vectorised)."""

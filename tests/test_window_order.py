@@ -66,3 +66,12 @@ def test_windows_and_shards_out_of_range_are_refused() -> None:
     with pytest.raises(IndexError):
         order.shard_at(0, 15)
     assert EpochOrder((3, 2), window_size=100).window_length == 3
+
+
+@pytest.mark.parametrize("bits", range(order_module._TABLE_BITS + 1))
+def test_the_feistel_table_is_the_feistel_permutation(bits: int) -> None:
+    domain = np.arange(1 << bits, dtype=np.uint64)
+    for key in (0, 12345, 2**64 - 1):
+        expected = order_module._feistel(domain, np.uint64(bits), np.uint64(key))
+        table = order_module._feistel_table(bits, key)
+        np.testing.assert_array_equal(table, expected.astype(np.int64))

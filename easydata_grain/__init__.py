@@ -19,12 +19,14 @@ from easydata_grain.io.errors import (
     ShardChangedError,
     ShardNotFoundError,
     SourceError,
+    UnsupportedFormatError,
 )
 from easydata_grain.io.retry import NO_RETRY, RetryPolicy
 from easydata_grain.io.stats import IOStats
 from easydata_grain.loader import AsyncDataLoader
 from easydata_grain.order import EpochOrder
 from easydata_grain.sources.concat import ConcatSource
+from easydata_grain.sources.huggingface import HuggingFaceShardedSource
 from easydata_grain.sources.in_memory import InMemorySource
 from easydata_grain.sources.json import JsonShardedSource
 from easydata_grain.sources.parquet import ParquetShardedSource
@@ -49,6 +51,7 @@ __all__ = [
     "EpochOrder",
     "HostMismatchError",
     "Hosts",
+    "HuggingFaceShardedSource",
     "IOStats",
     "InMemorySource",
     "IndexedSource",
@@ -72,5 +75,6 @@ __all__ = [
     "SkippedRow",
     "SkippingSource",
     "SourceError",
+    "UnsupportedFormatError",
     "make_global_batch",
 ]

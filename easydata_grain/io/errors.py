@@ -82,6 +82,11 @@ class ShardChangedError(SourceError):
     file's bytes through the old footer or line index."""
 
 
+class UnsupportedFormatError(SourceError, NotImplementedError):
+    """Data in a format the sources cannot read as shards (a Hub dataset of CSV or Arrow files
+    without a Parquet export)."""
+
+
 class NotResumableError(SourceError):
     """A stream whose position cannot be saved, or a saved state that cannot be restored."""
 

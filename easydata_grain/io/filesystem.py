@@ -1,10 +1,10 @@
 """URL -> fsspec filesystem, with the stores' own retries handed over to our RetryPolicy.
 
 Each store's client retries on its own (s3fs/botocore, gcsfs's ``retry_request``, the Azure
-SDK's policy). Those retries hide faults from our counters, ignore "retries disabled", and the
-Azure SDK's backoff alone takes tens of seconds, so the filesystems built here turn them off and
-bound each connect and socket read by the policy's timeouts: a stalled read becomes a transient
-fault that our policy retries at the same row.
+SDK's policy, huggingface_hub's ``http_backoff``). Those retries hide faults from our counters,
+ignore "retries disabled", and the Azure SDK's backoff alone takes tens of seconds, so the
+filesystems built here turn them off and bound each connect and socket read by the policy's
+timeouts: a stalled read becomes a transient fault that our policy retries at the same row.
 """
 
 from __future__ import annotations
@@ -105,7 +105,55 @@ def _azure(options: dict[str, Any], policy: RetryPolicy) -> fsspec.AbstractFileS
     return fs
 
 
-_BUILDERS = {"s3": _s3, "gs": _gcs, "az": _azure}
+class HubResponseError(OSError):
+    """An error answer of the Hugging Face Hub to a file read, with its HTTP status (which
+    ``is_transient`` reads: 408, 429 and 5xx are retried, 401/403/404 are not)."""
+
+    def __init__(self, message: str, status_code: int):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def _hf(options: dict[str, Any], policy: RetryPolicy) -> fsspec.AbstractFileSystem:
+    """huggingface_hub's ``HfFileSystem``, its files reading each range in one request.
+
+    Its files retry on their own (``http_backoff``: 5 retries on 429, 5xx and dropped
+    connections), hidden from our counters; here a range read is one attempt bounded by the
+    policy's timeouts, failing with a ``HubResponseError`` (the HTTP status) or a
+    ``ConnectionError`` that our policy retries.
+    """
+    import httpx2
+    from huggingface_hub import HfFileSystem
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.hf_file_system import HfFileSystemFile
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    timeout = httpx2.Timeout(policy.read_timeout, connect=policy.connect_timeout)
+
+    def fetch_range(file: HfFileSystemFile, start: int, end: int) -> bytes:
+        headers = {"range": f"bytes={start}-{end - 1}", **file.fs._api._build_hf_headers()}
+        try:
+            response = get_session().get(file.url(), headers=headers, timeout=timeout)
+            hf_raise_for_status(response)
+        except HfHubHTTPError as exc:
+            raise HubResponseError(str(exc), exc.response.status_code) from exc
+        except httpx2.TransportError as exc:
+            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        return response.content
+
+    fs = HfFileSystem(skip_instance_cache=True, **options)
+
+    def open_file(path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        file = HfFileSystem._open(fs, path, mode, **kwargs)
+        if isinstance(file, HfFileSystemFile):  # its cache already holds the bound method
+            file._fetch_range = file.cache.fetcher = types.MethodType(fetch_range, file)
+        return file
+
+    fs._open = open_file
+    return fs
+
+
+_BUILDERS = {"s3": _s3, "gs": _gcs, "az": _azure, "hf": _hf}
 
 
 def filesystem_for(

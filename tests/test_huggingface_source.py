@@ -8,6 +8,7 @@ emulator: same rows, same order, shard by shard.
 from __future__ import annotations
 
 import itertools
+from datetime import datetime
 from typing import Any
 
 import datasets
@@ -27,6 +28,9 @@ SHAPES = {
 CASES = [
     ("HuggingFaceFW/fineweb", None, "train"),
     ("HuggingFaceFW/fineweb", "CC-MAIN-2024-10", "train"),
+    ("bigcode/the-stack", "python", "train"),
+    ("allenai/c4", "en", "train"),
+    ("allenai/c4", "en", "validation"),
     ("tatsu-lab/alpaca", None, "train"),
 ]
 
@@ -37,9 +41,17 @@ def shaped(hub: HubEmulator) -> dict[str, ShapedRepo]:
     return {repo_id: make(hub.root, repo_id) for repo_id, make in SHAPES.items()}
 
 
-def reference(repo_id: str, subset: str | None, split: str) -> list[dict[str, Any]]:
-    """What ``datasets`` streams."""
-    return list(datasets.load_dataset(repo_id, subset, split=split, streaming=True))
+def reference(repo_id: str, subset: str | None, split: str, **kwargs: Any) -> list[dict[str, Any]]:
+    """What ``datasets`` streams; C4's timestamps as the JSON text holds them (``datasets``'
+    pyarrow JSON reader turns ISO-8601 text into datetimes, our JSON source keeps the text)."""
+    rows = datasets.load_dataset(repo_id, subset, split=split, streaming=True, **kwargs)
+    return [
+        {
+            k: v.strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(v, datetime) else v
+            for k, v in r.items()
+        }
+        for r in rows
+    ]
 
 
 def all_rows(source: HuggingFaceShardedSource) -> list[dict[str, Any]]:
@@ -63,6 +75,48 @@ def test_the_spec_alpaca_example_takes_the_name_positionally(
 ) -> None:
     source = HuggingFaceShardedSource("tatsu-lab/alpaca", streaming=True)
     assert all_rows(source) == shaped["tatsu-lab/alpaca"].rows[("default", "train")]
+
+
+def test_the_spec_subset_examples(shaped: dict[str, ShapedRepo]) -> None:
+    # The Stack with specific language
+    source = HuggingFaceShardedSource(
+        dataset_name="bigcode/the-stack",
+        split="train",
+        subset="python",  # Only Python code
+        streaming=True,
+    )
+    assert all_rows(source) == shaped["bigcode/the-stack"].rows[("python", "train")]
+    assert [url.rsplit("/", 2)[1] for url in source.shard_names] == ["python", "python"]
+    # C4 with specific configuration
+    source = HuggingFaceShardedSource(
+        dataset_name="allenai/c4",
+        split="train",
+        subset="en",  # English only
+        streaming=True,
+    )
+    assert source.shard_names[0].endswith("/en/c4-train.00000-of-00002.json.gz")
+    assert [row["text"] for row in all_rows(source)] == [
+        row["text"] for row in shaped["allenai/c4"].rows[("en", "train")]
+    ]
+
+
+def test_a_data_dir_picks_files_as_datasets_does(shaped: dict[str, ShapedRepo]) -> None:
+    source = HuggingFaceShardedSource("bigcode/the-stack", data_dir="data/rust")
+    assert all_rows(source) == reference("bigcode/the-stack", None, "train", data_dir="data/rust")
+    assert all_rows(source) == shaped["bigcode/the-stack"].rows[("rust", "train")]
+    files = {"train": "data/python/train-00001-of-00002.parquet"}
+    source = HuggingFaceShardedSource("bigcode/the-stack", data_files=files)
+    assert all_rows(source) == shaped["bigcode/the-stack"].rows[("python", "train")][30:]
+
+
+def test_columns_project_parquet_and_json(shaped: dict[str, ShapedRepo]) -> None:
+    parquet = HuggingFaceShardedSource("HuggingFaceFW/fineweb", columns=["id", "text"])
+    assert parquet.schema.names == ["id", "text"]
+    rows = shaped["HuggingFaceFW/fineweb"].rows[("default", "train")]
+    assert all_rows(parquet) == [{"id": r["id"], "text": r["text"]} for r in rows]
+    json = HuggingFaceShardedSource("allenai/c4", subset="en", columns=["url"])
+    assert all_rows(json) == [{"url": r["url"]} for r in shaped["allenai/c4"].rows[("en", "train")]]
+    assert json.read_block(0, 0)[:2] == [{"url": r["url"]} for r in json.open_shard(0)][:2]
 
 
 @pytest.mark.parametrize(("repo_id", "subset", "split"), CASES)
@@ -89,22 +143,26 @@ def test_a_seek_is_the_suffix_of_a_full_read(
             assert list(source.open_shard_at_row(shard, row)) == full[row:], (shard, row)
 
 
-def _ids(loader: AsyncDataLoader, batches: int) -> list[list[Any]]:
-    return [list(batch["text"]) for batch in itertools.islice(loader, batches)]
+def _column(loader: AsyncDataLoader, name: str, batches: int) -> list[list[Any]]:
+    return [list(batch[name]) for batch in itertools.islice(loader, batches)]
 
 
 @pytest.mark.parametrize(("repo_id", "subset", "split"), CASES)
 def test_loader_resume_is_exact(
     shaped: dict[str, ShapedRepo], repo_id: str, subset: str | None, split: str
 ) -> None:
-    def make() -> AsyncDataLoader:
-        source = HuggingFaceShardedSource(repo_id, split, subset, columns=["text"])
-        return AsyncDataLoader(source, batch_size=8, shuffle_buffer_size=32, seed=5)
+    text = "content" if repo_id == "bigcode/the-stack" else "text"
 
-    whole = _ids(make(), 10)
+    def make() -> AsyncDataLoader:
+        source = HuggingFaceShardedSource(repo_id, split, subset, columns=[text])
+        loader = AsyncDataLoader(source, batch_size=8, shuffle_buffer_size=32, seed=5)
+        assert "indexed" in loader.describe()
+        return loader
+
+    whole = _column(make(), text, 10)
     interrupted = make()
-    assert _ids(interrupted, 4) == whole[:4]
+    assert _column(interrupted, text, 4) == whole[:4]
     state = interrupted.get_state()
     resumed = make()
     resumed.set_state(state)
-    assert _ids(resumed, 6) == whole[4:]
+    assert _column(resumed, text, 6) == whole[4:]

@@ -14,9 +14,23 @@ from typing import Any
 import datasets
 import pytest
 
-from easydata_grain import AsyncDataLoader, HuggingFaceShardedSource
-from ops.hub_emulator import HubEmulator
-from ops.hub_repos import ShapedRepo, alpaca_like, c4_like, fineweb_like, the_stack_like
+from easydata_grain import (
+    AccessDeniedError,
+    AsyncDataLoader,
+    HuggingFaceShardedSource,
+    NoFilesMatchedError,
+    ShardNotFoundError,
+    UnsupportedFormatError,
+)
+from ops.hub_emulator import HubEmulator, make_repo
+from ops.hub_repos import (
+    ShapedRepo,
+    alpaca_like,
+    c4_like,
+    fineweb_like,
+    parquet_bytes,
+    the_stack_like,
+)
 
 SHAPES = {
     "HuggingFaceFW/fineweb": fineweb_like,
@@ -166,3 +180,120 @@ def test_loader_resume_is_exact(
     resumed = make()
     resumed.set_state(state)
     assert _column(resumed, text, 6) == whole[4:]
+
+
+# -- errors: each names the repo and what to do -------------------------------------------------
+
+ROWS = [{"id": i, "text": f"row {i}"} for i in range(20)]
+
+
+@pytest.fixture(scope="module")
+def locked(hub: HubEmulator) -> dict[str, str]:
+    """A private and a gated repo (opened by ``hub.token``), by kind."""
+    repos = {"private": "hub-emulator/private-source", "gated": "hub-emulator/gated-source"}
+    for kind, repo_id in repos.items():
+        files = {"data/train.parquet": parquet_bytes(ROWS)}
+        make_repo(hub.root, repo_id, files, **{kind: True})
+    return repos
+
+
+def test_an_unknown_repo(hub: HubEmulator) -> None:
+    with pytest.raises(ShardNotFoundError, match="'nobody/nothing' was not found") as caught:
+        HuggingFaceShardedSource("nobody/nothing")
+    assert "huggingface-cli login" in str(caught.value)
+    assert caught.value.path == "nobody/nothing"
+
+
+def test_an_unknown_subset_lists_the_subsets(shaped: dict[str, ShapedRepo]) -> None:
+    with pytest.raises(ShardNotFoundError, match="no subset 'cobol'") as caught:
+        HuggingFaceShardedSource("bigcode/the-stack", subset="cobol")
+    assert "['default', 'python', 'rust']" in str(caught.value)
+    assert "'bigcode/the-stack'" in str(caught.value)
+
+
+def test_a_missing_subset_lists_the_subsets(hub: HubEmulator) -> None:
+    configs = [
+        {"config_name": name, "data_files": [{"split": "train", "path": f"{name}/*"}]}
+        for name in ("a", "b")
+    ]
+    files = {f"{name}/train.parquet": parquet_bytes(ROWS) for name in ("a", "b")}
+    make_repo(hub.root, "hub-emulator/two-subsets", files, readme_yaml={"configs": configs})
+    with pytest.raises(
+        ShardNotFoundError, match=r"has no default subset; its subsets are \['a', 'b'\]"
+    ):
+        HuggingFaceShardedSource("hub-emulator/two-subsets")
+    assert all_rows(HuggingFaceShardedSource("hub-emulator/two-subsets", subset="b")) == ROWS
+
+
+def test_an_unknown_split_lists_the_splits(shaped: dict[str, ShapedRepo]) -> None:
+    with pytest.raises(ShardNotFoundError, match="no split 'test'") as caught:
+        HuggingFaceShardedSource("allenai/c4", "test", "en")
+    assert "['train', 'validation']" in str(caught.value) and "split=" in str(caught.value)
+
+
+def test_an_unknown_revision(shaped: dict[str, ShapedRepo]) -> None:
+    with pytest.raises(ShardNotFoundError, match="has no revision 'v9'") as caught:
+        HuggingFaceShardedSource("tatsu-lab/alpaca", revision="v9")
+    assert "'tatsu-lab/alpaca'" in str(caught.value)
+
+
+def test_a_data_dir_without_files(shaped: dict[str, ShapedRepo]) -> None:
+    with pytest.raises(NoFilesMatchedError, match="data_dir='data/cobol'"):
+        HuggingFaceShardedSource("bigcode/the-stack", data_dir="data/cobol")
+
+
+@pytest.mark.parametrize("token", [None, "hf_wrong_token_123"])
+def test_a_private_repo_without_its_token(
+    hub: HubEmulator, locked: dict[str, str], token: str | None
+) -> None:
+    with pytest.raises(ShardNotFoundError, match="or it is private") as caught:
+        HuggingFaceShardedSource(locked["private"], token=token)
+    assert "huggingface-cli login" in str(caught.value) and "token=" in str(caught.value)
+    assert token is None or token not in str(caught.value)
+
+
+@pytest.mark.parametrize("token", [None, "hf_wrong_token_123"])
+def test_a_gated_repo_without_its_token(
+    hub: HubEmulator, locked: dict[str, str], token: str | None
+) -> None:
+    with pytest.raises(AccessDeniedError, match="is gated") as caught:
+        HuggingFaceShardedSource(locked["gated"], token=token)
+    assert "huggingface-cli login" in str(caught.value)
+    assert token is None or token not in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["private", "gated"])
+@pytest.mark.parametrize("streaming", [True, False])
+def test_the_token_opens_a_locked_repo(
+    hub: HubEmulator, locked: dict[str, str], kind: str, streaming: bool, tmp_path: Any
+) -> None:
+    source = HuggingFaceShardedSource(
+        locked[kind], token=hub.token, streaming=streaming, cache_dir=tmp_path
+    )
+    assert all_rows(source) == ROWS
+    assert hub.token not in repr(source) + repr(source.files) + str(source.identities())
+
+
+def test_csv_files_are_read_from_the_parquet_export(hub: HubEmulator) -> None:
+    csv = "".join(f"{r['id']},{r['text']}\n" for r in ROWS)
+    make_repo(
+        hub.root,
+        "hub-emulator/csv-exported",
+        {"data/train.csv": f"id,text\n{csv}".encode()},
+        parquet_export={"default/train/0000.parquet": parquet_bytes(ROWS)},
+    )
+    source = HuggingFaceShardedSource("hub-emulator/csv-exported")
+    assert all_rows(source) == ROWS == reference("hub-emulator/csv-exported", None, "train")
+    export = hub.commit_sha("hub-emulator/csv-exported", "refs/convert/parquet")
+    assert source.shard_names == [
+        f"hf://datasets/hub-emulator/csv-exported@{export}/default/train/0000.parquet"
+    ]
+    assert "Parquet export" in repr(source)
+
+
+def test_csv_files_without_an_export_are_not_supported_yet(hub: HubEmulator) -> None:
+    make_repo(hub.root, "hub-emulator/csv-only", {"data/train.csv": b"id,text\n1,a\n"})
+    with pytest.raises(UnsupportedFormatError, match="made of csv files") as caught:
+        HuggingFaceShardedSource("hub-emulator/csv-only")
+    assert "data/train.csv" in str(caught.value) and "streaming=True" in str(caught.value)
+    assert isinstance(caught.value, NotImplementedError)

@@ -55,10 +55,14 @@ class HubFiles:
     """Where the files come from, in words."""
 
 
+def _whose_token(token: str | None) -> str:
+    """The token a request carried, in words (never the token)."""
+    return "the token given" if token else "the login's token (if any: no token= was given)"
+
+
 def _gated(repo_id: str, token: str | None) -> AccessDeniedError:
-    refused = "the token given" if token else "the request (no token given, or the login's token)"
     return AccessDeniedError(
-        f"The dataset {repo_id!r} is gated and the Hub refused {refused}.",
+        f"The dataset {repo_id!r} is gated and the Hub refused {_whose_token(token)}.",
         path=repo_id,
         hint=f"Accept its conditions on its Hub page with your account, then: {_LOGIN}",
     )
@@ -84,10 +88,9 @@ def _hub_error(
             hint="Pass one of its branches, tags or commit shas (revision=None reads main).",
         )
     if isinstance(exc, RepositoryNotFoundError):
-        readable = "the token given cannot read it" if token else "no token was given"
         return ShardNotFoundError(
             f"The dataset {repo_id!r} was not found on the Hub ({constants.ENDPOINT}), or it "
-            f"is private and {readable}.",
+            f"is private and {_whose_token(token)} cannot read it.",
             path=repo_id,
             hint=f"Check the name ('org/name'). If the dataset is private: {_LOGIN}",
         )

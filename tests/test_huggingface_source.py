@@ -18,11 +18,12 @@ from easydata_grain import (
     AccessDeniedError,
     AsyncDataLoader,
     HuggingFaceShardedSource,
+    LoaderStateError,
     NoFilesMatchedError,
     ShardNotFoundError,
     UnsupportedFormatError,
 )
-from ops.hub_emulator import HubEmulator, make_repo
+from ops.hub_emulator import HubEmulator, make_repo, write_files
 from ops.hub_repos import (
     ShapedRepo,
     alpaca_like,
@@ -297,3 +298,36 @@ def test_csv_files_without_an_export_are_not_supported_yet(hub: HubEmulator) -> 
         HuggingFaceShardedSource("hub-emulator/csv-only")
     assert "data/train.csv" in str(caught.value) and "streaming=True" in str(caught.value)
     assert isinstance(caught.value, NotImplementedError)
+
+
+# -- pinning -------------------------------------------------------------------------------------
+
+
+def test_a_source_keeps_its_commit_after_the_repo_is_updated(hub: HubEmulator) -> None:
+    repo_id = "hub-emulator/pinned-source"
+    make_repo(hub.root, repo_id, {"data/train.parquet": parquet_bytes(ROWS)})
+    old = hub.commit_sha(repo_id)
+
+    def make(**kwargs: Any) -> AsyncDataLoader:
+        source = HuggingFaceShardedSource(repo_id, **kwargs)
+        return AsyncDataLoader(source, batch_size=4, shuffle_buffer_size=8, seed=1)
+
+    loader = make()
+    before = _column(loader, "text", 2)
+    state = loader.get_state()
+    new_rows = [{"id": i, "text": f"new {i}"} for i in range(12)]
+    write_files(hub.root, repo_id, {"data/train.parquet": parquet_bytes(new_rows)})
+    new = hub.commit_sha(repo_id)
+    assert new != old
+    rest = _column(loader, "text", 10)  # the loader built before the update reads on at `old`
+    assert sorted(text for batch in before + rest for text in batch) == sorted(
+        row["text"] for row in ROWS
+    )
+    latest = HuggingFaceShardedSource(repo_id)
+    assert latest.files.commit == new and all_rows(latest) == new_rows
+    assert latest.shard_names == [f"hf://datasets/{repo_id}@{new}/data/train.parquet"]
+    with pytest.raises(LoaderStateError, match="sources: saved"):
+        make().set_state(state)  # another commit: other data
+    pinned = make(revision=old)  # the commit the state was saved at
+    pinned.set_state(state)
+    assert _column(pinned, "text", 10) == rest

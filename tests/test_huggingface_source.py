@@ -8,6 +8,7 @@ emulator: same rows, same order, shard by shard.
 from __future__ import annotations
 
 import itertools
+import os
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from easydata_grain import (
     AccessDeniedError,
     AsyncDataLoader,
     HuggingFaceShardedSource,
+    InMemorySource,
     LoaderStateError,
     NoFilesMatchedError,
     ShardNotFoundError,
@@ -331,3 +333,47 @@ def test_a_source_keeps_its_commit_after_the_repo_is_updated(hub: HubEmulator) -
     pinned = make(revision=old)  # the commit the state was saved at
     pinned.set_state(state)
     assert _column(pinned, "text", 10) == rest
+
+
+# -- streaming=False and datasets objects --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("repo_id", "subset", "split"), CASES)
+def test_downloaded_files_give_the_same_rows(
+    shaped: dict[str, ShapedRepo], repo_id: str, subset: str | None, split: str, tmp_path: Any
+) -> None:
+    streamed = HuggingFaceShardedSource(repo_id, split, subset)
+    local = HuggingFaceShardedSource(repo_id, split, subset, streaming=False, cache_dir=tmp_path)
+    assert local.shard_names == streamed.shard_names
+    assert all_rows(local) == all_rows(streamed)
+    assert local.identities() == streamed.identities()  # one fingerprint: states move across
+    commit = local.files.commit
+    folder = tmp_path / f"datasets--{repo_id.replace('/', '--')}" / "snapshots" / commit
+    assert [p.startswith(str(folder)) for p in local.source.shard_names] == [True] * len(
+        local.shard_names
+    )
+
+
+def test_downloads_go_to_hf_home_and_are_reused(
+    shaped: dict[str, ShapedRepo], hub: HubEmulator
+) -> None:
+    source = HuggingFaceShardedSource("tatsu-lab/alpaca", streaming=False)
+    [path] = source.source.shard_names
+    assert path.startswith(
+        os.path.join(os.environ["HF_HOME"], "hub", "datasets--tatsu-lab--alpaca")
+    )
+    hub.reset_counters()
+    again = HuggingFaceShardedSource("tatsu-lab/alpaca", streaming=False)
+    assert again.source.shard_names == [path]
+    assert hub.count("resolve", method="GET", repo_id="tatsu-lab/alpaca") == 0
+
+
+def test_from_dataset(shaped: dict[str, ShapedRepo]) -> None:
+    rows = shaped["tatsu-lab/alpaca"].rows[("default", "train")]
+    table = datasets.Dataset.from_list(rows)
+    source = HuggingFaceShardedSource.from_dataset(table)
+    assert isinstance(source, InMemorySource) and list(source.open_shard(0)) == rows
+    stream = datasets.load_dataset("tatsu-lab/alpaca", split="train", streaming=True)
+    assert HuggingFaceShardedSource.from_dataset(stream) is stream
+    with pytest.raises(TypeError, match="pick a split"):
+        HuggingFaceShardedSource.from_dataset(datasets.DatasetDict({"train": table}))

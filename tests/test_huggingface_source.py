@@ -22,9 +22,14 @@ from easydata_grain import (
     InMemorySource,
     LoaderStateError,
     NoFilesMatchedError,
+    RetriesExhaustedError,
+    RetryPolicy,
     ShardNotFoundError,
     UnsupportedFormatError,
 )
+from easydata_grain.io.filesystem import HubResponseError
+from easydata_grain.io.retry import is_transient
+from ops.fault_proxy import FaultProxy
 from ops.hub_emulator import HubEmulator, make_repo, write_files
 from ops.hub_repos import (
     ShapedRepo,
@@ -377,3 +382,44 @@ def test_from_dataset(shaped: dict[str, ShapedRepo]) -> None:
     assert HuggingFaceShardedSource.from_dataset(stream) is stream
     with pytest.raises(TypeError, match="pick a split"):
         HuggingFaceShardedSource.from_dataset(datasets.DatasetDict({"train": table}))
+
+
+# -- faults --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["503", "drop", "truncate"])
+def test_faults_are_retried_by_the_policy(
+    shaped: dict[str, ShapedRepo], hub: HubEmulator, fault: str
+) -> None:
+    expected = shaped["allenai/c4"].rows[("en", "train")]
+    with FaultProxy(hub.url) as proxy:
+        proxy.inject(fault, every=2, methods="GET", path_contains="/resolve/")
+        source = HuggingFaceShardedSource(
+            "allenai/c4",
+            subset="en",
+            storage_options={"endpoint": proxy.url},
+            retry=RetryPolicy(initial_backoff=0.01),
+        )
+        assert [row["url"] for row in all_rows(source)] == [row["url"] for row in expected]
+        assert proxy.fault_count > 0
+        assert source.stats.retries == proxy.fault_count
+
+
+def test_a_persistent_fault_exhausts_the_retries(
+    shaped: dict[str, ShapedRepo], hub: HubEmulator
+) -> None:
+    with FaultProxy(hub.url) as proxy:
+        proxy.inject("503", methods="GET", path_contains="/resolve/")
+        source = HuggingFaceShardedSource(
+            "tatsu-lab/alpaca",
+            storage_options={"endpoint": proxy.url},
+            retry=RetryPolicy(max_retries=2, initial_backoff=0.01),
+        )
+        with pytest.raises(RetriesExhaustedError, match="3 attempts") as caught:
+            source.row_counts()
+    assert caught.value.path == source.shard_names[0]
+
+
+def test_hub_answers_429_and_5xx_are_transient() -> None:
+    for status, transient in ((429, True), (500, True), (503, True), (401, False), (404, False)):
+        assert is_transient(HubResponseError(f"{status} from the Hub", status)) is transient

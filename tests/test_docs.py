@@ -3,8 +3,9 @@ would run it; their links stay inside the repository, and the README's tour is c
 
 The blocks of one page share a namespace and run in a fresh directory. Cloud examples read a
 bucket called ``my-bucket`` on the emulators, reached through the standard environment variables
-(``AWS_ENDPOINT_URL``, ``STORAGE_EMULATOR_HOST``, ``AZURE_STORAGE_CONNECTION_STRING``), so the
-code on the page is exactly the code that runs.
+(``AWS_ENDPOINT_URL``, ``STORAGE_EMULATOR_HOST``, ``AZURE_STORAGE_CONNECTION_STRING``), and Hub
+examples read repos named as on the Hub from the Hub emulator (``HF_ENDPOINT``), so the code on
+the page is exactly the code that runs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import pytest
 
 from easydata_grain.synthetic import write_parquet_dataset
 from ops.emulators import StoreEndpoint, azure_connection_string
+from ops.hub_emulator import HubEmulator
+from ops.hub_repos import alpaca_like, c4_like, fineweb_like, the_stack_like
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -56,10 +59,21 @@ def my_bucket(
     return [s3_store, gcs_store, azure_store]
 
 
+@pytest.fixture(scope="module")
+def hub_datasets(hub: HubEmulator) -> None:
+    """The Hub emulator (``HF_ENDPOINT``, set by conftest) holding repos shaped like the ones the
+    Hub examples read, under their names."""
+    fineweb_like(hub.root, "HuggingFaceFW/fineweb")
+    the_stack_like(hub.root, "bigcode/the-stack")
+    c4_like(hub.root, "allenai/c4")
+    alpaca_like(hub.root, "tatsu-lab/alpaca")
+
+
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_page_examples_run(
     page: Path,
     my_bucket: list[StoreEndpoint],
+    hub_datasets: None,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],

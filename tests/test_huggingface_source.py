@@ -18,6 +18,7 @@ import pytest
 from easydata_grain import (
     AccessDeniedError,
     AsyncDataLoader,
+    Hosts,
     HuggingFaceShardedSource,
     InMemorySource,
     LoaderStateError,
@@ -30,7 +31,7 @@ from easydata_grain import (
 from easydata_grain.io.filesystem import HubResponseError
 from easydata_grain.io.retry import is_transient
 from ops.fault_proxy import FaultProxy
-from ops.hub_emulator import HubEmulator, make_repo, write_files
+from ops.hub_emulator import HubEmulator, make_repo, repo_dir, write_files
 from ops.hub_repos import (
     ShapedRepo,
     alpaca_like,
@@ -190,6 +191,34 @@ def test_loader_resume_is_exact(
     assert _column(resumed, text, 6) == whole[4:]
 
 
+def test_two_hosts_split_the_shards_disjointly_and_completely(
+    shaped: dict[str, ShapedRepo],
+) -> None:
+    ids = []
+    for host in range(2):
+        source = HuggingFaceShardedSource("HuggingFaceFW/fineweb", columns=["id"])
+        loader = AsyncDataLoader(
+            source, global_batch_size=8, shuffle_buffer_size=16, seed=3, hosts=Hosts(host, 2)
+        )
+        ids.append([i for batch in loader for i in batch["id"]])
+    assert not set(ids[0]) & set(ids[1])
+    expected = [row["id"] for row in shaped["HuggingFaceFW/fineweb"].rows[("default", "train")]]
+    assert sorted(ids[0] + ids[1]) == sorted(expected)
+
+
+def test_a_local_directory_laid_out_like_a_repo(
+    shaped: dict[str, ShapedRepo], hub: HubEmulator
+) -> None:
+    folder = repo_dir(hub.root, "bigcode/the-stack")
+    source = HuggingFaceShardedSource(str(folder), subset="python")
+    assert source.files.commit is None
+    assert source.shard_names == [
+        str(folder / "data" / "python" / f"train-0000{i}-of-00002.parquet") for i in (0, 1)
+    ]
+    assert all_rows(source) == shaped["bigcode/the-stack"].rows[("python", "train")]
+    assert source.identities() == source.source.identities()  # size and mtime: no commit
+
+
 # -- errors: each names the repo and what to do -------------------------------------------------
 
 ROWS = [{"id": i, "text": f"row {i}"} for i in range(20)]
@@ -245,9 +274,10 @@ def test_an_unknown_revision(shaped: dict[str, ShapedRepo]) -> None:
     assert "'tatsu-lab/alpaca'" in str(caught.value)
 
 
-def test_a_data_dir_without_files(shaped: dict[str, ShapedRepo]) -> None:
-    with pytest.raises(NoFilesMatchedError, match="data_dir='data/cobol'"):
-        HuggingFaceShardedSource("bigcode/the-stack", data_dir="data/cobol")
+def test_data_files_that_match_nothing(shaped: dict[str, ShapedRepo]) -> None:
+    # (A missing data_dir raises the same, after datasets lists it once per default pattern.)
+    with pytest.raises(NoFilesMatchedError, match="data_files='data/cobol/\\*'"):
+        HuggingFaceShardedSource("bigcode/the-stack", data_files="data/cobol/*")
 
 
 @pytest.mark.parametrize("token", [None, "hf_wrong_token_123"])

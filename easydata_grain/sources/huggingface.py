@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -36,6 +37,7 @@ from easydata_grain.types import Row
 
 _LOGIN = "Log in with `huggingface-cli login` (or `hf auth login`), or pass token=."
 _EXPORT = "refs/convert/parquet"
+_DOWNLOAD_THREADS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,9 +153,12 @@ def _builder(
         raise ShardNotFoundError(
             f"The dataset {repo_id!r} cannot be read: {exc}.", path=repo_id, hint=_LOGIN
         ) from exc
-    except ValueError as exc:
-        subsets = datasets.get_dataset_config_names(repo_id, revision=revision, token=token)
-        if subset in subsets:
+    except ValueError as exc:  # datasets' way to say that the subset is unknown or missing
+        where = {"revision": revision, "token": token}
+        subsets = datasets.get_dataset_config_names(repo_id, **where)
+        if subset in subsets or (
+            subset is None and datasets.get_dataset_default_config_name(repo_id, **where)
+        ):
             raise
         wrong = f"has no subset {subset!r}" if subset else "has no default subset"
         raise ShardNotFoundError(
@@ -240,25 +245,25 @@ def _download(files: HubFiles, cache_dir: str | None, token: str | None) -> list
     from huggingface_hub import hf_hub_download
 
     prefix = f"hf://datasets/{files.repo_id}@{files.commit}/"
-    paths = []
-    for url in files.urls:
+
+    def download(url: str) -> str:
         try:
-            paths.append(
-                hf_hub_download(
-                    files.repo_id,
-                    url.removeprefix(prefix),
-                    repo_type="dataset",
-                    revision=files.commit,
-                    cache_dir=cache_dir,
-                    token=token,
-                )
+            return hf_hub_download(
+                files.repo_id,
+                url.removeprefix(prefix),
+                repo_type="dataset",
+                revision=files.commit,
+                cache_dir=cache_dir,
+                token=token,
             )
         except Exception as exc:
             error = _hub_error(exc, files.repo_id, files.commit, token)
             if error is None:
                 raise
             raise error from exc
-    return paths
+
+    with ThreadPoolExecutor(_DOWNLOAD_THREADS) as pool:
+        return list(pool.map(download, files.urls))
 
 
 class HuggingFaceShardedSource:

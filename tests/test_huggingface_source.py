@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import urllib.error
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +29,6 @@ from easydata_grain import (
     ShardNotFoundError,
     UnsupportedFormatError,
 )
-from easydata_grain.io.filesystem import HubResponseError
 from easydata_grain.io.retry import is_transient
 from ops.fault_proxy import FaultProxy
 from ops.hub_emulator import HubEmulator, make_repo, repo_dir, write_files
@@ -451,5 +451,8 @@ def test_a_persistent_fault_exhausts_the_retries(
 
 
 def test_hub_answers_429_and_5xx_are_transient() -> None:
+    # What the hf:// files raise for an error answer (io/filesystem.py), classified by its code.
+    url = "http://hub/datasets/org/name/resolve/sha/data.parquet"
     for status, transient in ((429, True), (500, True), (503, True), (401, False), (404, False)):
-        assert is_transient(HubResponseError(f"{status} from the Hub", status)) is transient
+        answer = urllib.error.HTTPError(url, status, "from the Hub", None, None)
+        assert is_transient(answer) is transient

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import types
+import urllib.error
 from typing import Any
 
 import fsspec
@@ -105,22 +106,14 @@ def _azure(options: dict[str, Any], policy: RetryPolicy) -> fsspec.AbstractFileS
     return fs
 
 
-class HubResponseError(OSError):
-    """An error answer of the Hugging Face Hub to a file read, with its HTTP status (which
-    ``is_transient`` reads: 408, 429 and 5xx are retried, 401/403/404 are not)."""
-
-    def __init__(self, message: str, status_code: int):
-        super().__init__(message)
-        self.status_code = status_code
-
-
 def _hf(options: dict[str, Any], policy: RetryPolicy) -> fsspec.AbstractFileSystem:
     """huggingface_hub's ``HfFileSystem``, its files reading each range in one request.
 
     Its files retry on their own (``http_backoff``: 5 retries on 429, 5xx and dropped
     connections), hidden from our counters; here a range read is one attempt bounded by the
-    policy's timeouts, failing with a ``HubResponseError`` (the HTTP status) or a
-    ``ConnectionError`` that our policy retries.
+    policy's timeouts. An error answer fails it with an ``urllib.error.HTTPError`` whose
+    ``code`` the policy reads (408, 429 and 5xx are retried; 401, 403 and 404 are not), a
+    dropped or stalled connection with a ``ConnectionError`` (retried).
     """
     import httpx2
     from huggingface_hub import HfFileSystem
@@ -136,7 +129,8 @@ def _hf(options: dict[str, Any], policy: RetryPolicy) -> fsspec.AbstractFileSyst
             response = get_session().get(file.url(), headers=headers, timeout=timeout)
             hf_raise_for_status(response)
         except HfHubHTTPError as exc:
-            raise HubResponseError(str(exc), exc.response.status_code) from exc
+            status = exc.response.status_code
+            raise urllib.error.HTTPError(file.url(), status, str(exc), None, None) from exc
         except httpx2.TransportError as exc:
             raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
         return response.content

@@ -575,7 +575,7 @@ def first_batch(paths: list[str]) -> None:
 
 
 def _per_row(
-    name: str, make: Callable[[], Iterable[int]], rows: int, reference: float, repeats: int = 2
+    name: str, make: Callable[[], Iterable[int]], rows: int, reference: float, repeats: int
 ) -> float:
     """Best of ``repeats`` timings of ``rows`` rows of ``make()``, which yields row counts."""
     best = float("inf")
@@ -599,9 +599,9 @@ def _loader_sizes(loader: AsyncDataLoader) -> Iterable[int]:
         loader.close()
 
 
-def stages(case: Case, rows: int, batch_size: int) -> None:
+def stages(case: Case, rows: int, batch_size: int, repeats: int) -> None:
     """The shuffled loader's batch path built up stage by stage (one thread unless said, no
-    profiler): us per row."""
+    profiler): us per row, the best of ``repeats``."""
     from grain.experimental import ThreadPrefetchIterDataset
 
     from easydata_grain import Collate
@@ -611,7 +611,7 @@ def stages(case: Case, rows: int, batch_size: int) -> None:
 
     print(
         f"\n## Profile A: the shuffled loader built up stage by stage, batch {batch_size}, "
-        f"first {rows:,} rows, wall clock without a profiler, best of 2"
+        f"first {rows:,} rows, wall clock without a profiler, best of {repeats}"
     )
     print(f"{'stage':<60} {'us/row':>7} {'added':>8} {'rows/s':>11}")
     read = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
@@ -644,50 +644,43 @@ def stages(case: Case, rows: int, batch_size: int) -> None:
         dataset = batched()
         return (_batch_rows(dataset[i]) for i in range(len(dataset)))
 
-    pyarrow = _per_row(
+    def stage(name: str, make: Callable[[], Iterable[int]], reference: float = 0.0) -> float:
+        return _per_row(name, make, rows, reference, repeats)
+
+    pyarrow = stage(
         "pyarrow iter_batches + to_pylist (reference)",
         lambda: (1 for _ in _pyarrow_rows(paths, columns)),
-        rows,
-        0,
     )
-    _per_row(
+    stage(
         "pyarrow iter_batches + to_numpy (reference)",
         lambda: map(_batch_rows, _pyarrow_numpy(paths, columns)),
-        rows,
-        0,
     )
-    base = _per_row("1 read_block_table + block_columns, every row group", blocks, rows, 0)
-    step = _per_row(
-        "2 IndexedSourceDataset._gather_columns per batch (order)", gathered, rows, base
-    )
-    step = _per_row("3 + Collate.columns: BatchedMapDataset[i]", collated, rows, step)
-    step = _per_row(
+    step = stage("1 read_block_table + block_columns, every row group", blocks)
+    step = stage("2 IndexedSourceDataset._gather_columns per batch (order)", gathered, step)
+    step = stage("3 + Collate.columns: BatchedMapDataset[i]", collated, step)
+    step = stage(
         "4 + .to_iter_dataset() (Grain's iterator, per batch)",
         lambda: map(_batch_rows, batched().to_iter_dataset(read)),
-        rows,
         step,
     )
-    step = _per_row(
+    step = stage(
         "5 + ThreadPrefetchIterDataset (a thread hands batches over)",
         lambda: map(
             _batch_rows,
             ThreadPrefetchIterDataset(batched().to_iter_dataset(read), prefetch_buffer_size=4),
         ),
-        rows,
         step,
     )
-    step = _per_row(
+    step = stage(
         "6 AsyncDataLoader(prefetch_enabled=False)",
         lambda: _loader_sizes(
             _loader(case, shuffle=True, workers=0, batch_size=batch_size, prefetch_enabled=False)
         ),
-        rows,
         step,
     )
-    _per_row(
+    stage(
         "7 AsyncDataLoader() default (read threads + prefetch)",
         lambda: _loader_sizes(_loader(case, shuffle=True, batch_size=batch_size)),
-        rows,
         step,
     )
     print(f"(1.0x pyarrow to_pylist = {pyarrow:.3f} us/row) {_load()}")
@@ -760,7 +753,9 @@ def main() -> None:
     )
     parser.add_argument("--memory-max-tokens", type=int, default=1024)
     parser.add_argument("--memory-row-group-size", type=int, default=2_000)
-    parser.add_argument("--rounds", type=int, default=2, help="throughput rounds (best counts)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="throughput and profile rounds (best counts)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="resume repeats")
     parser.add_argument("--skip", nargs="*", default=[], choices=["1", "2", "3", "4"])
     parser.add_argument("--profile", action="store_true", help="also cProfile the loader")
@@ -817,7 +812,7 @@ def main() -> None:
     if "4" not in args.skip:
         first_batch(paths)
     if args.profile:
-        stages(case, args.profile_rows, args.profile_batch)
+        stages(case, args.profile_rows, args.profile_batch, args.rounds)
         profile(case, args.profile_rows, args.profile_batch)
     load = os.getloadavg()
     print(

@@ -109,6 +109,7 @@ class IndexedSourceDataset(grain.MapDataset):
         self._starts: dict[int, np.ndarray] = {}
         self._segments: dict[int, _Segment] = {}
         self._last: _Segment | None = None
+        self._last_rows: tuple[tuple[int, int], list[Any]] = ((-1, -1), [])
         self._requested = (0, 0)
 
     def __len__(self) -> int:
@@ -122,8 +123,13 @@ class IndexedSourceDataset(grain.MapDataset):
         segment = self._segment(index)
         self._read_ahead(index + 1)
         k = index - segment.first
-        block = segment.blocks[0 if segment.block_ids is None else segment.block_ids[k]]
-        return self._cache.block(segment.shard, block).rows[segment.offsets[k]]
+        key = (
+            segment.shard,
+            segment.blocks[0 if segment.block_ids is None else segment.block_ids[k]],
+        )
+        if self._last_rows[0] != key:  # rows one by one mostly stay in one block
+            self._last_rows = (key, self._cache.block(*key).rows)
+        return self._last_rows[1][segment.offsets[k]]
 
     @property
     def table_schema(self) -> pa.Schema | None:

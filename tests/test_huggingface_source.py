@@ -8,6 +8,7 @@ emulator: same rows, same order, shard by shard.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import urllib.error
 from datetime import datetime
@@ -137,9 +138,11 @@ def test_columns_project_parquet_and_json(shaped: dict[str, ShapedRepo]) -> None
     assert parquet.schema.names == ["id", "text"]
     rows = shaped["HuggingFaceFW/fineweb"].rows[("default", "train")]
     assert all_rows(parquet) == [{"id": r["id"], "text": r["text"]} for r in rows]
-    json = HuggingFaceShardedSource("allenai/c4", subset="en", columns=["url"])
-    assert all_rows(json) == [{"url": r["url"]} for r in shaped["allenai/c4"].rows[("en", "train")]]
-    assert json.read_block(0, 0)[:2] == [{"url": r["url"]} for r in json.open_shard(0)][:2]
+    lines = HuggingFaceShardedSource("allenai/c4", subset="en", columns=["url"])
+    assert all_rows(lines) == [
+        {"url": r["url"]} for r in shaped["allenai/c4"].rows[("en", "train")]
+    ]
+    assert lines.read_block(0, 0)[:2] == [{"url": r["url"]} for r in lines.open_shard(0)][:2]
 
 
 @pytest.mark.parametrize(("repo_id", "subset", "split"), CASES)
@@ -189,6 +192,18 @@ def test_loader_resume_is_exact(
     resumed = make()
     resumed.set_state(state)
     assert _column(resumed, text, 6) == whole[4:]
+
+
+def test_json_array_files_like_many_sft_sets(hub: HubEmulator) -> None:
+    files = {
+        "data/train.json": json.dumps(ROWS[:12], indent=1).encode(),
+        "data/train-2.json": json.dumps(ROWS[12:]).encode(),
+    }
+    make_repo(hub.root, "hub-emulator/json-arrays", files)
+    source = HuggingFaceShardedSource("hub-emulator/json-arrays")
+    assert source.files.kind == "json"
+    assert all_rows(source) == reference("hub-emulator/json-arrays", None, "train")
+    assert sorted(all_rows(source), key=lambda row: row["id"]) == ROWS
 
 
 def test_two_hosts_split_the_shards_disjointly_and_completely(

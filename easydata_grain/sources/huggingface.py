@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 
 from easydata_grain.fingerprint import digest
@@ -38,6 +39,7 @@ from easydata_grain.types import Row
 _LOGIN = "Log in with `huggingface-cli login` (or `hf auth login`), or pass token=."
 _EXPORT = "refs/convert/parquet"
 _DOWNLOAD_THREADS = 8
+_SNIFF_BYTES = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +52,7 @@ class HubFiles:
     commit: str | None
     """The commit sha the files are read at (None for a local directory)."""
     kind: str
-    """``"parquet"`` or ``"json"``."""
+    """``"parquet"``, ``"jsonl"`` (JSON Lines) or ``"json"`` (JSON arrays)."""
     urls: tuple[str, ...]
     """``hf://datasets/{repo_id}@{commit}/{path}`` (local paths for a local directory)."""
     origin: str
@@ -181,14 +183,17 @@ def _split_files(builder: Any, repo_id: str, split: str) -> tuple[str, ...]:
     return files[split]
 
 
-def _kind_of(builder: Any) -> str | None:
-    """``"parquet"`` or ``"json"`` when our sources read the builder's files as rows, else None
-    (CSV, Arrow, text...; JSON whose rows sit under a ``field``)."""
+def _kind_of(builder: Any, urls: Sequence[str], token: str | None) -> str | None:
+    """How our sources read the builder's files: ``"parquet"``, ``"jsonl"`` (JSON Lines) or
+    ``"json"`` (each file one JSON array, as the first file shows); None when they cannot (CSV,
+    Arrow, text...; JSON whose rows sit under a ``field``)."""
     if builder.name == "parquet":
         return "parquet"
-    if builder.name == "json" and builder.config.field is None:
-        return "json"
-    return None
+    if builder.name != "json" or builder.config.field is not None:
+        return None
+    options = {"token": token} if token is not None and urls[0].startswith("hf://") else {}
+    with fsspec.open(urls[0], "rb", compression="infer", **options) as first:
+        return "json" if first.read(_SNIFF_BYTES).lstrip()[:1] == b"[" else "jsonl"
 
 
 def _parquet_export(repo_id: str, token: str | None) -> str | None:
@@ -220,7 +225,7 @@ def resolve_hub_files(
     builder = _builder(dataset_name, subset, commit, token, gated=gated, **files)
     urls = _split_files(builder, dataset_name, split)
     name = builder.config.name
-    kind = _kind_of(builder)
+    kind = _kind_of(builder, urls, token)
     if kind is not None:
         return HubFiles(dataset_name, name, split, commit, kind, urls, "its data files")
     export = None if local else _parquet_export(dataset_name, token)
@@ -341,7 +346,11 @@ class HuggingFaceShardedSource:
         else:
             index_dir = None if self.cache_dir is None else os.path.join(self.cache_dir, "indexes")
             self.source = JsonShardedSource(
-                paths, storage_options=options, retry=retry, index_cache_dir=index_dir
+                paths,
+                jsonl=self.files.kind == "jsonl",
+                storage_options=options,
+                retry=retry,
+                index_cache_dir=index_dir,
             )
 
     @staticmethod

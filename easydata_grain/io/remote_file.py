@@ -221,7 +221,7 @@ class RemoteFile(io.RawIOBase):
     object makes and counts the requests, this file counts bytes and retries. A transient fault
     closes the connection, waits the policy's backoff, re-opens the object and reads again from
     the same offset, so callers (pyarrow, the JSON scanner) never see it. A transient fault
-    that outlasts ``policy.max_retries`` retries is raised as ``RetriesExhausted``, which the
+    that outlasts ``policy.max_retries`` retries is raised as ``_RetriesExhausted``, which the
     row stream or metadata read around it reports without retrying it again; a permanent one is
     raised as it is (a changed object, see ``PinnedObject``, at once).
 

@@ -153,7 +153,7 @@ def attempts_text(retries: int, *, transient: bool) -> str:
     return f"after {attempts} (not retried: permanent)"
 
 
-class RetriesExhausted(Exception):
+class _RetriesExhausted(Exception):
     """A transient fault that outlasted the retries of the attempt loop that raised it (from the
     fault): a read inside a larger operation gave up, and the operation reports it (see
     ``storage_error``) instead of retrying what was already retried."""
@@ -176,11 +176,11 @@ def storage_error(
 ) -> SourceError | None:
     """The error naming ``path`` (and ``row``) for a storage fault that its attempt loop gave up
     on after ``retries`` retries: access denied, not found, or a transient fault that outlasted
-    the retries (a ``RetriesExhausted`` states its own fault and count). None for other errors
+    the retries (a ``_RetriesExhausted`` states its own fault and count). None for other errors
     (bad data, a ``SourceError`` already), which are raised as they are."""
     if isinstance(fault, SourceError):
         return None
-    if isinstance(fault, RetriesExhausted):
+    if isinstance(fault, _RetriesExhausted):
         fault, retries = fault.fault, fault.retries
     detail = f"{type(fault).__name__}: {fault}"
     if is_access_denied(fault):
@@ -209,9 +209,9 @@ def storage_error(
 
 
 def _retryable(fault: BaseException) -> bool:
-    """A transient fault that is not yet a verdict (a ``SourceError``, or ``RetriesExhausted``
+    """A transient fault that is not yet a verdict (a ``SourceError``, or ``_RetriesExhausted``
     from a loop that already retried it)."""
-    return not isinstance(fault, SourceError | RetriesExhausted) and is_transient(fault)
+    return not isinstance(fault, SourceError | _RetriesExhausted) and is_transient(fault)
 
 
 class Attempts:
@@ -219,7 +219,7 @@ class Attempts:
 
     After a failed attempt, ``retry(fault)`` either counts a retry (``stats.retries``), waits
     the policy's backoff and says to try again, or says to give up: on a permanent fault, on a
-    ``SourceError`` or a fault an inner loop gave up on (``RetriesExhausted``: never retried
+    ``SourceError`` or a fault an inner loop gave up on (``_RetriesExhausted``: never retried
     twice), or when this fault episode has had ``max_retries`` retries. ``progress()`` (a row
     delivered) starts a new episode. Requests are counted by the code that sends them, failed
     ones included, so ``stats.requests`` counts every attempt's requests.
@@ -254,13 +254,13 @@ class Attempts:
                 if not self.retry(exc):
                     raise
 
-    def exhausted(self, fault: BaseException) -> RetriesExhausted | None:
+    def exhausted(self, fault: BaseException) -> _RetriesExhausted | None:
         """For a read inside a larger operation, once ``retry(fault)`` said no: the
-        ``RetriesExhausted`` to raise from a transient fault that outlasted the retries (so that
+        ``_RetriesExhausted`` to raise from a transient fault that outlasted the retries (so that
         the operation does not retry it again); None for other faults, raised as they are."""
         if not _retryable(fault):
             return None
-        return RetriesExhausted(fault, self.retries)
+        return _RetriesExhausted(fault, self.retries)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -283,7 +283,7 @@ def test_loader_batches_equal_the_row_path(
         )
 
     columnar, rows = loader([]), loader([lambda row: row])
-    assert _batching(columnar)._columnar and not _batching(rows)._columnar
+    assert _batching(columnar).columnar and not _batching(rows).columnar
     expected = _batches(rows)
     got = _batches(columnar)
     assert len(got) == len(expected) > 0

@@ -7,6 +7,8 @@ from typing import Any
 
 import grain
 
+from easydata_grain.batch_format import ColumnarBatchFn, ColumnarRows
+
 
 class BatchedMapDataset(grain.MapDataset):
     """Element ``i`` is ``batch_fn(parent rows [i*b, (i+1)*b))``, read with ``parent._getitems``.
@@ -31,8 +33,12 @@ class BatchedMapDataset(grain.MapDataset):
         super().__init__(parent)
         self._batch_size = batch_size
         self._batch_fn = batch_fn
-        supports = getattr(batch_fn, "supports", None)
-        self._columnar = supports is not None and supports(getattr(parent, "table_schema", None))
+        self.columnar = (
+            isinstance(batch_fn, ColumnarBatchFn)
+            and isinstance(parent, ColumnarRows)
+            and batch_fn.supports(parent.table_schema)
+        )
+        """Whether batches are gathered column by column (else collated from dict rows)."""
         rows = len(parent)
         self._rows = rows
         self._length = rows // batch_size if drop_remainder else -(-rows // batch_size)
@@ -45,11 +51,11 @@ class BatchedMapDataset(grain.MapDataset):
             return self.slice(index)
         start = index * self._batch_size
         indices = range(start, min(start + self._batch_size, self._rows))
-        if self._columnar:
+        if self.columnar:
             columns = self._parent._gather_columns(indices)
             if columns is not None:
                 return self._batch_fn.columns(columns)
         return self._batch_fn(self._parent._getitems(indices))
 
     def __str__(self) -> str:
-        return f"BatchedMapDataset(batch_size={self._batch_size}, columnar={self._columnar})"
+        return f"BatchedMapDataset(batch_size={self._batch_size}, columnar={self.columnar})"

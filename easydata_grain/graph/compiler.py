@@ -167,6 +167,11 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
             rows = BatchedMapDataset(
                 rows, s.batch_size, drop_remainder=s.drop_remainder, batch_fn=s.collate
             )
+            if rows.columnar != plan.columnar:  # describe() must say what the dataset does
+                raise RuntimeError(
+                    f"The plan says columnar={plan.columnar} ({plan.columnar_reason}) but the "
+                    f"batches are built with columnar={rows.columnar}: a compiler bug."
+                )
         dataset = rows.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     else:
         # An unresumable stream (say, a datasets shuffle) still iterates; get_state refuses.

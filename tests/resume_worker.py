@@ -13,6 +13,8 @@ end, and writes the restored model and the remaining batches to ``OUT.pkl``.
 
 A spec is ``{"sources": [[path, ...], ...], "loader": {kwargs}, "transforms": [name, ...]}``;
 transform names index ``TRANSFORMS`` (module-level, so picklable and fingerprinted by name).
+``{"hub": {kwargs}, ...}`` in place of ``"sources"`` reads ``HuggingFaceShardedSource(**kwargs)``
+(the processes inherit ``HF_ENDPOINT`` and ``HF_HOME`` from the test run).
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from typing import Any
 import grain
 import numpy as np
 
-from easydata_grain import AsyncDataLoader, ConcatSource, Hosts, ParquetShardedSource
+from easydata_grain import (
+    AsyncDataLoader,
+    ConcatSource,
+    Hosts,
+    HuggingFaceShardedSource,
+    ParquetShardedSource,
+)
 
 
 class KeepNotDivisible(grain.transforms.Filter):
@@ -85,7 +93,11 @@ def build_loader(spec: dict[str, Any], **overrides: Any) -> AsyncDataLoader:
 
     ``spec["hosts"]`` (index, count) makes it one host of several; ``spec["stream"]`` reads the
     sources as a stream (only the ShardedSource protocol: streaming mode)."""
-    sources = [ParquetShardedSource(paths) for paths in spec["sources"]]
+    sources: list[Any]
+    if "hub" in spec:
+        sources = [HuggingFaceShardedSource(**spec["hub"])]
+    else:
+        sources = [ParquetShardedSource(paths) for paths in spec["sources"]]
     source: Any = sources if len(sources) > 1 else sources[0]
     if spec.get("stream"):
         source = ShardsOnly(ConcatSource(sources))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import email.utils
 import errno
 import random
+import time
+import urllib.error
 from typing import ClassVar
 
 import aiohttp
@@ -15,7 +18,7 @@ from hypothesis import strategies as st
 from easydata_grain import NO_RETRY, IOStats, RetriesExhaustedError, RetryPolicy
 from easydata_grain.io.remote_file import RemoteFile
 from easydata_grain.io.resumable_rows import resumable_rows
-from easydata_grain.io.retry import is_transient
+from easydata_grain.io.retry import is_transient, retry_after
 
 
 def _client_error(status: int, code: str) -> botocore.exceptions.ClientError:
@@ -199,3 +202,66 @@ def test_call_counts_retries() -> None:
 
     assert RetryPolicy(initial_backoff=0.0).call(flaky, stats=stats) == "ok"
     assert stats.retries == 2
+
+
+# -- Retry-After ---------------------------------------------------------------------------------
+
+
+def _too_many_requests(retry_after: str | None, style: str = "urllib") -> Exception:
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    if style == "botocore":
+        return botocore.exceptions.ClientError(
+            {
+                "Error": {"Code": "SlowDown"},
+                "ResponseMetadata": {
+                    "HTTPStatusCode": 503,
+                    "HTTPHeaders": {k.lower(): v for k, v in headers.items()},
+                },
+            },
+            "GetObject",
+        )
+    if style == "aiohttp":
+        return aiohttp.ClientResponseError(None, (), status=429, headers=headers)  # type: ignore[arg-type]
+    return urllib.error.HTTPError("http://hub/x", 429, "Too Many Requests", headers, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("style", ["urllib", "aiohttp", "botocore"])
+def test_retry_after_in_seconds_is_read_from_each_client_style(style: str) -> None:
+    fault = _too_many_requests("7", style)
+    assert retry_after(fault) == 7.0
+    wrapped = OSError("read failed")
+    wrapped.__cause__ = fault  # as fsspec or pyarrow wrap it
+    assert retry_after(wrapped) == 7.0
+    assert retry_after(_too_many_requests(None, style)) is None
+
+
+def test_retry_after_as_an_http_date() -> None:
+    now = 1_700_000_000.0
+    date = email.utils.formatdate(now + 12, usegmt=True)
+    assert retry_after(_too_many_requests(date), now=now) == pytest.approx(12.0)
+    past = email.utils.formatdate(now - 30, usegmt=True)
+    assert retry_after(_too_many_requests(past), now=now) == 0.0
+    assert retry_after(_too_many_requests("soon"), now=now) is None  # neither: backoff
+
+
+def test_retry_after_replaces_the_backoff_up_to_max_retry_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    policy = RetryPolicy(max_retries=5, initial_backoff=0.01, jitter=0.0, max_retry_after=4.0)
+    faults = iter([_too_many_requests("2.5"), _too_many_requests("90"), _too_many_requests(None)])
+
+    def flaky() -> str:
+        fault = next(faults, None)
+        if fault is not None:
+            raise fault
+        return "ok"
+
+    stats = IOStats()
+    assert policy.call(flaky, stats=stats) == "ok"
+    assert slept == [2.5, 4.0, pytest.approx(0.04)]  # asked, capped, then the computed backoff
+    assert stats.retries == 3
+    assert policy.wait(1, _too_many_requests("1")) == 1.0
+    with pytest.raises(ValueError):
+        RetryPolicy(max_retry_after=-1)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import email.utils
 import errno
 import http.client
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from easydata_grain.io.errors import (
     AccessDeniedError,
@@ -111,6 +112,56 @@ def is_transient(exc: BaseException) -> bool:
         ):
             return True
     return False
+
+
+def _headers_of(exc: BaseException) -> Any:
+    """The response headers an exception carries, if any: ``urllib.error.HTTPError.headers``,
+    aiohttp's ``headers``, ``response.headers`` (huggingface_hub, requests, httpx), botocore's
+    ``response["ResponseMetadata"]["HTTPHeaders"]``."""
+    headers = getattr(exc, "headers", None)
+    if headers is not None and hasattr(headers, "get"):
+        return headers
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("ResponseMetadata", {}).get("HTTPHeaders")
+    headers = getattr(response, "headers", None)
+    return headers if headers is not None and hasattr(headers, "get") else None
+
+
+def _seconds_from(value: Any, now: float) -> float | None:
+    """A ``Retry-After`` value in seconds: delay-seconds (``"120"``) or an HTTP date (then the
+    time left until it, at least 0); None when it is neither."""
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is in GMT
+            return None
+        return max(0.0, when.timestamp() - now)
+    return seconds if seconds >= 0 and seconds == seconds else None  # not negative, not NaN
+
+
+def retry_after(exc: BaseException, *, now: float | None = None) -> float | None:
+    """The seconds a failed response asked the client to wait (its ``Retry-After`` header, as
+    sent with 429 Too Many Requests or 503), found along the exception's cause chain; None when
+    no response carries one."""
+    now = time.time() if now is None else now
+    for cause in _causes(exc):
+        headers = _headers_of(cause)
+        if headers is None:
+            continue
+        value = headers.get("Retry-After")
+        if value is None:
+            value = headers.get("retry-after")
+        if value is not None:
+            seconds = _seconds_from(value, now)
+            if seconds is not None:
+                return seconds
+    return None
 
 
 def is_access_denied(exc: BaseException) -> bool:
@@ -218,7 +269,8 @@ class Attempts:
     """The attempts of one operation under a ``RetryPolicy``: the library's one retry loop.
 
     After a failed attempt, ``retry(fault)`` either counts a retry (``stats.retries``), waits
-    the policy's backoff and says to try again, or says to give up: on a permanent fault, on a
+    (the policy's backoff, or what the failed response's ``Retry-After`` asked for, up to
+    ``policy.max_retry_after``) and says to try again, or says to give up: on a permanent fault, on a
     ``SourceError`` or a fault an inner loop gave up on (``_RetriesExhausted``: never retried
     twice), or when this fault episode has had ``max_retries`` retries. ``progress()`` (a row
     delivered) starts a new episode. Requests are counted by the code that sends them, failed
@@ -242,7 +294,7 @@ class Attempts:
         self.retries += 1
         if self.stats is not None:
             self.stats.add(retries=1)
-        time.sleep(self.policy.delay(self.retries))
+        time.sleep(self.policy.wait(self.retries, fault))
         return True
 
     def call(self, fn: Callable[[], T]) -> T:
@@ -272,6 +324,10 @@ class RetryPolicy:
     per fault episode: progress (a row read) starts the count again. ``connect_timeout`` and
     ``read_timeout`` (seconds) bound each connection and each wait on the socket of a remote
     store; a stalled read then fails as a transient fault and is retried.
+
+    A failed response that says how long to wait (``Retry-After``, in seconds or as an HTTP
+    date, as the Hub and other stores send with 429 Too Many Requests or 503) is obeyed instead
+    of the computed backoff, up to ``max_retry_after`` seconds (a longer wait is cut to it).
     """
 
     max_retries: int = 3
@@ -281,6 +337,7 @@ class RetryPolicy:
     jitter: float = 0.5
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
+    max_retry_after: float = 60.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -301,6 +358,14 @@ class RetryPolicy:
         """Seconds to wait before retry number ``retry`` (1-based)."""
         base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (retry - 1))
         return base * (1.0 - self.jitter * random.random())
+
+    def wait(self, retry: int, fault: BaseException | None = None) -> float:
+        """Seconds to wait before retry number ``retry`` after ``fault``: what its response's
+        ``Retry-After`` asked for (at most ``max_retry_after``), else ``delay(retry)``."""
+        asked = None if fault is None else retry_after(fault)
+        if asked is not None:
+            return min(asked, self.max_retry_after)
+        return self.delay(retry)
 
     def attempts(self, stats: IOStats | None = None) -> Attempts:
         """A new attempt loop under this policy, counting its retries in ``stats``."""

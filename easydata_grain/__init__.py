@@ -26,6 +26,7 @@ from easydata_grain.io.stats import IOStats
 from easydata_grain.loader import AsyncDataLoader
 from easydata_grain.order import EpochOrder
 from easydata_grain.sources.concat import ConcatSource
+from easydata_grain.sources.datasets_stream import DatasetsStreamSource
 from easydata_grain.sources.huggingface import HuggingFaceShardedSource
 from easydata_grain.sources.in_memory import InMemorySource
 from easydata_grain.sources.json import JsonShardedSource
@@ -48,6 +49,7 @@ __all__ = [
     "ColumnarSource",
     "ConcatSource",
     "CorruptShardError",
+    "DatasetsStreamSource",
     "EpochOrder",
     "HostMismatchError",
     "Hosts",

@@ -4,6 +4,8 @@ Put it in front of an object-store emulator and point the client's endpoint at
 ``proxy.url``. Faults are chosen per request by rules added with :meth:`FaultProxy.inject`:
 
 - ``"500"`` / ``"503"``: answer with that status without contacting the upstream;
+- ``"429"``: answer 429 Too Many Requests without contacting the upstream, with a
+  ``Retry-After`` header when the rule has ``retry_after`` (seconds, or an HTTP date as text);
 - ``"drop"``: read the request, then close the connection without answering;
 - ``"truncate"``: send the upstream status and full ``Content-Length`` but only half the
   body, then close (never applies to HEAD or to an empty body);
@@ -11,7 +13,8 @@ Put it in front of an object-store emulator and point the client's endpoint at
   close without answering (``after_stall="drop"``).
 
 Every request is counted (``requests``, by method) and logged in order with the fault it got
-(``log``), so tests can compare a client's own counts with what reached the store.
+and when it arrived (``log``), so tests can compare a client's own counts with what reached the
+store, and measure the wait between a fault and the retry.
 """
 
 from __future__ import annotations
@@ -20,14 +23,15 @@ import contextlib
 import http.client
 import socket
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 from urllib.parse import urlsplit
 
-FaultKind = Literal["500", "503", "drop", "truncate", "stall"]
-FAULT_KINDS: tuple[str, ...] = ("500", "503", "drop", "truncate", "stall")
+FaultKind = Literal["429", "500", "503", "drop", "truncate", "stall"]
+FAULT_KINDS: tuple[str, ...] = ("429", "500", "503", "drop", "truncate", "stall")
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1) are never forwarded.
 _HOP_BY_HOP = frozenset(
@@ -57,6 +61,7 @@ class FaultRule:
     limit: int | None = None
     stall_seconds: float = 5.0
     after_stall: Literal["answer", "drop"] = "answer"
+    retry_after: float | str | None = None
     matched: int = 0
     injected: int = 0
 
@@ -76,6 +81,8 @@ class LoggedRequest:
     method: str
     path: str
     fault: FaultKind | None = None
+    time: float = field(default_factory=time.monotonic)
+    """When it arrived (``time.monotonic()``)."""
 
 
 @dataclass
@@ -128,8 +135,12 @@ class FaultProxy:
         *,
         stall_seconds: float = 5.0,
         after_stall: Literal["answer", "drop"] = "answer",
+        retry_after: float | str | None = None,
     ) -> FaultRule:
-        """Add a rule; the first rule whose turn it is decides a request's fault."""
+        """Add a rule; the first rule whose turn it is decides a request's fault.
+
+        ``retry_after`` (``"429"`` and ``"500"``/``"503"`` answers) is sent as the
+        ``Retry-After`` header: a number of seconds, or a string as it is (an HTTP date)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
         if every < 1:
@@ -146,6 +157,7 @@ class FaultProxy:
             limit=limit,
             stall_seconds=stall_seconds,
             after_stall=after_stall,
+            retry_after=retry_after,
         )
         with self._lock:
             self._rules.append(rule)
@@ -347,7 +359,7 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             if truncate:
                 self._drop()
 
-        def _send_error_fault(self, status: int) -> None:
+        def _send_error_fault(self, status: int, retry_after: float | str | None) -> None:
             reason = http.client.responses[status]
             body = b"" if self.command == "HEAD" else f"injected fault: {status} {reason}".encode()
             headers = [
@@ -355,6 +367,9 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 ("Content-Length", str(len(body))),
                 ("Connection", "keep-alive"),
             ]
+            if retry_after is not None:
+                value = retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
+                headers.append(("Retry-After", value))
             self._reply(status, reason, headers, body)
 
         def _handle(self) -> None:
@@ -366,8 +381,9 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 if rule.after_stall == "drop" or proxy._closing.is_set():
                     self._drop()
                     return
-            if kind in ("500", "503"):
-                self._send_error_fault(int(kind))
+            if kind in ("429", "500", "503"):
+                assert rule is not None
+                self._send_error_fault(int(kind), rule.retry_after)
                 return
             if kind == "drop":
                 self._drop()

@@ -274,6 +274,8 @@ class HubRequest:
     repo_id: str | None
     revision: str | None
     status: int
+    body_bytes: int = 0
+    """Bytes of the answer's body that were sent (0 for HEAD)."""
 
 
 class HubError(Exception):
@@ -465,6 +467,17 @@ class HubEmulator:
     def commit_sha(self, repo_id: str, revision: str = "main") -> str:
         """The commit sha ``revision`` of ``repo_id`` resolves to now."""
         return self._commit(repo_id, revision).sha
+
+    def delete_commit(self, repo_id: str, sha: str) -> None:
+        """Make commit ``sha`` of ``repo_id`` unknown, as squashing or rewriting the history of
+        the Hub repo does: it answers ``RevisionNotFound`` from then on. No ref may point at
+        it (update the branch first, e.g. with :func:`write_files`)."""
+        pointing = [ref for ref in self._refs(repo_id) if self.commit_sha(repo_id, ref) == sha]
+        if pointing:
+            raise ValueError(f"{pointing} still point at {sha}: change those refs first")
+        with self._lock:
+            if self._state.commits.pop((repo_id, sha), None) is None:
+                raise KeyError(f"{repo_id} has no commit {sha}")
 
     def close(self) -> None:
         """Stop serving and close open client connections."""
@@ -696,6 +709,7 @@ def _make_handler(hub: HubEmulator) -> type[BaseHTTPRequestHandler]:
             self._send_headers(status, {"Content-Length": str(len(body)), **headers})
             if self.command != "HEAD":
                 self.wfile.write(body)
+                self.body_bytes += len(body)
 
         def _send_json(self, data: Any, headers: dict[str, str] | None = None) -> None:
             body = json.dumps(data).encode()
@@ -705,6 +719,7 @@ def _make_handler(hub: HubEmulator) -> type[BaseHTTPRequestHandler]:
 
         def _handle(self) -> None:
             url = urlsplit(self.path)
+            self.body_bytes = 0
             length = int(self.headers.get("Content-Length") or 0)
             form = parse_qs(self.rfile.read(length).decode()) if length else {}
             route = _Route("other")
@@ -733,6 +748,7 @@ def _make_handler(hub: HubEmulator) -> type[BaseHTTPRequestHandler]:
                     route.repo_id,
                     route.revision,
                     status,
+                    self.body_bytes,
                 )
             )
 
@@ -819,6 +835,7 @@ def _make_handler(hub: HubEmulator) -> type[BaseHTTPRequestHandler]:
                     remaining = stop - start
                     while remaining and (chunk := f.read(min(_CHUNK, remaining))):
                         self.wfile.write(chunk)
+                        self.body_bytes += len(chunk)
                         remaining -= len(chunk)
             return status
 

@@ -321,3 +321,28 @@ def test_a_branch_is_a_folder_beside_the_repo(hub: HubEmulator) -> None:
         if e.path == "a.txt"
     ]
     assert entry.last_commit is not None and entry.last_commit.oid == hub.commit_sha(repo_id)
+
+
+def test_a_deleted_commit_is_an_unknown_revision(hub: HubEmulator) -> None:
+    repo_id = "hub-emulator/squashed"
+    make_repo(hub.root, repo_id, {"data/train.parquet": parquet_bytes(ROWS)})
+    old = hub.commit_sha(repo_id)
+    with pytest.raises(ValueError, match="still point at"):
+        hub.delete_commit(repo_id, old)  # main is at it
+    write_files(hub.root, repo_id, {"data/train.parquet": parquet_bytes(ROWS[:5])})
+    hub.delete_commit(repo_id, old)  # as squashing the history would
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download(repo_id, "data/train.parquet", repo_type="dataset", revision=old)
+    with pytest.raises(RevisionNotFoundError):
+        HfApi().dataset_info(repo_id, revision=old)
+    assert HfApi().dataset_info(repo_id).sha == hub.commit_sha(repo_id) != old
+
+
+def test_the_log_counts_body_bytes(hub: HubEmulator, shaped: dict[str, ShapedRepo]) -> None:
+    repo_id = shaped["c4"].repo_id
+    path = "en/c4-validation.00000-of-00001.json.gz"
+    hub.reset_counters()
+    url = f"{hub.url}/datasets/{repo_id}/resolve/main/{path}"
+    assert _get(url, {"Range": "bytes=10-19"})[0] == 206
+    assert _get(url, {"method": "HEAD"})[0] == 200
+    assert [(r.method, r.body_bytes) for r in hub.log] == [("GET", 10), ("HEAD", 0)]

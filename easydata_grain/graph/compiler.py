@@ -11,7 +11,6 @@ from typing import Any
 
 import grain
 import pyarrow as pa
-from grain.experimental import ThreadPrefetchIterDataset
 
 from easydata_grain.batch_format import ColumnarBatchFn
 from easydata_grain.graph.batch_dataset import BatchedMapDataset
@@ -21,6 +20,7 @@ from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.graph.plan import Mode, Plan, Resume, Settings, Split
 from easydata_grain.graph.shuffle_buffer import ShuffleBufferIterDataset
 from easydata_grain.graph.stream_source import SourceIterDataset, not_resumable_reason
+from easydata_grain.graph.thread_prefetch import PrefetchThreadIterDataset
 from easydata_grain.graph.worker_processes import prefetch_in_processes
 from easydata_grain.sources.protocol import (
     ColumnarSource,
@@ -189,7 +189,7 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
     if s.worker_processes:
         return prefetch_in_processes(dataset, s.worker_processes, max(1, s.prefetch_buffer_size))
     if s.prefetch_enabled and s.prefetch_buffer_size:
-        return ThreadPrefetchIterDataset(dataset, prefetch_buffer_size=s.prefetch_buffer_size)
+        return PrefetchThreadIterDataset(dataset, prefetch_buffer_size=s.prefetch_buffer_size)
     return dataset
 
 

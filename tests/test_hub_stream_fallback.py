@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from easydata_grain import (
     AsyncDataLoader,
+    DatasetsStreamSource,
     Hosts,
     HuggingFaceShardedSource,
     LoaderStateError,
@@ -26,7 +27,6 @@ from easydata_grain import (
     ShardNotFoundError,
     UnsupportedFormatError,
 )
-from easydata_grain.sources.datasets_stream import DatasetsStreamSource
 from easydata_grain.sources.protocol import IndexedSource, ShardedSource
 from ops.hub_emulator import HubEmulator, make_repo, repo_dir, write_files
 from tests.helpers import plain

@@ -90,8 +90,11 @@ class DatasetsStreamSource:
         self.stats = IOStats()
         """Rows delivered and retries (``datasets`` reads the bytes, uncounted)."""
         self.why = why
-        self.commit, gated = (None, False) if local else _commit_of(dataset_name, revision, token)
+        # _commit_of's first two values: the sha and whether the dataset is gated.
+        pinned = (None, False) if local else _commit_of(dataset_name, revision, token)[:2]
+        self.commit: str | None = pinned[0]
         """The commit sha the files are read at (None for a local directory)."""
+        gated = bool(pinned[1])
         try:
             builder = _builder(
                 dataset_name,

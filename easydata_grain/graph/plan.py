@@ -143,6 +143,9 @@ class Plan:
         columns = getattr(self.source, "columns", None)
         if isinstance(columns, Sequence) and not isinstance(columns, str):
             text += f", columns {list(columns)}"
+        explain = getattr(self.source, "describe", None)  # a source that says where rows come from
+        if callable(explain):
+            text += f"\n            {explain()}"
         return text
 
     def _order_text(self) -> str:

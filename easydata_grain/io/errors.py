@@ -39,6 +39,12 @@ class ShardNotFoundError(SourceError, FileNotFoundError):
     """A file, bucket or shard name that does not exist."""
 
 
+class CommitNotFoundError(ShardNotFoundError):
+    """A Hub dataset's commit that a source, a cached resolution or a loader state is pinned to
+    no longer exists (history squashed or rewritten, the revision deleted): its files cannot be
+    read at that commit."""
+
+
 class NoFilesMatchedError(SourceError, FileNotFoundError):
     """A glob pattern or directory that matched no file."""
 
@@ -49,6 +55,11 @@ class ListingError(SourceError):
 
 class AccessDeniedError(SourceError, PermissionError):
     """The store refused the credentials (wrong, expired or missing)."""
+
+
+class OfflineError(SourceError):
+    """The Hub cannot be asked (``HF_HUB_OFFLINE=1``, or no network) and what is needed is not
+    cached."""
 
 
 class CorruptShardError(SourceError):

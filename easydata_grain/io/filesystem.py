@@ -10,6 +10,7 @@ timeouts: a stalled read becomes a transient fault that our policy retries at th
 from __future__ import annotations
 
 import os
+import re
 import types
 import urllib.error
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 import fsspec
 from fsspec.asyn import sync
 
+from easydata_grain.io.errors import CommitNotFoundError, OfflineError
 from easydata_grain.io.retry import RetryPolicy
+from easydata_grain.io.stats import IOStats
 
 # gcsfs otherwise calls a gRPC control API over TLS, which hangs without a real GCS.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
@@ -106,36 +109,105 @@ def _azure(options: dict[str, Any], policy: RetryPolicy) -> fsspec.AbstractFileS
     return fs
 
 
+_PINNED_URL = re.compile(
+    r"^(?:hf://)?datasets/(?P<repo>[^@/]+/[^@/]+)@(?P<commit>[0-9a-f]{40})/(?P<path>.+)$"
+)
+
+
+def hub_commit_gone(repo_id: str, commit: str, detail: str) -> CommitNotFoundError:
+    """The error for a Hub dataset's commit that no longer exists (``detail``: what failed)."""
+    return CommitNotFoundError(
+        f"The commit {commit} of the Hub dataset {repo_id!r} is gone: the Hub has no such "
+        f"revision any more (its history was squashed or rewritten, or the revision deleted), so "
+        f"{detail}, which a source, a cached resolution or a loader state is pinned to.",
+        path=repo_id,
+        hint="To resume exactly, restore the data at that commit on the Hub (e.g. push it "
+        "back as a branch or tag). Otherwise start from a fresh state: build the source again "
+        "without revision=<that sha> (with cache_dir=, delete its cached resolution: "
+        "source.resolution_cache), and start the loader without the old state (a state saved "
+        "at the old commit does not fit other data).",
+    )
+
+
+def hub_offline(what: str, hint: str) -> OfflineError:
+    """The error for a Hub request refused because ``HF_HUB_OFFLINE`` is set."""
+    return OfflineError(f"HF_HUB_OFFLINE is set, so {what} cannot be read from the Hub.", hint=hint)
+
+
 def _hf(options: dict[str, Any], policy: RetryPolicy) -> fsspec.AbstractFileSystem:
     """huggingface_hub's ``HfFileSystem``, its files reading each range in one request.
 
     Its files retry on their own (``http_backoff``: 5 retries on 429, 5xx and dropped
     connections), hidden from our counters; here a range read is one attempt bounded by the
     policy's timeouts. An error answer fails it with an ``urllib.error.HTTPError`` whose
-    ``code`` the policy reads (408, 429 and 5xx are retried; 401, 403 and 404 are not), a
-    dropped or stalled connection with a ``ConnectionError`` (retried).
+    ``code`` the policy reads (408, 429 and 5xx are retried; 401, 403 and 404 are not) and whose
+    ``headers`` carry the answer's (``Retry-After``, which the policy obeys); a dropped or
+    stalled connection with a ``ConnectionError`` (retried). A commit that is gone from the Hub
+    raises ``CommitNotFoundError``, ``HF_HUB_OFFLINE`` an ``OfflineError`` (neither retried).
+
+    Two options of ours (taken out before ``HfFileSystem`` sees the rest):
+
+    - ``pinned_files``: ``{url: {"size": int, "etag": str}}`` for files at a commit sha
+      (``hf://datasets/{repo}@{sha}/{path}``). Their entries are known, so ``info``, ``exists``
+      and ``open`` answer them without a request, and the commit is not asked for (a commit
+      that is gone shows on the first read).
+    - ``request_stats``: an ``IOStats`` that counts every range request (failed ones too) and
+      the body bytes received: the requests this filesystem sends for pinned files.
     """
     import httpx2
     from huggingface_hub import HfFileSystem
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RevisionNotFoundError
     from huggingface_hub.hf_file_system import HfFileSystemFile
     from huggingface_hub.utils import get_session, hf_raise_for_status
 
+    options = dict(options)
+    pinned = options.pop("pinned_files", None) or {}
+    counter: IOStats | None = options.pop("request_stats", None)
     timeout = httpx2.Timeout(policy.read_timeout, connect=policy.connect_timeout)
 
     def fetch_range(file: HfFileSystemFile, start: int, end: int) -> bytes:
         headers = {"range": f"bytes={start}-{end - 1}", **file.fs._api._build_hf_headers()}
+        url = file.url()
+        if counter is not None:
+            counter.add(requests=1)
         try:
-            response = get_session().get(file.url(), headers=headers, timeout=timeout)
+            response = get_session().get(url, headers=headers, timeout=timeout)
             hf_raise_for_status(response)
+        except RevisionNotFoundError as exc:
+            where = file.resolved_path
+            raise hub_commit_gone(
+                where.repo_id, where.revision, f"{where.path_in_repo!r} cannot be read at it"
+            ) from exc
         except HfHubHTTPError as exc:
             status = exc.response.status_code
-            raise urllib.error.HTTPError(file.url(), status, str(exc), None, None) from exc
+            answer = exc.response.headers
+            raise urllib.error.HTTPError(url, status, str(exc), answer, None) from exc  # type: ignore[arg-type]
+        except OfflineModeIsEnabled as exc:
+            raise hub_offline(
+                f"hf://{file.path}",
+                "Streaming reads need the Hub: read local copies instead (streaming=False with "
+                "a cache_dir= the files were downloaded to while online).",
+            ) from exc
         except httpx2.TransportError as exc:
             raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        if counter is not None:
+            counter.add(bytes_read=len(response.content))
         return response.content
 
     fs = HfFileSystem(skip_instance_cache=True, **options)
+    for url, entry in pinned.items():
+        match = _PINNED_URL.match(url)
+        if match is None:
+            raise ValueError(
+                f"pinned_files takes hf://datasets/{{repo}}@{{sha}}/... URLs, got {url!r}"
+            )
+        fs._repo_and_revision_exists_cache[("dataset", match["repo"], match["commit"])] = (
+            True,
+            None,
+        )
+        name = fs._strip_protocol(url)
+        known = {"name": name, "size": int(entry["size"]), "type": "file", "etag": entry["etag"]}
+        fs.dircache.setdefault(fs._parent(name), []).append(known)
 
     def open_file(path: str, mode: str = "rb", **kwargs: Any) -> Any:
         file = HfFileSystem._open(fs, path, mode, **kwargs)

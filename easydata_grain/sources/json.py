@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import contextlib
 import functools
@@ -11,6 +12,7 @@ import json
 import logging
 import lzma
 import os
+import struct
 import zlib
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -18,6 +20,7 @@ from typing import IO, Any, ClassVar, Literal, NamedTuple
 
 import fsspec.compression
 import numpy as np
+import orjson
 
 from easydata_grain.io.errors import CorruptShardError, MalformedRowError
 from easydata_grain.io.remote_file import RemoteFile
@@ -49,17 +52,135 @@ def compression_of(path: str) -> str | None:
     return next((codec for suffix, codec in _COMPRESSIONS.items() if path.endswith(suffix)), None)
 
 
-def _numeric_array(items: list[Any]) -> np.ndarray | None:
+class _NotAnObject(Exception):
+    """A line parsed to something other than a JSON object: the piece is redone line by line."""
+
+
+_LONG_DIGITS = 19
+"""orjson reads an integer outside [-2**63, 2**64) as a float; ``json`` keeps it an int. Such an
+integer has at least this many digits."""
+_DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_HIGH_NIBBLES = np.uint64(0xF0F0F0F0F0F0F0F0)
+_DIGIT_NIBBLES = np.uint64(0x3030303030303030)
+_PACKERS: dict[tuple[str, int], struct.Struct] = {}
+
+
+def _parse_exact(line: bytes) -> Any:
+    """What ``json`` makes of one line, the reference the fast path must equal; a
+    ``_BadLine`` for a line that is not UTF-8 or not JSON."""
+    try:
+        # Not json.loads(line): it decodes bytes with "surrogatepass" (and guesses
+        # UTF-16/32), letting invalid UTF-8 through as lone surrogates.
+        return json.loads(line.decode().removeprefix("\ufeff"))
+    except UnicodeDecodeError as exc:
+        return _BadLine(f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line)
+    except json.JSONDecodeError as exc:
+        return _BadLine(f"not valid JSON ({exc.msg} at column {exc.colno})", line)
+    except (ValueError, RecursionError) as exc:
+        return _BadLine(f"not valid JSON ({type(exc).__name__}: {exc})", line)
+
+
+def _has_long_number(line: bytes) -> bool:
+    """Whether a line holds a run of ``_LONG_DIGITS`` digits (an integer orjson may not keep)."""
+    return b"0" * _LONG_DIGITS in line.translate(_DIGITS_TO_ZERO)
+
+
+def _parse_line(line: bytes) -> Any:
+    """``_parse_exact``'s value at orjson's speed where orjson gives the same value.
+
+    orjson refuses what ``json`` accepts beyond the JSON standard (NaN, Infinity, -Infinity,
+    1e400, lone surrogates escaped as ``\\ud800``), and refuses invalid UTF-8, a byte-order
+    mark and anything else ``json`` refuses: every line orjson refuses is parsed again by
+    ``json``, which gives the value or the error it always gave. The one value orjson gives
+    differently, a float for an integer beyond 64 bits, is kept from it by the digit check.
+    """
+    if _has_long_number(line):
+        return _parse_exact(line)
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return _parse_exact(line)
+
+
+def _long_number_lines(data: bytes, starts: np.ndarray) -> list[int]:
+    """The positions of the lines (starting at byte ``starts`` of ``data``) that may hold an
+    integer orjson would make a float: a run of 19 digits or more covers an 8-byte word
+    (counted from the start of ``data``) of bytes 0x30-0x3f, which is rare otherwise."""
+    words = np.frombuffer(data, np.uint64, len(data) // 8)
+    hits = np.flatnonzero((words & _HIGH_NIBBLES) == _DIGIT_NIBBLES)
+    if not len(hits):
+        return []
+    return np.unique(np.searchsorted(starts, hits * 8, side="right") - 1).tolist()
+
+
+def _packer(code: str, count: int) -> struct.Struct:
+    """A struct packing ``count`` native int64 (``q``) or float64 (``d``) values."""
+    packer = _PACKERS.get((code, count))
+    if packer is None:
+        if len(_PACKERS) >= 4096:
+            _PACKERS.clear()
+        packer = _PACKERS[code, count] = struct.Struct(f"={count}{code}")
+    return packer
+
+
+def _numeric_array_exact(items: list[Any]) -> np.ndarray | None:
     """A list of ints as int64, of ints and floats as float64; None for anything else."""
     kinds = set(map(type, items))
-    if kinds == {int}:
-        try:
+    try:
+        if kinds == {int}:
             return np.array(items, np.int64)
-        except OverflowError:
-            return None
-    if kinds <= {int, float}:
-        return np.array(items, np.float64)
+        if kinds <= {int, float}:
+            return np.array(items, np.float64)
+    except OverflowError:
+        return None
     return None
+
+
+def _numeric_array(items: list[Any]) -> np.ndarray | None:
+    """``_numeric_array_exact``'s value, packed by ``struct`` rather than converted by numpy.
+
+    ``struct`` refuses anything but ints (``q``: of 64 bits) or ints and floats (``d``), but
+    packs bools as numbers: they, and whether a ``d`` list holds a float at all, show in the
+    list's JSON text (no ``t`` or ``f`` in numbers; a float has ``.``, ``e`` or, NaN, ``null``).
+    """
+    count = len(items)
+    array = np.empty(count, np.int64)
+    try:
+        _packer("q", count).pack_into(array, 0, *items)
+    except struct.error:
+        array = np.empty(count, np.float64)
+        try:
+            _packer("d", count).pack_into(array, 0, *items)
+            text = orjson.dumps(items)
+        except (struct.error, OverflowError, TypeError):
+            return _numeric_array_exact(items)
+        if b"t" in text or b"f" in text:
+            return None
+        if b"." in text or b"e" in text or b"n" in text:
+            return array
+        return _numeric_array_exact(items)
+    text = orjson.dumps(items)
+    if b"t" in text or b"f" in text:
+        return None
+    return array
+
+
+def _to_row(value: dict[str, Any]) -> dict[str, Any]:
+    """A parsed object as a row: its non-empty numeric lists become numpy arrays."""
+    for key, item in value.items():
+        if type(item) is list and item:
+            array = _numeric_array(item)
+            if array is not None:
+                value[key] = array
+    return value
+
+
+def _line_to_row(line: bytes) -> dict[str, Any]:
+    """The fast path of one line: orjson, then numeric lists to numpy."""
+    value = orjson.loads(line)
+    if type(value) is not dict:
+        raise _NotAnObject
+    return _to_row(value)
 
 
 def _content(head: bytes) -> bytes:
@@ -303,19 +424,26 @@ class JsonShardedSource(FileShardedSource):
         index: LineIndex | ArrayIndex = meta.index
         if row >= index.num_rows:
             return
-        values = (
-            self._lines(path, meta.size, index, row)
+        pieces = (
+            self._line_pieces(path, meta.size, index, row)
             if self.jsonl
-            else self._elements(path, meta.size, index, row)
+            else self._element_pieces(path, meta.size, index, row)
         )
+        # Pieces end at every batch_size-th row from ``row`` (and at block ends): a chunk is
+        # one piece or several, and a bad row raises once the chunks before it are delivered.
         chunk: list[Any] = []
         skipped: list[SkippedRow] = []
-        for value in values:
-            if type(value) is dict:
-                chunk.append(self._row(value))
+        for values, bad in pieces:
+            first = row + len(chunk)
+            for position in bad:
+                values[position] = self._bad_row(
+                    path, index, first + position, values[position], skipped
+                )
+            if chunk:
+                chunk.extend(values)
             else:
-                chunk.append(self._bad_row(path, index, row + len(chunk), value, skipped))
-            if len(chunk) == self.batch_size:
+                chunk = values
+            if len(chunk) >= self.batch_size:
                 self._report_skipped(path, skipped)
                 yield chunk
                 row += len(chunk)
@@ -324,30 +452,72 @@ class JsonShardedSource(FileShardedSource):
             self._report_skipped(path, skipped)
             yield chunk
 
-    def _lines(self, path: str, size: int, index: LineIndex, row: int) -> Iterator[Any]:
-        """The parsed rows of a JSON Lines file from ``row`` on, a block of lines per read."""
+    def _line_pieces(
+        self, path: str, size: int, index: LineIndex, row: int
+    ) -> Iterator[tuple[list[Any], list[int]]]:
+        """The rows of a JSON Lines file from ``row`` on, a block of lines per read, in pieces
+        of at most ``batch_size`` rows (ending where chunks from ``row`` end): each piece with
+        the positions of its values that are not rows (not objects, ``_BadLine``s)."""
         bounds = index.bounds
+        start = row
         with self._stream(path, size, int(bounds[row])) as stream:
             while row < index.num_rows:
                 target = int(bounds[row]) + self.block_size
                 stop = int(np.searchsorted(bounds, target, side="right")) - 1
                 stop = min(index.num_rows, max(row + 1, stop))
-                edges = bounds[row : stop + 1].tolist()
-                data = _read_exact(stream, edges[-1] - edges[0], path)
-                base = edges[0]
-                for start, end in itertools.pairwise(edges):
-                    line = data[start - base : end - base]
-                    try:
-                        # Not json.loads(line): it decodes bytes with "surrogatepass" (and
-                        # guesses UTF-16/32), letting invalid UTF-8 through as lone surrogates.
-                        yield json.loads(line.decode().removeprefix("\ufeff"))
-                    except UnicodeDecodeError as exc:
-                        yield _BadLine(f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line)
-                    except json.JSONDecodeError as exc:
-                        yield _BadLine(f"not valid JSON ({exc.msg} at column {exc.colno})", line)
-                    except (ValueError, RecursionError) as exc:
-                        yield _BadLine(f"not valid JSON ({type(exc).__name__}: {exc})", line)
+                starts = bounds[row:stop] - bounds[row]
+                data = _read_exact(stream, int(bounds[stop] - bounds[row]), path)
+                lines = data.split(b"\n")
+                if not lines[-1]:
+                    lines.pop()
+                if len(lines) != stop - row:
+                    # Blank lines: slice by the index (a row keeps the blank lines after it).
+                    edges = [*starts.tolist(), len(data)]
+                    lines = [data[a:b] for a, b in itertools.pairwise(edges)]
+                suspects = _long_number_lines(data, starts)
+                del data
+                position = 0
+                while position < len(lines):
+                    size_left = self.batch_size - (row + position - start) % self.batch_size
+                    end = min(len(lines), position + size_left)
+                    careful = bisect.bisect_left(suspects, position) < bisect.bisect_left(
+                        suspects, end
+                    )
+                    yield self._parse_piece(lines[position:end], careful)
+                    position = end
                 row = stop
+
+    def _parse_piece(self, lines: list[bytes], careful: bool) -> tuple[list[Any], list[int]]:
+        """Parse lines to rows, all at once with orjson while every line is an object (and
+        holds no long integer: ``careful``), else line by line as ``_parse_line`` says."""
+        if not careful:
+            try:
+                if self.numpy_lists:
+                    return list(map(_line_to_row, lines)), []
+                values = list(map(orjson.loads, lines))
+                if all(type(value) is dict for value in values):
+                    return values, []
+            except (orjson.JSONDecodeError, _NotAnObject):
+                pass
+        return self._rows_or_bad(list(map(_parse_line, lines)))
+
+    def _rows_or_bad(self, values: list[Any]) -> tuple[list[Any], list[int]]:
+        """Objects made rows, and the positions of the other values."""
+        bad = []
+        for position, value in enumerate(values):
+            if type(value) is dict:
+                values[position] = self._row(value)
+            else:
+                bad.append(position)
+        return values, bad
+
+    def _element_pieces(
+        self, path: str, size: int, index: ArrayIndex, row: int
+    ) -> Iterator[tuple[list[Any], list[int]]]:
+        """The elements of a JSON array file from ``row`` on, ``batch_size`` at a time."""
+        elements = self._elements(path, size, index, row)
+        while piece := list(itertools.islice(elements, self.batch_size)):
+            yield self._rows_or_bad(piece)
 
     def _elements(self, path: str, size: int, index: ArrayIndex, row: int) -> Iterator[Any]:
         """The elements of a JSON array file from ``row`` on, from the checkpoint before it."""
@@ -365,13 +535,7 @@ class JsonShardedSource(FileShardedSource):
 
     def _row(self, value: dict[str, Any]) -> Row:
         """A parsed object as a row: numeric lists become numpy arrays."""
-        if self.numpy_lists:
-            for key, item in value.items():
-                if type(item) is list and item:
-                    array = _numeric_array(item)
-                    if array is not None:
-                        value[key] = array
-        return value
+        return _to_row(value) if self.numpy_lists else value
 
     def _bad_row(
         self,

@@ -401,6 +401,8 @@ class HubEmulator:
         self._objects = self.root / ".objects"
         self._objects.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0  # requests being answered (their log entry not written yet)
         self._state = _State()
         self._connections: set[socket.socket] = set()
         handler = _make_handler(self)
@@ -425,8 +427,10 @@ class HubEmulator:
 
     @property
     def log(self) -> list[HubRequest]:
-        """Every request answered, in order."""
-        with self._lock:
+        """Every request answered, in order (once the requests being answered are logged: a
+        client may read its answer before the emulator logs it)."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=10)
             return list(self._state.log)
 
     @property
@@ -451,8 +455,9 @@ class HubEmulator:
         )
 
     def reset_counters(self) -> None:
-        """Empty the request log."""
-        with self._lock:
+        """Empty the request log (once the requests being answered are logged)."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=10)
             self._state.log.clear()
 
     @contextlib.contextmanager
@@ -587,6 +592,12 @@ class HubEmulator:
         with self._lock:
             self._state.log.append(request)
 
+    def _answering(self, started: bool) -> None:
+        """A request's answer started, or ended (logged or not: the client may have gone)."""
+        with self._idle:
+            self._in_flight += 1 if started else -1
+            self._idle.notify_all()
+
     def _track(self, connection: socket.socket, is_open: bool) -> None:
         with self._lock:
             (self._connections.add if is_open else self._connections.discard)(connection)
@@ -718,6 +729,13 @@ def _make_handler(hub: HubEmulator) -> type[BaseHTTPRequestHandler]:
             )
 
         def _handle(self) -> None:
+            hub._answering(True)
+            try:
+                self._handle_logged()
+            finally:
+                hub._answering(False)
+
+        def _handle_logged(self) -> None:
             url = urlsplit(self.path)
             self.body_bytes = 0
             length = int(self.headers.get("Content-Length") or 0)

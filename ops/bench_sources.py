@@ -2,25 +2,39 @@
 
     .venv/bin/python -m ops.bench_sources                # 1M rows (~1 GB uncompressed)
     .venv/bin/python -m ops.bench_sources --rows 200000  # quicker
+    .venv/bin/python -m ops.bench_sources --only json    # the JSON Lines part alone
 
 Prints rows/s and MB/s of ``open_shard`` over all shards against pyarrow reading the same files
 and columns into Python rows (``RecordBatch.to_pylist``), with and without projection; the time
 of ``open_shard_at_row`` to the first, middle and last row group locally; and the same seek
 against the S3 emulator (moto) with the bytes transferred.
+
+The JSON Lines part writes ``--json-rows`` rows (an id, a short text, 64 token ids) as plain
+``.jsonl`` and as ``.jsonl.gz`` shards and times, in the same run and over the same lines
+(decompressed the same way for ``.gz``), ``JsonShardedSource.open_shard`` over all shards (its
+line index built beforehand; that time is printed apart) against plain loops of
+``json.loads``, ``orjson.loads`` and ``msgspec`` (when installed) and against
+``pyarrow.json.read_json`` (an Arrow table, not Python rows), best of ``--repeat`` rounds, with
+each reader's ratio to the ``orjson.loads`` loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
+import random
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import IO
 
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from easydata_grain import ParquetShardedSource
+from easydata_grain import JsonShardedSource, ParquetShardedSource
 from easydata_grain.sources.parquet import selected_column_chunks
 from easydata_grain.synthetic import write_parquet_dataset
 
@@ -59,7 +73,7 @@ def _pyarrow_rows(paths: list[str], columns: list[str] | None) -> Iterable[dict]
             yield from batch.to_pylist()
 
 
-def _source_rows(source: ParquetShardedSource) -> Iterable[dict]:
+def _source_rows(source: ParquetShardedSource | JsonShardedSource) -> Iterable[dict]:
     for shard in source.shard_names:
         yield from source.open_shard(shard)
 
@@ -143,6 +157,139 @@ def s3_seeks(path: str) -> None:
             seeks(source, url, label)
 
 
+# -- JSON Lines ----------------------------------------------------------------------------------
+
+_WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "a",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "this",
+    "are",
+    "or",
+    "his",
+]
+
+
+def _json_dataset(directory: Path, rows: int, shards: int) -> dict[str, list[str]]:
+    """``rows`` JSON Lines rows in ``shards`` files, plain and gzipped: {suffix: paths}."""
+    directory = directory / f"jsonl-{rows}-{shards}"
+    marker = directory / ".complete"
+    if not marker.exists():
+        print(f"generating {rows:,} JSON Lines rows in {shards} shards under {directory} ...")
+        directory.mkdir(parents=True, exist_ok=True)
+        rng = random.Random(0)
+        per_shard = -(-rows // shards)
+        for shard in range(shards):
+            lines = []
+            for i in range(shard * per_shard, min(rows, (shard + 1) * per_shard)):
+                row = {
+                    "id": i,
+                    "text": " ".join(rng.choices(_WORDS, k=rng.randint(8, 24))),
+                    "input_ids": [rng.randrange(50_000) for _ in range(64)],
+                }
+                lines.append(json.dumps(row) + "\n")
+            data = "".join(lines).encode()
+            (directory / f"shard-{shard:03d}.jsonl").write_bytes(data)
+            (directory / f"shard-{shard:03d}.jsonl.gz").write_bytes(gzip.compress(data, 6))
+        marker.touch()
+    return {
+        suffix: sorted(str(p) for p in directory.glob(f"shard-*{suffix}"))
+        for suffix in (".jsonl", ".jsonl.gz")
+    }
+
+
+def _open_lines(path: str) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def _loop_rows(paths: list[str], loads: Callable[[bytes], object]) -> Iterable[object]:
+    for path in paths:
+        with _open_lines(path) as lines:
+            for line in lines:
+                if line.strip():
+                    yield loads(line)
+
+
+def _pyarrow_json_rows(paths: list[str]) -> Iterable[object]:
+    """One item per row of the Arrow tables (the rows are not made Python objects)."""
+    for path in paths:
+        with _open_lines(path) as stream:
+            yield from range(pj.read_json(stream).num_rows)
+
+
+def _json_readers(paths: list[str], cache: str) -> list[tuple[str, Callable[[], Iterable]]]:
+    readers: list[tuple[str, Callable[[], Iterable]]] = []
+    try:
+        import orjson
+
+        readers.append(("orjson.loads loop", lambda: _loop_rows(paths, orjson.loads)))
+    except ImportError:
+        print("orjson is not installed: no orjson loop (ratios are to the json loop)")
+    readers.append(("json.loads loop", lambda: _loop_rows(paths, json.loads)))
+    try:
+        import msgspec
+
+        decode = msgspec.json.Decoder().decode
+        readers.append(("msgspec decode loop", lambda: _loop_rows(paths, decode)))
+    except ImportError:
+        pass
+    readers.append(("pyarrow.json.read_json (table)", lambda: _pyarrow_json_rows(paths)))
+    for name, numpy_lists in (("(numpy lists, default)", True), ("(python lists)", False)):
+        source = JsonShardedSource(paths, index_cache_dir=cache, numpy_lists=numpy_lists)
+        readers.append((f"easydata open_shard {name}", lambda s=source: _source_rows(s)))
+    return readers
+
+
+def json_throughput(directory: Path, rows: int, shards: int, repeat: int) -> None:
+    """Rows/s of the JSON source against plain parser loops, plain and gzipped, in one run."""
+    datasets = _json_dataset(directory, rows, shards)
+    print("\n## JSON Lines: open_shard over all shards against parser loops (same run)")
+    print(f"best of {repeat} rounds; {rows:,} rows in {shards} shards (id, text, 64 token ids)")
+    for suffix, paths in datasets.items():
+        megabytes = 0.0
+        for path in paths:
+            with _open_lines(path) as stream:
+                megabytes += len(stream.read()) / 1e6
+        with tempfile.TemporaryDirectory() as cache:
+            start = time.perf_counter()
+            JsonShardedSource(paths, index_cache_dir=cache).row_counts()
+            print(
+                f"{suffix}: {megabytes:,.0f} MB of JSON; line index of all shards built in "
+                f"{time.perf_counter() - start:.2f} s (once per file version, then cached)"
+            )
+            readers = _json_readers(paths, cache)
+            best: dict[str, float] = {}
+            for _ in range(repeat):
+                for name, make in readers:
+                    count, seconds = _time_rows(make())
+                    assert count == rows, (name, count)
+                    best[name] = max(best.get(name, 0.0), count / seconds)
+        baseline = best[readers[0][0]]
+        print(f"{'file':<10} {'reader':<40} {'rows/s':>10} {'MB/s':>7} {'vs ' + readers[0][0]:>20}")
+        for name, _ in readers:
+            rate = best[name]
+            print(
+                f"{suffix:<10} {name:<40} {rate:>10,.0f} {megabytes * rate / rows:>7.1f} "
+                f"{rate / baseline:>19.2f}x",
+                flush=True,
+            )
+
+
 def main() -> None:
     """Run every benchmark and print the comparison tables."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -150,7 +297,15 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "easydata-bench")
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 emulator part")
+    parser.add_argument("--only", choices=["parquet", "json"], help="run one part only")
+    parser.add_argument("--json-rows", type=int, default=200_000)
+    parser.add_argument("--json-shards", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3, help="JSON rounds (the best counts)")
     args = parser.parse_args()
+    if args.only != "parquet":
+        json_throughput(args.data, args.json_rows, args.json_shards, args.repeat)
+    if args.only == "json":
+        return
     paths = _dataset(args.data, args.rows, args.shards)
     print(
         f"dataset: {len(paths)} shards, {sum(pq.read_metadata(p).num_rows for p in paths):,} rows, "

@@ -62,6 +62,8 @@ integer has at least this many digits."""
 _DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
 _HIGH_NIBBLES = np.uint64(0xF0F0F0F0F0F0F0F0)
 _DIGIT_NIBBLES = np.uint64(0x3030303030303030)
+_CHECK_WORDS = 1 << 15
+_OPEN_BRACE = ord("{")
 _PACKERS: dict[tuple[str, int], struct.Struct] = {}
 
 
@@ -105,12 +107,26 @@ def _parse_line(line: bytes) -> Any:
 def _long_number_lines(data: bytes, starts: np.ndarray) -> list[int]:
     """The positions of the lines (starting at byte ``starts`` of ``data``) that may hold an
     integer orjson would make a float: a run of 19 digits or more covers an 8-byte word
-    (counted from the start of ``data``) of bytes 0x30-0x3f, which is rare otherwise."""
+    (counted from the start of ``data``) of bytes 0x30-0x3f, which is rare otherwise. The
+    words are checked a slice at a time, in buffers that stay in the CPU's cache."""
     words = np.frombuffer(data, np.uint64, len(data) // 8)
-    hits = np.flatnonzero((words & _HIGH_NIBBLES) == _DIGIT_NIBBLES)
-    if not len(hits):
+    step = min(len(words), _CHECK_WORDS)
+    if not step:
         return []
-    return np.unique(np.searchsorted(starts, hits * 8, side="right") - 1).tolist()
+    masked = np.empty(step, np.uint64)
+    matches = np.empty(step, np.bool_)
+    hits = []
+    for first in range(0, len(words), step):
+        part = words[first : first + step]
+        size = len(part)
+        np.bitwise_and(part, _HIGH_NIBBLES, out=masked[:size])
+        np.equal(masked[:size], _DIGIT_NIBBLES, out=matches[:size])
+        if matches[:size].any():
+            hits.append(first + np.flatnonzero(matches[:size]))
+    if not hits:
+        return []
+    offsets = np.concatenate(hits) * 8
+    return np.unique(np.searchsorted(starts, offsets, side="right") - 1).tolist()
 
 
 def _packer(code: str, count: int) -> struct.Struct:
@@ -475,6 +491,8 @@ class JsonShardedSource(FileShardedSource):
                     edges = [*starts.tolist(), len(data)]
                     lines = [data[a:b] for a, b in itertools.pairwise(edges)]
                 suspects = _long_number_lines(data, starts)
+                # A line orjson parses that starts with "{" is an object: no need to look.
+                objects = bool((np.frombuffer(data, np.uint8)[starts] == _OPEN_BRACE).all())
                 del data
                 position = 0
                 while position < len(lines):
@@ -483,19 +501,22 @@ class JsonShardedSource(FileShardedSource):
                     careful = bisect.bisect_left(suspects, position) < bisect.bisect_left(
                         suspects, end
                     )
-                    yield self._parse_piece(lines[position:end], careful)
+                    yield self._parse_piece(lines[position:end], careful, objects)
                     position = end
                 row = stop
 
-    def _parse_piece(self, lines: list[bytes], careful: bool) -> tuple[list[Any], list[int]]:
-        """Parse lines to rows, all at once with orjson while every line is an object (and
-        holds no long integer: ``careful``), else line by line as ``_parse_line`` says."""
+    def _parse_piece(
+        self, lines: list[bytes], careful: bool, objects: bool
+    ) -> tuple[list[Any], list[int]]:
+        """Parse lines to rows, all at once with orjson while every line is an object (known
+        when ``objects``) and none holds a long integer (``careful`` when one may), else line
+        by line as ``_parse_line`` says."""
         if not careful:
             try:
                 if self.numpy_lists:
                     return list(map(_line_to_row, lines)), []
                 values = list(map(orjson.loads, lines))
-                if all(type(value) is dict for value in values):
+                if objects or all(type(value) is dict for value in values):
                     return values, []
             except (orjson.JSONDecodeError, _NotAnObject):
                 pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -57,3 +58,52 @@ def write_parquet_dataset(
         pq.write_table(table, path, row_group_size=row_group_size)
         paths.append(str(path))
     return paths
+
+
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ message['content'] }}<|im_end|>{% endgeneration %}"
+    "{% else %}{{ message['content'] }}<|im_end|>{% endif %}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""A ChatML template whose assistant turns sit in a ``{% generation %}`` block."""
+
+
+def tiny_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None) -> Any:
+    """A real ``transformers`` fast tokenizer built offline in a few milliseconds.
+
+    A byte-level BPE trained with ``tokenizers`` on ``corpus`` (the demo words by default),
+    with special tokens ``<|bos|>`` (added in front of each text), ``<|eos|>``, ``<|pad|>``,
+    ``<|im_start|>``, ``<|im_end|>`` and ``TINY_CHAT_TEMPLATE``: for docs, tests and demos
+    where no model hub can be reached. Needs ``transformers`` and ``tokenizers``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<|bos|>", "<|eos|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
+    if corpus is None:
+        words = [str(w) for w in _WORDS]
+        corpus = [" ".join(words[i:] + words[:i]) for i in range(len(words))]
+        corpus += ["user assistant system Instruction Response input Output 0123456789"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(corpus, trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single="<|bos|> $A", special_tokens=[("<|bos|>", backend.token_to_id("<|bos|>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        chat_template=TINY_CHAT_TEMPLATE,
+        bos_token="<|bos|>",
+        eos_token="<|eos|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )

@@ -1,0 +1,213 @@
+"""What every row transform declares: the fields it reads and writes, and a stable identity.
+
+A transform is a Grain operation (``grain.transforms.Map`` or ``Filter``) that also follows the
+``FieldTransform`` protocol, so a compiler can push the column projection down into the reads:
+the fields a pipeline needs from the source are found by walking its transforms backwards with
+``fields_needed``. ``Fingerprinted`` transforms give a content hash that identifies them in a
+saved state's fingerprint (a tokenizer by its vocabulary, not its name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import grain
+
+from easydata_grain.io.errors import MalformedRowError, MissingColumnError
+from easydata_grain.types import Row
+
+if TYPE_CHECKING:
+    from easydata_grain.transforms.chain import Chain
+
+
+@runtime_checkable
+class FieldTransform(Protocol):
+    """A row transform that says which fields it reads and which it sets or removes."""
+
+    reads: frozenset[str] | None
+    """The fields it may read (absent ones are allowed where the transform says so); None: any."""
+
+    writes: frozenset[str] | None
+    """The fields it sets or removes; None: it may change any field."""
+
+    def fields_needed(self, downstream: frozenset[str] | None) -> frozenset[str] | None:
+        """The input fields needed so that ``downstream`` fields exist after it (None: all)."""
+        ...
+
+
+@runtime_checkable
+class Fingerprinted(Protocol):
+    """An operation with a stable identity of its configuration, for a pipeline's fingerprint."""
+
+    def fingerprint(self) -> str:
+        """A short hash of what the operation does (its class and configuration)."""
+        ...
+
+
+@runtime_checkable
+class BatchMap(Protocol):
+    """A map that also transforms many rows in one call (a tokenizer called on a list)."""
+
+    def map(self, element: Row) -> Row:
+        """One row."""
+        ...
+
+    def map_batch(self, elements: list[Row]) -> list[Row]:
+        """Many rows at once: ``[map(e) for e in elements]``, faster."""
+        ...
+
+
+def fields_needed(
+    reads: frozenset[str] | None,
+    writes: frozenset[str] | None,
+    downstream: frozenset[str] | None,
+) -> frozenset[str] | None:
+    """The input fields a transform needs: what it reads, and what it passes on unchanged."""
+    if reads is None or writes is None or downstream is None:
+        return None
+    return reads | (downstream - writes)
+
+
+def callable_name(fn: Callable[..., Any]) -> str:
+    """A stable name for a function: module and qualified name (a lambda is ``<lambda>``)."""
+    module = getattr(fn, "__module__", None) or "?"
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{name}"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-able stand-in for a configuration value."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | frozenset | set):
+        items = [_plain(v) for v in value]
+        return sorted(items, key=repr) if isinstance(value, frozenset | set) else items
+    if isinstance(value, Fingerprinted):
+        return value.fingerprint()
+    if callable(value):
+        return callable_name(value)
+    return repr(value)
+
+
+def field_names(fields: str | Sequence[str], what: str) -> tuple[str, ...]:
+    """Validated field names (one string or a sequence of them, no duplicates)."""
+    names = (fields,) if isinstance(fields, str) else tuple(fields)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{what} must be non-empty field names, got {fields!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} name a field twice: {fields!r}")
+    return names
+
+
+def check_name(name: Any, what: str) -> str:
+    """A validated non-empty field name."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} must be a non-empty field name, got {name!r}")
+    return name
+
+
+def check_callable(fn: Any, what: str) -> None:
+    """Raise ``TypeError`` unless ``fn`` is callable."""
+    if not callable(fn):
+        raise TypeError(f"{what} must be callable, got {fn!r}")
+
+
+def describe_row(row: Any) -> str:
+    """A row in words for an error whose address is unknown here: its fields."""
+    if isinstance(row, Mapping):
+        return f"the row with fields {sorted(map(str, row))}"
+    return f"the element {type(row).__name__} (not a dict row)"
+
+
+def check_row(row: Any, who: Any) -> None:
+    """Raise ``MalformedRowError`` when ``row`` is not a dict row."""
+    if not isinstance(row, Mapping):
+        name = who if isinstance(who, str) else type(who).__name__
+        raise MalformedRowError(f"{name} got {describe_row(row)}: transforms take dict rows.")
+
+
+def field_of(row: Row, field: str, who: Any) -> Any:
+    """``row[field]``, or a ``MissingColumnError`` naming the reader (a transform or its name)
+    and the row's fields."""
+    check_row(row, who)
+    try:
+        return row[field]
+    except KeyError:
+        name = who if isinstance(who, str) else type(who).__name__
+        raise MissingColumnError(
+            f"{name} reads the field {field!r}, which {describe_row(row)} does not have.",
+            hint="Rename the field (RenameFields) or configure the transform's field name.",
+        ) from None
+
+
+class RowTransform:
+    """The shared behaviour of our transforms: declared fields, a fingerprint, ``>>``.
+
+    A subclass sets ``reads`` and ``writes`` in ``__init__`` and lists its configuration in
+    ``config()``. ``identity`` (a plain string attribute, kept up to date by ``_seal``) is the
+    fingerprint, so that a describer reading only plain attributes still tells two
+    configurations apart.
+    """
+
+    reads: frozenset[str] | None = None
+    writes: frozenset[str] | None = None
+    identity: str = ""
+
+    def config(self) -> dict[str, Any]:
+        """The configuration that decides what the transform does (JSON-able after ``_plain``)."""
+        return {}
+
+    def fields_needed(self, downstream: frozenset[str] | None) -> frozenset[str] | None:
+        """The input fields needed so that ``downstream`` fields exist after it (None: all)."""
+        return fields_needed(self.reads, self.writes, downstream)
+
+    def fingerprint(self) -> str:
+        """A short hash of the class and its configuration (tokenizers by their content)."""
+        kind = type(self)
+        text = json.dumps(
+            [f"{kind.__module__}.{kind.__qualname__}", _plain(self.config())], sort_keys=True
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _seal(self) -> None:
+        """Compute ``identity``: call at the end of ``__init__``."""
+        self.identity = self.fingerprint()
+
+    def __rshift__(self, other: Any) -> Chain:
+        """``a >> b``: ``a`` then ``b`` (a ``MapChain`` when both are maps)."""
+        from easydata_grain.transforms.chain import chain
+
+        return chain(self, other)
+
+    def __rrshift__(self, other: Any) -> Chain:
+        """``f >> a`` for a Grain operation or function ``f`` that is not ours."""
+        from easydata_grain.transforms.chain import chain
+
+        return chain(other, self)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={_plain(v)!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({shown})"
+
+
+class FieldMap(RowTransform, grain.transforms.Map):
+    """A 1:1 row transform (a Grain ``Map``) with declared fields."""
+
+    def map(self, element: Row) -> Row:
+        """The transformed row (a new dict; the input is not changed)."""
+        raise NotImplementedError
+
+
+class FieldFilter(RowTransform, grain.transforms.Filter):
+    """A row filter (a Grain ``Filter``) with declared fields; it writes nothing."""
+
+    writes: frozenset[str] | None = frozenset()
+
+    def filter(self, element: Row) -> bool:
+        """Whether to keep the row."""
+        raise NotImplementedError

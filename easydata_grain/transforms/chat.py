@@ -1,0 +1,195 @@
+"""Conversations rendered with a tokenizer's chat template (``apply_chat_template``).
+
+``ChatTemplateTransform`` finds the conversation in any of the layouts of chatml.py (the
+``messages_field``, a ``conversations`` field, OpenAI or ShareGPT turns, or an Alpaca row) and
+writes the rendered text. A template that fails raises ``MalformedRowError`` with the template's
+own message, never a silent fallback to some other format.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from easydata_grain.io.errors import MalformedRowError
+from easydata_grain.transforms.base import FieldMap, check_name, check_row, describe_row
+from easydata_grain.transforms.chatml import SHAREGPT_ROLES, alpaca_messages, to_messages
+from easydata_grain.transforms.tokenizer_identity import tokenizer_fingerprint
+from easydata_grain.types import Row
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+_GENERATION_BLOCK = re.compile(r"\{%-?\s*generation\s*-?%\}")
+ALPACA_FIELDS = ("instruction", "input", "output")
+"""The fields of an Alpaca row (``input`` may be empty or absent)."""
+
+
+class ChatTemplateTransform(FieldMap):
+    """Render a row's conversation with the tokenizer's chat template into ``output_field``.
+
+    The conversation is the first found of: ``messages_field``, a ``conversations`` field
+    (OpenAI ``role``/``content`` or ShareGPT ``from``/``value`` turns), or an Alpaca row
+    (``instruction``, optional ``input``, ``output``: a user and an assistant turn). A row with
+    none of them is an error unless ``pass_through=True`` (then it is returned unchanged).
+    Other fields are kept; ``output_field`` is overwritten.
+
+    ``tools`` and ``add_generation_prompt`` go to the template as in
+    ``tokenizer.apply_chat_template``; ``chat_template`` replaces the tokenizer's own.
+
+    With ``assistant_mask_field`` the transform also tokenizes the conversation
+    (``return_assistant_tokens_mask=True``): ``input_ids_field`` gets the int32 token ids and
+    ``assistant_mask_field`` 1 for each token the template's ``{% generation %}`` block marks
+    as the assistant's (for SFT loss masking), 0 elsewhere. The template must have such a
+    block. ``output_field=None`` then skips the text.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        messages_field: str = "messages",
+        output_field: str | None = "text",
+        tools: Sequence[Any] | None = None,
+        add_generation_prompt: bool = False,
+        assistant_mask_field: str | None = None,
+        pass_through: bool = False,
+        *,
+        chat_template: str | None = None,
+        input_ids_field: str = "input_ids",
+        system_prompt: str | None = None,
+        roles: Mapping[str, str] | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ):
+        from transformers import PreTrainedTokenizerBase
+
+        if not isinstance(tokenizer, PreTrainedTokenizerBase):
+            raise TypeError(
+                f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}"
+            )
+        template = chat_template if chat_template is not None else tokenizer.chat_template
+        if not template:
+            raise ValueError(
+                f"The tokenizer ({type(tokenizer).__name__}) has no chat template: set "
+                "tokenizer.chat_template or pass chat_template=..."
+            )
+        for flag, value in (
+            ("add_generation_prompt", add_generation_prompt),
+            ("pass_through", pass_through),
+        ):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be a bool, got {value!r}")
+        if output_field is None and assistant_mask_field is None:
+            raise ValueError("output_field=None writes nothing: give assistant_mask_field too.")
+        if assistant_mask_field is not None and not any(
+            _GENERATION_BLOCK.search(t)
+            for t in (template.values() if isinstance(template, Mapping) else [template])
+        ):
+            raise ValueError(
+                "assistant_mask_field needs a chat template with a {% generation %} ... "
+                "{% endgeneration %} block around the assistant's content; this one has none."
+            )
+        if tools is not None and (isinstance(tools, str) or not isinstance(tools, Sequence)):
+            raise TypeError(f"tools must be a list of tool schemas or functions, got {tools!r}")
+        self.tokenizer = tokenizer
+        self.messages_field = check_name(messages_field, "messages_field")
+        self.output_field = (
+            None if output_field is None else check_name(output_field, "output_field")
+        )
+        self.assistant_mask_field = (
+            None
+            if assistant_mask_field is None
+            else check_name(assistant_mask_field, "assistant_mask_field")
+        )
+        self.input_ids_field = check_name(input_ids_field, "input_ids_field")
+        self.tools = None if tools is None else list(tools)
+        self.add_generation_prompt = add_generation_prompt
+        self.pass_through = pass_through
+        self.chat_template = chat_template
+        self.system_prompt = system_prompt
+        self.roles = dict(SHAREGPT_ROLES if roles is None else roles)
+        self.template_kwargs = dict(template_kwargs or {})
+        self.tokenizer_id = tokenizer_fingerprint(tokenizer)
+        """The tokenizer's content hash (``tokenizer_fingerprint``), chat template included."""
+        self.reads = frozenset({self.messages_field, "conversations", *ALPACA_FIELDS})
+        written = {self.output_field} if self.output_field else set()
+        if self.assistant_mask_field:
+            written |= {self.input_ids_field, self.assistant_mask_field}
+        self.writes = frozenset(written)
+        self._seal()
+
+    def config(self) -> dict[str, Any]:
+        """The fields, the template's options and the tokenizer's content hash."""
+        return {
+            "tokenizer": self.tokenizer_id,
+            "messages_field": self.messages_field,
+            "output_field": self.output_field,
+            "tools": self.tools,
+            "add_generation_prompt": self.add_generation_prompt,
+            "assistant_mask_field": self.assistant_mask_field,
+            "pass_through": self.pass_through,
+            "chat_template": self.chat_template,
+            "input_ids_field": self.input_ids_field,
+            "system_prompt": self.system_prompt,
+            "roles": self.roles,
+            "template_kwargs": self.template_kwargs,
+        }
+
+    def messages(self, row: Row) -> tuple[str, list[dict[str, Any]]] | None:
+        """The row's layout (its field name, or ``alpaca``) and its messages; None when the
+        row has no conversation."""
+        check_row(row, self)
+        for field in dict.fromkeys((self.messages_field, "conversations")):
+            if field in row:
+                messages = to_messages(row[field], field, row, self.roles)
+                if self.system_prompt and messages[0].get("role") != "system":
+                    messages.insert(0, {"role": "system", "content": self.system_prompt})
+                return field, messages
+        if "instruction" in row and "output" in row:
+            return "alpaca", alpaca_messages(row, system_prompt=self.system_prompt)
+        return None
+
+    def _render(self, messages: list[dict[str, Any]], tokenize: bool) -> Any:
+        return self.tokenizer.apply_chat_template(
+            messages,
+            tools=self.tools,
+            chat_template=self.chat_template,
+            add_generation_prompt=self.add_generation_prompt,
+            tokenize=tokenize,
+            return_dict=tokenize,
+            return_assistant_tokens_mask=tokenize,
+            **self.template_kwargs,
+        )
+
+    def map(self, element: Row) -> Row:
+        """The row with the rendered conversation (and its ids and mask, when asked)."""
+        found = self.messages(element)
+        if found is None:
+            if self.pass_through:
+                return element
+            raise MalformedRowError(
+                f"ChatTemplateTransform found no conversation in {describe_row(element)}: "
+                f"expected {self.messages_field!r} or 'conversations' (OpenAI role/content or "
+                "ShareGPT from/value turns), or Alpaca fields (instruction, input, output).",
+                hint="Pass messages_field=..., convert the row first, or pass_through=True.",
+            )
+        layout, messages = found
+        out = dict(element)
+        try:
+            if self.output_field is not None:
+                out[self.output_field] = self._render(messages, tokenize=False)
+            if self.assistant_mask_field is not None:
+                encoded = self._render(messages, tokenize=True)
+                out[self.input_ids_field] = np.asarray(encoded["input_ids"], dtype=np.int32)
+                out[self.assistant_mask_field] = np.asarray(
+                    encoded["assistant_masks"], dtype=np.int32
+                )
+        except Exception as error:
+            raise MalformedRowError(
+                f"The chat template failed on {describe_row(element)} ({layout} layout, "
+                f"{len(messages)} messages, roles {[m.get('role') for m in messages]}): "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        return out

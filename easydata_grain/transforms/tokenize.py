@@ -1,0 +1,181 @@
+"""Tokenization of a text field into int32 token ids, batched: many texts per tokenizer call.
+
+A fast tokenizer encodes a list of texts in one call (in Rust, on several threads) many times
+faster per text than one call per text. ``TokenizeTransform`` is a Grain ``Map`` (one row, for
+any pipeline) and a ``BatchMap``: ``tokenize_batch``/``map_batch`` take a list of rows. The
+batched path is what ``TransformedShardedSource`` uses for each block it reads, and what
+``ChunkedMapDataset``/``ChunkedMapIterDataset`` (transforms/chunked.py) run over chunks of a
+Grain dataset.
+
+A fast tokenizer is used through a private copy of its Rust backend, configured once
+(truncation), so calls from several threads never change shared settings; the ids are those of
+``tokenizer(texts, add_special_tokens=..., truncation=..., max_length=...)["input_ids"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from easydata_grain.io.errors import MalformedRowError
+from easydata_grain.transforms.base import FieldMap, check_name, describe_row, field_of
+from easydata_grain.transforms.tokenizer_identity import tokenizer_fingerprint
+from easydata_grain.types import Row
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+
+def _backend_copy(tokenizer: Any, max_length: int | None, truncation: bool) -> Any:
+    """A fast tokenizer's Rust backend, copied and configured once (no padding)."""
+    import tokenizers
+
+    backend = tokenizers.Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_padding()
+    if truncation:
+        backend.enable_truncation(max_length, direction=tokenizer.truncation_side)
+    else:
+        backend.no_truncation()
+    return backend
+
+
+class TokenizeTransform(FieldMap):
+    """``row[text_field]`` -> ``row[output_field]``: the token ids as an int32 numpy array.
+
+    ``max_length`` with ``truncation=True`` cuts the ids (special tokens included) to that
+    length; ``return_attention_mask`` adds ``attention_mask_field`` (int32 ones: rows are not
+    padded here). A text that is not a string is an error, and so is an empty one unless
+    ``allow_empty`` (filter them first with ``FilterNonEmpty``).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        text_field: str = "text",
+        output_field: str = "input_ids",
+        max_length: int | None = None,
+        truncation: bool = False,
+        add_special_tokens: bool = True,
+        return_attention_mask: bool = False,
+        *,
+        attention_mask_field: str = "attention_mask",
+        allow_empty: bool = False,
+    ):
+        from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+        if not isinstance(tokenizer, PreTrainedTokenizerBase):
+            raise TypeError(
+                f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}"
+            )
+        for flag, value in (
+            ("truncation", truncation),
+            ("add_special_tokens", add_special_tokens),
+            ("return_attention_mask", return_attention_mask),
+            ("allow_empty", allow_empty),
+        ):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be a bool, got {value!r}")
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+        ):
+            raise ValueError(f"max_length must be an int >= 1 or None, got {max_length!r}")
+        if truncation and max_length is None:
+            raise ValueError("truncation=True needs max_length (the length to cut to).")
+        if max_length is not None and not truncation:
+            raise ValueError(
+                f"max_length={max_length} without truncation=True would not cut anything: pass "
+                "truncation=True, or leave max_length out (packing splits long documents)."
+            )
+        self.tokenizer = tokenizer
+        self.text_field = check_name(text_field, "text_field")
+        self.output_field = check_name(output_field, "output_field")
+        self.attention_mask_field = check_name(attention_mask_field, "attention_mask_field")
+        self.max_length = max_length
+        self.truncation = truncation
+        self.add_special_tokens = add_special_tokens
+        self.return_attention_mask = return_attention_mask
+        self.allow_empty = allow_empty
+        self.tokenizer_id = tokenizer_fingerprint(tokenizer)
+        """The tokenizer's content hash (``tokenizer_fingerprint``)."""
+        self._backend = (
+            _backend_copy(tokenizer, max_length, truncation)
+            if isinstance(tokenizer, PreTrainedTokenizerFast)
+            else None
+        )
+        self.reads = frozenset({self.text_field})
+        self.writes = frozenset(
+            {self.output_field} | ({self.attention_mask_field} if return_attention_mask else set())
+        )
+        self._seal()
+
+    def config(self) -> dict[str, Any]:
+        """The fields, options and the tokenizer's content hash."""
+        return {
+            "tokenizer": self.tokenizer_id,
+            "text_field": self.text_field,
+            "output_field": self.output_field,
+            "max_length": self.max_length,
+            "truncation": self.truncation,
+            "add_special_tokens": self.add_special_tokens,
+            "return_attention_mask": self.return_attention_mask,
+            "attention_mask_field": self.attention_mask_field,
+            "allow_empty": self.allow_empty,
+        }
+
+    def _text(self, row: Row) -> str:
+        text = field_of(row, self.text_field, self)
+        if not isinstance(text, str):
+            raise MalformedRowError(
+                f"TokenizeTransform tokenizes strings, but {self.text_field!r} of "
+                f"{describe_row(row)} is a {type(text).__name__}: {text!r:.80}."
+            )
+        if not text and not self.allow_empty:
+            raise MalformedRowError(
+                f"TokenizeTransform: {self.text_field!r} of {describe_row(row)} is empty.",
+                hint="Drop empty documents first (FilterNonEmpty), or pass allow_empty=True.",
+            )
+        return text
+
+    def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """The int32 token ids of each text, in one tokenizer call."""
+        if not texts:
+            return []
+        if self._backend is not None:
+            ids = [
+                e.ids
+                for e in self._backend.encode_batch_fast(
+                    list(texts), add_special_tokens=self.add_special_tokens
+                )
+            ]
+        else:
+            ids = self.tokenizer(
+                list(texts),
+                add_special_tokens=self.add_special_tokens,
+                truncation=self.truncation,
+                max_length=self.max_length,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
+        return [np.asarray(one, dtype=np.int32) for one in ids]
+
+    def tokenize_batch(self, rows: Sequence[Row]) -> list[Row]:
+        """Many rows, their texts tokenized in one call: ``[map(row) for row in rows]``."""
+        texts = [self._text(row) for row in rows]
+        out = []
+        for row, ids in zip(rows, self.encode(texts), strict=True):
+            new = dict(row)
+            new[self.output_field] = ids
+            if self.return_attention_mask:
+                new[self.attention_mask_field] = np.ones(len(ids), dtype=np.int32)
+            out.append(new)
+        return out
+
+    def map_batch(self, elements: list[Row]) -> list[Row]:
+        """``tokenize_batch`` (the ``BatchMap`` protocol)."""
+        return self.tokenize_batch(elements)
+
+    def map(self, element: Row) -> Row:
+        """One row tokenized (batch the calls with ``tokenize_batch`` where rows come in lists)."""
+        return self.tokenize_batch([element])[0]

@@ -273,6 +273,14 @@ class JsonShardedSource(FileShardedSource):
     it is parsed incrementally (never loaded whole) and the index holds the offset of every
     1024th element, so a seek parses at most 1023 elements.
 
+    JSON Lines are parsed by orjson, ``batch_size`` lines at a time, and numeric lists packed
+    into numpy by ``struct``; the rows are exactly what Python's ``json`` module makes of the
+    lines: what orjson refuses is parsed again by ``json``, so ``NaN``, ``Infinity`` and
+    ``-Infinity`` are floats, ``1e400`` is ``inf`` and escaped lone surrogates (``"\\ud800"``)
+    stay in the string, while integers of 19 digits or more (orjson would make a float of
+    those beyond 64 bits) are found by a vectorised scan of the bytes and read by ``json``,
+    exact. Duplicate keys keep the last value. (JSON array files are parsed by ``json``.)
+
     A line that is not a JSON object (or not valid UTF-8) raises ``MalformedRowError`` naming
     file, line and row. With ``on_bad_row="skip"`` it is left out instead, counted in
     ``stats.skipped_rows`` and listed in ``skipped`` (the latest 1000). A skipped row keeps its

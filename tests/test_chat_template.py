@@ -1,0 +1,153 @@
+"""ChatTemplateTransform with a real transformers tokenizer built offline: every layout, the
+assistant-token mask, and the errors (no silent fallback)."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import numpy as np
+import pytest
+
+from easydata_grain.io.errors import MalformedRowError
+from easydata_grain.synthetic import tiny_tokenizer
+from easydata_grain.transforms.chat import ChatTemplateTransform
+from easydata_grain.transforms.tokenizer_identity import tokenizer_fingerprint
+
+OPENAI = [{"role": "user", "content": "the fox"}, {"role": "assistant", "content": "and the dog"}]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    return tiny_tokenizer()
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], **kwargs: Any) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+
+
+def test_openai_messages(tokenizer: Any) -> None:
+    out = ChatTemplateTransform(tokenizer).map({"messages": OPENAI, "id": 3})
+    assert out["text"] == _render(tokenizer, OPENAI) and out["id"] == 3
+    assert out["text"].startswith("<|im_start|>user\nthe fox<|im_end|>")
+
+
+def test_sharegpt_conversations(tokenizer: Any) -> None:
+    row = {
+        "conversations": [
+            {"from": "human", "value": "the fox"},
+            {"from": "gpt", "value": "and the dog"},
+        ]
+    }
+    assert ChatTemplateTransform(tokenizer).map(row)["text"] == _render(tokenizer, OPENAI)
+    # ShareGPT turns under the messages field, and OpenAI turns under conversations
+    assert ChatTemplateTransform(tokenizer).map({"messages": row["conversations"]})["text"] == (
+        _render(tokenizer, OPENAI)
+    )
+    assert ChatTemplateTransform(tokenizer).map({"conversations": OPENAI})["text"] == (
+        _render(tokenizer, OPENAI)
+    )
+
+
+def test_alpaca_rows(tokenizer: Any) -> None:
+    row = {"instruction": "Add", "input": "1 2", "output": "3", "text": "old"}
+    expected = [{"role": "user", "content": "Add\n\n1 2"}, {"role": "assistant", "content": "3"}]
+    assert ChatTemplateTransform(tokenizer).map(row)["text"] == _render(tokenizer, expected)
+    no_input = {"instruction": "Add", "input": "", "output": "3"}
+    assert "Add<|im_end|>" in ChatTemplateTransform(tokenizer).map(no_input)["text"]
+    with_system = ChatTemplateTransform(tokenizer, system_prompt="Be brief").map(no_input)
+    assert with_system["text"].startswith("<|im_start|>system\nBe brief<|im_end|>")
+
+
+def test_options(tokenizer: Any) -> None:
+    prompt = ChatTemplateTransform(tokenizer, add_generation_prompt=True, output_field="prompt")
+    out = prompt.map({"messages": OPENAI[:1]})
+    assert out["prompt"].endswith("<|im_start|>assistant\n") and "text" not in out
+    custom = ChatTemplateTransform(
+        tokenizer, messages_field="chat", chat_template="{{ messages | length }} turns"
+    )
+    assert custom.map({"chat": OPENAI})["text"] == "2 turns"
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {}}}]
+    listing = ChatTemplateTransform(
+        tokenizer,
+        tools=tools,
+        chat_template="{{ tools[0].function.name }}: {{ messages[0].content }}",
+    )
+    assert listing.map({"messages": OPENAI})["text"] == "add: the fox"
+
+
+def test_assistant_mask(tokenizer: Any) -> None:
+    op = ChatTemplateTransform(tokenizer, assistant_mask_field="loss_mask")
+    out = op.map({"messages": OPENAI})
+    ids, mask = out["input_ids"], out["loss_mask"]
+    assert ids.dtype == np.int32 and mask.dtype == np.int32 and len(ids) == len(mask)
+    expected = tokenizer.apply_chat_template(
+        OPENAI, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    assert ids.tolist() == expected["input_ids"] and mask.tolist() == expected["assistant_masks"]
+    # the masked tokens decode to the assistant's turn
+    assert tokenizer.decode(ids[mask == 1]) == "and the dog<|im_end|>"
+    assert out["text"] == _render(tokenizer, OPENAI)
+    only_ids = ChatTemplateTransform(tokenizer, output_field=None, assistant_mask_field="m")
+    assert "text" not in only_ids.map({"messages": OPENAI})
+    assert only_ids.writes == {"input_ids", "m"}
+
+
+def test_construction_errors(tokenizer: Any) -> None:
+    with pytest.raises(ValueError, match=r"\{% generation %\}"):
+        ChatTemplateTransform(tokenizer, assistant_mask_field="m", chat_template="{{ messages }}")
+    bare = tiny_tokenizer()
+    bare.chat_template = None
+    with pytest.raises(ValueError, match="no chat template"):
+        ChatTemplateTransform(bare)
+    with pytest.raises(TypeError, match="transformers tokenizer"):
+        ChatTemplateTransform("meta-llama/Llama-2-7b-chat-hf")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="writes nothing"):
+        ChatTemplateTransform(tokenizer, output_field=None)
+
+
+def test_row_errors_name_the_row(tokenizer: Any) -> None:
+    op = ChatTemplateTransform(tokenizer)
+    with pytest.raises(
+        MalformedRowError, match=r"no conversation in the row with fields \['id', 'prompt'\]"
+    ):
+        op.map({"id": 1, "prompt": "x"})
+    assert ChatTemplateTransform(tokenizer, pass_through=True).map({"id": 1}) == {"id": 1}
+    with pytest.raises(MalformedRowError, match="has no messages"):
+        op.map({"messages": []})
+    with pytest.raises(MalformedRowError, match="should be a list of messages"):
+        op.map({"messages": "hello"})
+
+
+def test_a_failing_template_is_an_error_not_a_fallback(tokenizer: Any) -> None:
+    strict = ChatTemplateTransform(
+        tokenizer,
+        chat_template=(
+            "{% for m in messages %}{% if m.role not in ['user', 'assistant'] %}"
+            "{{ raise_exception('Unsupported role ' + m.role) }}{% endif %}{{ m.content }}{% endfor %}"
+        ),
+    )
+    assert strict.map({"messages": OPENAI})["text"] == "the foxand the dog"
+    with pytest.raises(
+        MalformedRowError, match=r"chat template failed .* Unsupported role tool"
+    ) as info:
+        strict.map({"messages": [{"role": "tool", "content": "x"}]})
+    assert info.value.__cause__ is not None  # the template's own error, chained
+
+
+def test_fingerprint_is_the_tokenizer_content(tokenizer: Any) -> None:
+    same = tiny_tokenizer()
+    assert tokenizer_fingerprint(same) == tokenizer_fingerprint(tokenizer)
+    assert (
+        ChatTemplateTransform(same).fingerprint() == ChatTemplateTransform(tokenizer).fingerprint()
+    )
+    same.name_or_path = "some/other-name"  # the name does not matter
+    assert tokenizer_fingerprint(same) == tokenizer_fingerprint(tokenizer)
+    other_template = tiny_tokenizer()
+    other_template.chat_template = "{{ messages }}"
+    assert tokenizer_fingerprint(other_template) != tokenizer_fingerprint(tokenizer)
+    other_vocab = tiny_tokenizer(vocab_size=300)
+    assert tokenizer_fingerprint(other_vocab) != tokenizer_fingerprint(tokenizer)
+    op = ChatTemplateTransform(tokenizer, assistant_mask_field="m")
+    copy = pickle.loads(pickle.dumps(op))
+    assert copy.fingerprint() == op.fingerprint() and copy.map({"messages": OPENAI})["m"].sum() > 0

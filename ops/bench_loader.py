@@ -608,6 +608,7 @@ def stages(case: Case, rows: int, batch_size: int, repeats: int) -> None:
     from easydata_grain.graph.batch_dataset import BatchedMapDataset
     from easydata_grain.graph.columns import block_columns
     from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
+    from easydata_grain.graph.thread_prefetch import PrefetchThreadIterDataset
 
     print(
         f"\n## Profile A: the shuffled loader built up stage by stage, batch {batch_size}, "
@@ -663,11 +664,19 @@ def stages(case: Case, rows: int, batch_size: int, repeats: int) -> None:
         lambda: map(_batch_rows, batched().to_iter_dataset(read)),
         step,
     )
-    step = stage(
-        "5 + ThreadPrefetchIterDataset (a thread hands batches over)",
+    stage(
+        "5g + Grain's ThreadPrefetchIterDataset (for comparison)",
         lambda: map(
             _batch_rows,
             ThreadPrefetchIterDataset(batched().to_iter_dataset(read), prefetch_buffer_size=4),
+        ),
+        step,
+    )
+    step = stage(
+        "5 + PrefetchThreadIterDataset (a thread hands batches over)",
+        lambda: map(
+            _batch_rows,
+            PrefetchThreadIterDataset(batched().to_iter_dataset(read), prefetch_buffer_size=4),
         ),
         step,
     )

@@ -17,7 +17,7 @@ import pyarrow as pa
 from absl.testing import absltest, parameterized
 
 from easydata_grain.distributed import Hosts
-from easydata_grain.graph.batch_dataset import BatchedMapDataset
+from easydata_grain.graph.batch_dataset import BatchedMapDataset, BatchIterDataset
 from easydata_grain.graph.drop_skipped import DropSkippedRows
 from easydata_grain.graph.host_split import HostSliceDataset, HostSliceIterDataset
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
@@ -191,6 +191,41 @@ class BatchedMapDatasetTest(GraphOpTestCase):
         for i in range(len(ds)):
             expected = collate(parent._getitems(list(range(4 * i, min(4 * i + 4, 10)))))
             self.assertEqual(plain(ds[i]), plain(expected))
+
+
+class BatchIterDatasetTest(GraphOpTestCase):
+    def batches(self, count: int = 11) -> BatchedMapDataset:
+        return BatchedMapDataset(rows(count), 3, drop_remainder=False, batch_fn=Collate())
+
+    def test_same_elements_and_states_as_grains_iterator(self) -> None:
+        ours, grains = iter(BatchIterDataset(self.batches())), iterate(self.batches())
+        while True:
+            self.assertEqual(ours.get_state(), grains.get_state())
+            try:
+                expected = plain(next(grains))
+            except StopIteration:
+                self.assertRaises(StopIteration, next, ours)
+                break
+            self.assertEqual(plain(next(ours)), expected)
+        self.assertEqual(ours.get_state(), {"next_index": 4})
+
+    def test_state_round_trip(self) -> None:
+        self.assertResumesAtEveryElement(BatchIterDataset(self.batches()))
+
+    def test_out_of_range_state_and_closed_iterator(self) -> None:
+        iterator = iter(BatchIterDataset(self.batches()))
+        for index in (-1, 5):
+            with self.assertRaises(IndexError):
+                iterator.set_state({"next_index": index})
+        iterator.set_state({"next_index": 4})
+        self.assertRaises(StopIteration, next, iterator)
+        iterator.close()
+        with self.assertRaisesRegex(ValueError, "closed"):
+            next(iterator)
+
+    def test_parent_must_be_batches(self) -> None:
+        with self.assertRaisesRegex(TypeError, "BatchedMapDataset"):
+            BatchIterDataset(rows(3))  # type: ignore[arg-type]
 
 
 class HostSliceDatasetTest(GraphOpTestCase):

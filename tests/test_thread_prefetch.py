@@ -38,7 +38,7 @@ def _threads() -> int:
 def _wait_for_full_buffer(iterator: Any) -> None:
     """Until the thread has filled its buffer (it is then ahead of the consumer)."""
     deadline = time.monotonic() + 10
-    while iterator._buffer is not None and not iterator._buffer.full():
+    while iterator._buffer is not None and len(iterator._buffer._items) < iterator._buffer_size:
         assert time.monotonic() < deadline, "the thread never filled its buffer"
         time.sleep(0.001)
 

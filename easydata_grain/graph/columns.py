@@ -28,7 +28,8 @@ def block_columns(table: pa.Table) -> dict[str, Column] | None:
     elements) or a type ``column_kind`` does not gather."""
     columns: dict[str, Column] = {}
     for name, chunked in zip(table.column_names, table.columns, strict=True):
-        array = chunked.combine_chunks()
+        # combine_chunks copies even a single chunk.
+        array = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
         kind = column_kind(array.type)
         if kind is None or array.null_count:
             return None

@@ -13,7 +13,7 @@ import grain
 import pyarrow as pa
 
 from easydata_grain.batch_format import ColumnarBatchFn
-from easydata_grain.graph.batch_dataset import BatchedMapDataset
+from easydata_grain.graph.batch_dataset import BatchedMapDataset, BatchIterDataset
 from easydata_grain.graph.drop_skipped import DropSkippedRows
 from easydata_grain.graph.host_split import MASK, HostSliceDataset, HostSliceIterDataset
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
@@ -172,7 +172,10 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
                     f"The plan says columnar={plan.columnar} ({plan.columnar_reason}) but the "
                     f"batches are built with columnar={rows.columnar}: a compiler bug."
                 )
-        dataset = rows.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+        if plan.batches_random_access and not s.worker_processes:
+            dataset = BatchIterDataset(rows)  # Grain's iterator, without its per-batch cost
+        else:  # Grain's own: it skips filtered-out rows, and worker processes slice it
+            dataset = rows.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     else:
         # An unresumable stream (say, a datasets shuffle) still iterates; get_state refuses.
         stream: grain.IterDataset = SourceIterDataset(plan.source, allow_unresumable=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import collections
 import copy
-import queue
 import sys
 import threading
 from typing import Any
@@ -80,18 +80,72 @@ class PrefetchThreadIterDataset(grain.IterDataset):
 _Item = tuple[Any, Any, BaseException | None]
 
 
-def _produce(
-    parent: grain.DatasetIterator, buffer: queue.Queue[_Item], stop: threading.Event
-) -> None:
-    """The thread: the parent's elements and states into ``buffer`` until ``stop`` is set or the
+class _Buffer:
+    """The elements between the thread and the consumer, at most ``size``.
+
+    A consumer that finds it empty sleeps until it is full (or the thread's last item is in):
+    each wake-up hands the interpreter lock from one thread to the other, so waking once per
+    ``size`` elements, not once per element, saves most of the hand-offs' cost while the
+    consumer is the faster one (it takes the first element after a start as soon as it is
+    there). The thread waits while the buffer is full; ``stop`` wakes both for good."""
+
+    def __init__(self, size: int):
+        self._items: collections.deque[_Item] = collections.deque()
+        self._size = size
+        self._wake_at = 1  # the first element goes out at once
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._consumer_waits = False
+        self._producer_waits = False
+        self.stopped = False
+
+    def put(self, item: _Item, last: bool = False) -> None:
+        """Add ``item`` once there is room (nothing after ``stop``)."""
+        with self._lock:
+            while len(self._items) >= self._size and not self.stopped:
+                self._producer_waits = True
+                self._not_full.wait()
+                self._producer_waits = False
+            if self.stopped:
+                return
+            self._items.append(item)
+            if self._consumer_waits and (last or len(self._items) >= self._wake_at):
+                self._not_empty.notify()
+
+    def get(self) -> _Item:
+        """The next item, waiting for the thread if there is none yet."""
+        with self._lock:
+            items = self._items
+            if not items:
+                self._consumer_waits = True
+                while not items:
+                    self._not_empty.wait()
+                self._consumer_waits = False
+                self._wake_at = self._size
+            item = items.popleft()
+            if self._producer_waits:
+                self._not_full.notify()
+            return item
+
+    def stop(self) -> None:
+        """Drop the items and wake the thread (its puts are ignored from now on)."""
+        with self._lock:
+            self.stopped = True
+            self._items.clear()
+            self._not_full.notify_all()
+
+
+def _produce(parent: grain.DatasetIterator, buffer: _Buffer) -> None:
+    """The thread: the parent's elements and states into ``buffer`` until it is stopped or the
     parent raises. It holds no reference to the consuming iterator, which can thus be
     garbage-collected (and then stops it)."""
     try:
-        while not stop.is_set():
+        while not buffer.stopped:
             element = next(parent)
             buffer.put((element, _state_of(parent), None))
     except BaseException as exc:  # StopIteration and errors go to the consumer
-        buffer.put((None, None, exc))
+        buffer.put((None, None, exc), last=True)
 
 
 def _state_of(parent: grain.DatasetIterator) -> Any:
@@ -126,8 +180,7 @@ class PrefetchThreadIterator(grain.DatasetIterator):
         self._buffer_size = buffer_size
         self._state: Any = None
         self._thread: threading.Thread | None = None
-        self._buffer: queue.Queue[_Item] | None = None
-        self._stop: threading.Event | None = None
+        self._buffer: _Buffer | None = None
 
     def start_prefetch(self) -> None:
         """Start producing elements now (idempotent); ``__next__`` starts it otherwise."""
@@ -137,11 +190,10 @@ class PrefetchThreadIterator(grain.DatasetIterator):
             return
         if self._state is None:
             self._state = _state_of(self._parent)
-        self._buffer = queue.Queue(self._buffer_size)
-        self._stop = threading.Event()
+        self._buffer = _Buffer(self._buffer_size)
         self._thread = threading.Thread(
             target=_produce,
-            args=(self._parent, self._buffer, self._stop),
+            args=(self._parent, self._buffer),
             name="easydata-prefetch",
             daemon=True,
         )
@@ -176,17 +228,15 @@ class PrefetchThreadIterator(grain.DatasetIterator):
     def _stop_thread(self) -> None:
         """Stop the thread, join it and drop what it buffered (the parent may then stand past
         the consumer: the caller sets its state, or it is closed)."""
-        thread, buffer, stop = self._thread, self._buffer, self._stop
+        thread, buffer = self._thread, self._buffer
         if thread is None:
             return
-        self._thread = self._buffer = self._stop = None
-        stop.set()  # type: ignore[union-attr]
-        _drain(buffer)  # a thread blocked on a full buffer can put its item and see the flag
+        self._thread = self._buffer = None
+        buffer.stop()  # type: ignore[union-attr]
         # Joining a daemon thread while the interpreter exits can hang (CPython #123940), and a
         # thread cannot join itself (the iterator collected by the thread's own garbage run).
         if not sys.is_finalizing() and threading.current_thread() is not thread:
             thread.join()
-        _drain(buffer)
 
     def close(self) -> None:
         """Stop and join the thread, then close the parent (idempotent); ``get_state`` still
@@ -198,11 +248,3 @@ class PrefetchThreadIterator(grain.DatasetIterator):
 
     def __str__(self) -> str:
         return f"PrefetchThreadIterator(prefetch_buffer_size={self._buffer_size})"
-
-
-def _drain(buffer: queue.Queue[_Item] | None) -> None:
-    while buffer is not None:
-        try:
-            buffer.get_nowait()
-        except queue.Empty:
-            return

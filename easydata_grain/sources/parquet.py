@@ -210,8 +210,10 @@ class ParquetShardedSource(FileShardedSource):
         batches: list[pa.RecordBatch] = []
         rows = 0
         if wanted > 0:
+            # The row group in one batch (one decode, no concatenation); after a retry, the
+            # rest of it from the row reached.
             for batch in resumable_chunks(
-                lambda row: self._read_batches(path, meta, row),
+                lambda row: self._read_batches(path, meta, row, batch_size=wanted),
                 start,
                 policy=self.retry,
                 stats=self.stats,
@@ -224,7 +226,9 @@ class ParquetShardedSource(FileShardedSource):
         schema = self.schema
         if not batches:
             return schema.empty_table()
-        table = pa.Table.from_batches(batches).combine_chunks()
+        table = pa.Table.from_batches(batches)
+        if len(batches) > 1:
+            table = table.combine_chunks()
         return table if table.schema.equals(schema) else table.cast(schema)
 
     def table_rows(self, table: pa.Table) -> list[Row]:
@@ -241,8 +245,11 @@ class ParquetShardedSource(FileShardedSource):
         for batch in self._read_batches(path, meta, row):
             yield batch_to_rows(batch, self.numpy_lists)
 
-    def _read_batches(self, path: str, meta: ShardMeta, row: int) -> Iterator[pa.RecordBatch]:
-        """Record batches of ``path`` starting exactly at ``row``, one row group at a time."""
+    def _read_batches(
+        self, path: str, meta: ShardMeta, row: int, batch_size: int | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Record batches of ``path`` starting exactly at ``row``, one row group at a time, of
+        at most ``batch_size`` rows (the source's ``batch_size`` by default)."""
         if row >= meta.num_rows:
             return
         index: ParquetIndex = meta.index
@@ -272,7 +279,9 @@ class ParquetShardedSource(FileShardedSource):
                 else:  # Arrow reads a local file natively: count the column chunks it reads.
                     chunks = selected_column_chunks(index.metadata, group, self.columns)
                     self.stats.add(bytes_read=sum(c.total_compressed_size for c in chunks))
-                for batch in self._group_batches(reader, path, group, unchanged):
+                for batch in self._group_batches(
+                    reader, path, group, unchanged, batch_size or self.batch_size
+                ):
                     if skip >= batch.num_rows:
                         skip -= batch.num_rows
                         continue
@@ -282,13 +291,18 @@ class ParquetShardedSource(FileShardedSource):
                     yield batch
 
     def _group_batches(
-        self, reader: pq.ParquetFile, path: str, group: int, unchanged: Callable[[], None]
+        self,
+        reader: pq.ParquetFile,
+        path: str,
+        group: int,
+        unchanged: Callable[[], None],
+        batch_size: int,
     ) -> Iterator[pa.RecordBatch]:
         """The record batches of one row group, each given out once ``unchanged()`` has checked
         that the file is still the one its metadata describes; undecodable data is a
         CorruptShardError (or, when the file changed under the read, a ShardChangedError)."""
         batches = reader.iter_batches(
-            batch_size=self.batch_size, row_groups=[group], columns=self.columns, use_threads=False
+            batch_size=batch_size, row_groups=[group], columns=self.columns, use_threads=False
         )
         while True:
             try:

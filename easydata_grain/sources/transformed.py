@@ -147,8 +147,8 @@ class TransformedShardedSource(TransformableSource):
                 try:
                     self.transform.apply(r)
                 except Exception as row_error:
-                    raise error_at(row_error, shard, first_row + k) from None
-            raise error_at(error, shard, first_row, first_row + len(rows) - 1) from None
+                    raise error_at(row_error, shard, first_row + k) from row_error
+            raise error_at(error, shard, first_row, first_row + len(rows) - 1) from error
         out = list(rows)
         for (k, _), new in zip(live, done, strict=True):
             out[k] = new if new is not None else SkippedRow(shard, first_row + k, None)

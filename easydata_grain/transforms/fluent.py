@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class TransformableSource:
     """Mixin: fluent ``map``/``filter``/field/chat/tokenize methods on a sharded source."""
 
-    def transform(self, *ops: Any) -> TransformedShardedSource:
+    def transformed(self, *ops: Any) -> TransformedShardedSource:
         """This source through ``ops`` (Grain Map/Filter operations, functions or chains)."""
         from easydata_grain.sources.transformed import TransformedShardedSource
 
@@ -33,29 +33,29 @@ class TransformableSource:
 
     def map(self, fn: Callable[[Row], Row] | grain.transforms.Map) -> TransformedShardedSource:
         """Rows through ``fn`` (a function of the row, or a Grain ``Map``)."""
-        return self.transform(fn if isinstance(fn, grain.transforms.Map) else MapFunction(fn))
+        return self.transformed(fn if isinstance(fn, grain.transforms.Map) else MapFunction(fn))
 
     def filter(
         self, predicate: Callable[[Row], bool] | grain.transforms.Filter
     ) -> TransformedShardedSource:
         """Only the rows for which ``predicate`` is true (a function or a Grain ``Filter``)."""
         if isinstance(predicate, grain.transforms.Filter):
-            return self.transform(predicate)
-        return self.transform(FilterFunction(predicate))
+            return self.transformed(predicate)
+        return self.transformed(FilterFunction(predicate))
 
     def rename_fields(self, mapping: Mapping[str, str], **options: Any) -> TransformedShardedSource:
         """Fields renamed (``RenameFields``)."""
-        return self.transform(RenameFields(mapping, **options))
+        return self.transformed(RenameFields(mapping, **options))
 
     def select_fields(
         self, fields: str | Sequence[str], **options: Any
     ) -> TransformedShardedSource:
         """Only the given fields (``SelectFields``)."""
-        return self.transform(SelectFields(fields, **options))
+        return self.transformed(SelectFields(fields, **options))
 
     def drop_fields(self, fields: str | Sequence[str], **options: Any) -> TransformedShardedSource:
         """Without the given fields (``DropFields``)."""
-        return self.transform(DropFields(fields, **options))
+        return self.transformed(DropFields(fields, **options))
 
     def apply_chat_template(
         self, tokenizer: PreTrainedTokenizerBase, **options: Any
@@ -63,7 +63,7 @@ class TransformableSource:
         """Conversations rendered with the tokenizer's chat template (``ChatTemplateTransform``)."""
         from easydata_grain.transforms.chat import ChatTemplateTransform
 
-        return self.transform(ChatTemplateTransform(tokenizer, **options))
+        return self.transformed(ChatTemplateTransform(tokenizer, **options))
 
     def tokenize(
         self, tokenizer: PreTrainedTokenizerBase, **options: Any
@@ -71,4 +71,4 @@ class TransformableSource:
         """A text field tokenized, batched per block (``TokenizeTransform``)."""
         from easydata_grain.transforms.tokenize import TokenizeTransform
 
-        return self.transform(TokenizeTransform(tokenizer, **options))
+        return self.transformed(TokenizeTransform(tokenizer, **options))

@@ -40,20 +40,56 @@ from easydata_grain.sources.protocol import (
     SkippingSource,
 )
 from easydata_grain.sources.skipped import SkippedRow
+from easydata_grain.sources.transformed import TransformedShardedSource
+from easydata_grain.transforms.base import BatchMap, FieldTransform, Fingerprinted
+from easydata_grain.transforms.chain import Chain, MapChain, chain, flatten_transforms
+from easydata_grain.transforms.chat import ChatTemplateTransform
+from easydata_grain.transforms.chatml import ConvertInputOutputToChatML, ConvertToChatML
+from easydata_grain.transforms.chunked import ChunkedMapDataset, ChunkedMapIterDataset
 from easydata_grain.transforms.collate import Collate
+from easydata_grain.transforms.fields import (
+    AddField,
+    CombineFields,
+    DropFields,
+    ExtractField,
+    MapField,
+    RenameFields,
+    SelectFields,
+)
+from easydata_grain.transforms.filters import FilterByField, FilterNonEmpty
+from easydata_grain.transforms.fluent import TransformableSource
+from easydata_grain.transforms.functions import FilterFunction, MapFunction
+from easydata_grain.transforms.tokenize import TokenizeTransform
+from easydata_grain.transforms.tokenizer_identity import tokenizer_fingerprint
 
 __all__ = [
     "NO_RETRY",
     "AccessDeniedError",
+    "AddField",
     "AsyncDataLoader",
+    "BatchMap",
+    "Chain",
+    "ChatTemplateTransform",
+    "ChunkedMapDataset",
+    "ChunkedMapIterDataset",
     "Collate",
     "CollateError",
     "ColumnarSource",
+    "CombineFields",
     "CommitNotFoundError",
     "ConcatSource",
+    "ConvertInputOutputToChatML",
+    "ConvertToChatML",
     "CorruptShardError",
     "DatasetsStreamSource",
+    "DropFields",
     "EpochOrder",
+    "ExtractField",
+    "FieldTransform",
+    "FilterByField",
+    "FilterFunction",
+    "FilterNonEmpty",
+    "Fingerprinted",
     "HostMismatchError",
     "Hosts",
     "HuggingFaceShardedSource",
@@ -66,21 +102,32 @@ __all__ = [
     "LoaderSave",
     "LoaderStateError",
     "MalformedRowError",
+    "MapChain",
+    "MapField",
+    "MapFunction",
     "MissingColumnError",
     "NoFilesMatchedError",
     "NotResumableError",
     "OfflineError",
     "ParquetShardedSource",
+    "RenameFields",
     "RetriesExhaustedError",
     "RetryPolicy",
     "RowOutOfRangeError",
     "SchemaMismatchError",
+    "SelectFields",
     "ShardChangedError",
     "ShardNotFoundError",
     "ShardedSource",
     "SkippedRow",
     "SkippingSource",
     "SourceError",
+    "TokenizeTransform",
+    "TransformableSource",
+    "TransformedShardedSource",
     "UnsupportedFormatError",
+    "chain",
+    "flatten_transforms",
     "make_global_batch",
+    "tokenizer_fingerprint",
 ]

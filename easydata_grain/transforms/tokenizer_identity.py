@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tokenizers
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+if TYPE_CHECKING:
+    import tokenizers
+    from transformers import PreTrainedTokenizerBase
 
 _CALL_STATE = ("truncation", "padding")
 
@@ -30,6 +31,9 @@ def _backend_definition(backend: tokenizers.Tokenizer) -> Any:
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase | tokenizers.Tokenizer) -> str:
     """A short hash of the tokenizer's content: vocabulary, merges, special tokens, chat
     template (a slow tokenizer: its vocabulary, added tokens and special tokens)."""
+    import tokenizers  # imported here: transformers takes seconds to import
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
     if isinstance(tokenizer, tokenizers.Tokenizer):
         content: dict[str, Any] = {"tokenizer.json": _backend_definition(tokenizer)}
     elif isinstance(tokenizer, PreTrainedTokenizerBase):

@@ -181,6 +181,17 @@ def _numeric_array(items: list[Any]) -> np.ndarray | None:
     return array
 
 
+def _split_lines(data: bytes, edges: list[int], first: int, end: int) -> list[bytes]:
+    """Lines ``first`` to ``end`` of a block, its lines starting at ``edges`` (then its end);
+    a line keeps the blank lines after it."""
+    lines = data[edges[first] : edges[end]].split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    if len(lines) == end - first:
+        return lines
+    return [data[a:b] for a, b in itertools.pairwise(edges[first : end + 1])]
+
+
 def _to_row(value: dict[str, Any]) -> dict[str, Any]:
     """A parsed object as a row: its non-empty numeric lists become numpy arrays."""
     for key, item in value.items():
@@ -235,19 +246,36 @@ def _check_format(path: str, head: bytes, jsonl: bool) -> None:
         )
 
 
-def _read_exact(stream: IO[bytes], size: int, path: str) -> bytes:
-    """Exactly ``size`` bytes; a stream that ends first no longer matches its index."""
-    data = stream.read(size)
-    while len(data) < size:
-        more = stream.read(size - len(data))
+def _read_exact(stream: IO[bytes], size: int, path: str) -> bytes | bytearray:
+    """Exactly ``size`` bytes; a stream that ends first no longer matches its index.
+
+    A local file is read into a bytearray: ``RawIOBase.read`` would read into one, then copy.
+    """
+    if isinstance(stream, io.RawIOBase) and not isinstance(stream, RemoteFile):
+        data = bytearray(size)
+        with memoryview(data) as view:
+            filled = 0
+            while filled < size:
+                count = stream.readinto(view[filled:])
+                if not count:
+                    raise _ended_early(path, size - filled)
+                filled += count
+        return data
+    block = stream.read(size)
+    while len(block) < size:
+        more = stream.read(size - len(block))
         if not more:
-            raise CorruptShardError(
-                f"{path!r} ended {size - len(data)} bytes earlier than its index says.",
-                path=path,
-                hint="The file was truncated or rewritten while in use; open the source again.",
-            )
-        data += more
-    return data
+            raise _ended_early(path, size - len(block))
+        block += more
+    return block
+
+
+def _ended_early(path: str, missing: int) -> CorruptShardError:
+    return CorruptShardError(
+        f"{path!r} ended {missing} bytes earlier than its index says.",
+        path=path,
+        hint="The file was truncated or rewritten while in use; open the source again.",
+    )
 
 
 class JsonShardedSource(FileShardedSource):
@@ -319,7 +347,7 @@ class JsonShardedSource(FileShardedSource):
         metadata_sharing: MetadataSharing | None = None,
         on_bad_row: Literal["raise", "skip"] = "raise",
         index_cache_dir: str | os.PathLike[str] | None = None,
-        batch_size: int = 1024,
+        batch_size: int = 256,
         numpy_lists: bool = True,
     ):
         if not isinstance(jsonl, bool):
@@ -489,27 +517,21 @@ class JsonShardedSource(FileShardedSource):
                 target = int(bounds[row]) + self.block_size
                 stop = int(np.searchsorted(bounds, target, side="right")) - 1
                 stop = min(index.num_rows, max(row + 1, stop))
-                starts = bounds[row:stop] - bounds[row]
-                data = _read_exact(stream, int(bounds[stop] - bounds[row]), path)
-                lines = data.split(b"\n")
-                if not lines[-1]:
-                    lines.pop()
-                if len(lines) != stop - row:
-                    # Blank lines: slice by the index (a row keeps the blank lines after it).
-                    edges = [*starts.tolist(), len(data)]
-                    lines = [data[a:b] for a, b in itertools.pairwise(edges)]
-                suspects = _long_number_lines(data, starts)
+                starts = bounds[row : stop + 1] - bounds[row]
+                data = _read_exact(stream, int(starts[-1]), path)
+                suspects = _long_number_lines(data, starts[:-1])
                 # A line orjson parses that starts with "{" is an object: no need to look.
-                objects = bool((np.frombuffer(data, np.uint8)[starts] == _OPEN_BRACE).all())
-                del data
+                objects = bool((np.frombuffer(data, np.uint8)[starts[:-1]] == _OPEN_BRACE).all())
+                edges = starts.tolist()
                 position = 0
-                while position < len(lines):
+                while position < stop - row:
                     size_left = self.batch_size - (row + position - start) % self.batch_size
-                    end = min(len(lines), position + size_left)
+                    end = min(stop - row, position + size_left)
                     careful = bisect.bisect_left(suspects, position) < bisect.bisect_left(
                         suspects, end
                     )
-                    yield self._parse_piece(lines[position:end], careful, objects)
+                    lines = _split_lines(data, edges, position, end)
+                    yield self._parse_piece(lines, careful, objects)
                     position = end
                 row = stop
 

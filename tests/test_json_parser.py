@@ -253,3 +253,27 @@ def test_rows_equal_the_json_reader_on_random_objects(
         rows = read_all(path, tmp_path, numpy_lists=numpy_lists)
         for row, line in zip(rows, lines, strict=True):
             assert same(row, reference(line, numpy_lists))
+
+
+@pytest.mark.parametrize("odd", [None, "true", "2.5", "18446744073709551615", '"s"', "null"])
+@pytest.mark.parametrize("lengths", ["same", "varied"])
+def test_int_lists_of_many_rows_convert_like_one_row_at_a_time(
+    tmp_path: Path, odd: str | None, lengths: str
+) -> None:
+    """Int lists of one key are packed for a whole piece at once; one odd row (a bool, a
+    float, a big int, a string, null) sends that key back to the row-by-row conversion."""
+    rng = random.Random(3)
+    lines = []
+    for i in range(40):
+        size = 8 if lengths == "same" else rng.randint(1, 12)
+        ids = [rng.randrange(-(2**40), 2**40) for _ in range(size)]
+        items = ", ".join(map(str, ids)) + (f", {odd}" if odd and i == 17 else "")
+        other = "[]" if i % 5 == 0 else "[1.5, 2]"
+        lines.append(f'{{"i": {i}, "ids": [{items}], "f": {other}, "m": [0, 1]}}'.encode())
+    path = tmp_path / "lists.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    rows = read_all(path, tmp_path, batch_size=16)
+    for row, line in zip(rows, lines, strict=True):
+        assert same(row, reference(line))
+    rows[0]["ids"][:] = -1  # rows own their arrays' contents: no other row changes
+    assert same(rows[1], reference(lines[1]))

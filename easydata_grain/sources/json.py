@@ -52,10 +52,6 @@ def compression_of(path: str) -> str | None:
     return next((codec for suffix, codec in _COMPRESSIONS.items() if path.endswith(suffix)), None)
 
 
-class _NotAnObject(Exception):
-    """A line parsed to something other than a JSON object: the piece is redone line by line."""
-
-
 _LONG_DIGITS = 19
 """orjson reads an integer outside [-2**63, 2**64) as a float; ``json`` keeps it an int. Such an
 integer has at least this many digits."""
@@ -202,12 +198,52 @@ def _to_row(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def _line_to_row(line: bytes) -> dict[str, Any]:
-    """The fast path of one line: orjson, then numeric lists to numpy."""
-    value = orjson.loads(line)
-    if type(value) is not dict:
-        raise _NotAnObject
-    return _to_row(value)
+def _lists_to_arrays(rows: list[dict[str, Any]]) -> None:
+    """``_to_row`` for many rows, a key at a time: the int lists of one key in all rows are
+    packed into one int64 array, each row getting its slice (a view); a key whose lists are
+    not all ints of 64 bits (floats, bools, anything else) is converted row by row."""
+    keys: dict[str, tuple[list[dict[str, Any]], list[list[Any]]]] = {}
+    for row in rows:
+        for key, item in row.items():
+            if type(item) is list and item:
+                owners = keys.get(key)
+                if owners is None:
+                    keys[key] = ([row], [item])
+                else:
+                    owners[0].append(row)
+                    owners[1].append(item)
+    for key, (owners, lists) in keys.items():
+        array = _int_arrays(lists) if len(lists) > 1 else None
+        if array is None:
+            for row, item in zip(owners, lists, strict=True):
+                converted = _numeric_array(item)
+                if converted is not None:
+                    row[key] = converted
+            continue
+        length = len(lists[0])
+        if len(array) == length * len(lists) and all(len(item) == length for item in lists):
+            # Rows of one length: iterating the 2-d array makes the views in C.
+            for row, view in zip(owners, array.reshape(len(lists), length), strict=True):
+                row[key] = view
+            continue
+        ends = list(itertools.accumulate(map(len, lists)))
+        for row, start, end in zip(owners, [0, *ends], ends, strict=False):
+            row[key] = array[start:end]
+
+
+def _int_arrays(lists: list[list[Any]]) -> np.ndarray | None:
+    """All the lists' items as one int64 array when they are all ints of 64 bits (no bools:
+    ``struct`` packs those, their JSON text shows them); None otherwise."""
+    flat = list(itertools.chain.from_iterable(lists))
+    array = np.empty(len(flat), np.int64)
+    try:
+        struct.pack_into(f"={len(flat)}q", array, 0, *flat)
+    except struct.error:
+        return None
+    text = orjson.dumps(flat)
+    if b"t" in text or b"f" in text:
+        return None
+    return array
 
 
 def _content(head: bytes) -> bytes:
@@ -302,12 +338,13 @@ class JsonShardedSource(FileShardedSource):
     1024th element, so a seek parses at most 1023 elements.
 
     JSON Lines are parsed by orjson, ``batch_size`` lines at a time, and numeric lists packed
-    into numpy by ``struct``; the rows are exactly what Python's ``json`` module makes of the
+    into numpy by ``struct`` (the int lists of one key in those rows into one buffer, each
+    row's array a view of its own slice); the rows are exactly what Python's ``json`` module makes of the
     lines: what orjson refuses is parsed again by ``json``, so ``NaN``, ``Infinity`` and
     ``-Infinity`` are floats, ``1e400`` is ``inf`` and escaped lone surrogates (``"\\ud800"``)
-    stay in the string, while integers of 19 digits or more (orjson would make a float of
-    those beyond 64 bits) are found by a vectorised scan of the bytes and read by ``json``,
-    exact. Duplicate keys keep the last value. (JSON array files are parsed by ``json``.)
+    stay in the string, while a line holding 19 digits in a row (orjson would make a float
+    of an integer beyond 64 bits) is found by a vectorised scan of the bytes and read by
+    ``json``, exact. Duplicate keys keep the last value. (JSON array files are parsed by ``json``.)
 
     A line that is not a JSON object (or not valid UTF-8) raises ``MalformedRowError`` naming
     file, line and row. With ``on_bad_row="skip"`` it is left out instead, counted in
@@ -543,13 +580,14 @@ class JsonShardedSource(FileShardedSource):
         by line as ``_parse_line`` says."""
         if not careful:
             try:
-                if self.numpy_lists:
-                    return list(map(_line_to_row, lines)), []
                 values = list(map(orjson.loads, lines))
-                if objects or all(type(value) is dict for value in values):
-                    return values, []
-            except (orjson.JSONDecodeError, _NotAnObject):
+            except orjson.JSONDecodeError:
                 pass
+            else:
+                if objects or all(type(value) is dict for value in values):
+                    if self.numpy_lists:
+                        _lists_to_arrays(values)
+                    return values, []
         return self._rows_or_bad(list(map(_parse_line, lines)))
 
     def _rows_or_bad(self, values: list[Any]) -> tuple[list[Any], list[int]]:

@@ -9,25 +9,97 @@ declares ``ColumnarBatchFn`` turns such a dict into the final batch; a dataset t
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
 
+# A block's rows are kept padded in a matrix (see ``Ragged.row_matrix``) when that takes at
+# most this many times the memory of the values themselves (and at most _MATRIX_BYTES).
+_MATRIX_GROWTH = 4
+_MATRIX_BYTES = 64 << 20
 
-@dataclasses.dataclass(frozen=True)
+
 class Ragged:
-    """Numeric lists in one flat array: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``."""
+    """Numeric lists in one flat array: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``.
 
-    values: np.ndarray
-    offsets: np.ndarray
+    A gathered batch may hold its rows as a ``matrix`` instead: one row per list, zero-padded
+    to the longest, with the ``lengths``; ``values`` and ``offsets`` are then made on first use.
+    """
+
+    __slots__ = ("_lengths", "_matrix", "_offsets", "_row_matrix", "_values")
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray):
+        self._values: np.ndarray | None = values
+        self._offsets: np.ndarray | None = offsets
+        self._lengths: np.ndarray | None = None
+        self._matrix: np.ndarray | None = None
+        self._row_matrix: Any = _UNSET
+
+    @classmethod
+    def from_matrix(cls, matrix: np.ndarray, lengths: np.ndarray) -> Ragged:
+        """Rows ``matrix[i, :lengths[i]]`` (the rest of each row zeros; as wide as the longest)."""
+        ragged = cls.__new__(cls)
+        ragged._values = ragged._offsets = None
+        ragged._matrix, ragged._lengths = matrix, lengths
+        ragged._row_matrix = matrix
+        return ragged
+
+    @property
+    def values(self) -> np.ndarray:
+        """The rows' elements, one row after the other."""
+        if self._values is None:
+            matrix, lengths = self._matrix, self.lengths
+            self._values = matrix[np.arange(matrix.shape[1]) < lengths[:, None]]  # type: ignore[index,union-attr]
+        return self._values
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Where each row starts in ``values`` (and, last, where the last one ends)."""
+        if self._offsets is None:
+            offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
+            np.cumsum(self.lengths, out=offsets[1:])
+            self._offsets = offsets
+        return self._offsets
 
     @property
     def lengths(self) -> np.ndarray:
         """The length of every row."""
-        return np.diff(self.offsets)
+        if self._lengths is None:
+            self._lengths = np.diff(self.offsets)
+        return self._lengths
+
+    @property
+    def matrix(self) -> np.ndarray | None:
+        """The rows zero-padded to the longest, when they are held so (a gathered batch)."""
+        return self._matrix
+
+    def row_matrix(self) -> np.ndarray | None:
+        """The rows zero-padded to the longest in a 2-D array (made once; a view of ``values``
+        when all rows are equally long), or None when it would take more than
+        ``_MATRIX_GROWTH`` times the values' memory: batches are then gathered row by row
+        from ``values``."""
+        if self._row_matrix is _UNSET:
+            self._row_matrix = self._make_row_matrix()
+        return self._row_matrix
+
+    def _make_row_matrix(self) -> np.ndarray | None:
+        values, offsets, lengths = self.values, self.offsets, self.lengths
+        rows = len(lengths)
+        start, stop = int(offsets[0]), int(offsets[-1])
+        longest = int(lengths.max()) if rows else 0
+        if rows and int(lengths.min()) == longest:
+            return values[start:stop].reshape(rows, longest)
+        size = rows * longest
+        if size > _MATRIX_GROWTH * (stop - start) + rows or size * values.itemsize > _MATRIX_BYTES:
+            return None
+        matrix = np.zeros((rows, longest), dtype=values.dtype)
+        matrix[np.arange(longest) < lengths[:, None]] = values[start:stop]
+        return matrix
+
+
+_UNSET: Any = object()
 
 
 Column = np.ndarray | list[str] | Ragged

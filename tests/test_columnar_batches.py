@@ -12,7 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from easydata_grain import AsyncDataLoader, Collate, CollateError, ParquetShardedSource
+from easydata_grain import (
+    AsyncDataLoader,
+    Collate,
+    CollateError,
+    ParquetShardedSource,
+    batch_format,
+)
+from easydata_grain.batch_format import Ragged
 from easydata_grain.distributed import Hosts
 from easydata_grain.graph.batch_dataset import BatchedMapDataset
 from easydata_grain.graph.columns import block_columns, gather
@@ -154,6 +161,58 @@ def test_gathered_columns_collate_to_the_row_batch(
         assert str(raised.value) == str(error)
         return
     _same(collate.columns(columns), expected)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=tables(), picks=st.data())
+def test_without_block_matrices_the_same_batches(
+    data: tuple[list[pa.Table], Collate], picks: st.DataObject
+) -> None:
+    """Blocks too ragged for a padded matrix (here: all of them) gather list by list, into the
+    same batches."""
+    blocks, collate = data
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(batch_format, "_MATRIX_GROWTH", -1)  # only equal-length blocks get one
+        rows, columns = _random_batch(blocks, picks)
+    try:
+        expected = collate(rows)
+    except CollateError as error:
+        with pytest.raises(CollateError) as raised:
+            collate.columns(columns)
+        assert str(raised.value) == str(error)
+        return
+    _same(collate.columns(columns), expected)
+
+
+def test_block_matrix_only_when_it_is_small() -> None:
+    equal = Ragged(np.arange(6, dtype=np.int32), np.array([0, 3, 6]))
+    assert equal.row_matrix().tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert np.shares_memory(equal.row_matrix(), equal.values)  # a view, no copy
+    ragged = Ragged(np.arange(10, 14), np.array([0, 1, 4]))
+    assert ragged.row_matrix().tolist() == [[10, 0, 0], [11, 12, 13]]
+    assert ragged.row_matrix() is ragged.row_matrix()  # made once
+    long_tail = Ragged(np.arange(100), np.array([0, *range(1, 10), 100]))  # 10 rows, one of 91
+    assert long_tail.row_matrix() is None
+
+
+def test_gathered_matrix_has_values_and_offsets_too() -> None:
+    table = pa.table({"t": pa.array([[1], [2, 3], [], [4, 5, 6]], type=pa.list_(pa.int64()))})
+    columns = block_columns(table)
+    batch = gather([(columns, np.arange(3), np.array([3, 0, 2]))], 3)["t"]
+    assert batch.matrix.tolist() == [[4, 5, 6], [1, 0, 0], [0, 0, 0]]
+    assert batch.values.tolist() == [4, 5, 6, 1] and batch.offsets.tolist() == [0, 3, 4, 4]
+    assert batch.lengths.tolist() == [3, 1, 0]
+
+
+@pytest.mark.parametrize("pad_value", [-0.0, float("nan"), 2.5])
+def test_float_pad_values_are_exact(pad_value: float) -> None:
+    table = pa.table({"f": pa.array([[1.0], [2.0, 3.0]], type=pa.list_(pa.float32()))})
+    rows = [row for batch in table.to_batches() for row in batch_to_rows(batch)]
+    columns = gather([(block_columns(table), np.arange(2), np.array([1, 0]))], 2)
+    for pad in (True, {"f": 4}):
+        collate = Collate(pad=pad, pad_value=pad_value)
+        got, expected = collate.columns(columns)["f"], collate([rows[1], rows[0]])["f"]
+        assert got.tobytes() == expected.tobytes()  # -0.0 and NaN bit for bit
 
 
 def _structure(batch: dict[str, Any], collate: Collate) -> dict[str, Any]:

@@ -81,7 +81,11 @@ def _gather_texts(pieces: Sequence[tuple[list[str], np.ndarray, np.ndarray]], si
 
 
 def _gather_ragged(pieces: Sequence[tuple[Ragged, np.ndarray, np.ndarray]], size: int) -> Ragged:
-    """The rows' lists copied one after the other, in batch order."""
+    """The rows' lists: whole rows of the blocks' padded matrices (``Ragged.row_matrix``), or,
+    when a block has none, copied one after the other, in batch order."""
+    matrices = [column.row_matrix() for column, _, _ in pieces]
+    if all(matrix is not None for matrix in matrices):
+        return _gather_rows(pieces, matrices, size)  # type: ignore[arg-type]
     lengths = np.empty(size, dtype=np.int64)
     firsts = []
     for column, slots, offsets in pieces:
@@ -97,6 +101,34 @@ def _gather_ragged(pieces: Sequence[tuple[Ragged, np.ndarray, np.ndarray]], size
         counts = lengths[slots]
         values[_spans(out_offsets[slots], counts)] = column.values[_spans(first, counts)]
     return Ragged(values, out_offsets)
+
+
+def _gather_rows(
+    pieces: Sequence[tuple[Ragged, np.ndarray, np.ndarray]],
+    matrices: Sequence[np.ndarray],
+    size: int,
+) -> Ragged:
+    """The batch's rows as a matrix as wide as its longest row (zero-padded), taken row by row
+    from the blocks' matrices (whose rows beyond their lengths are zeros too)."""
+    if len(pieces) == 1:
+        column, _, offsets = pieces[0]
+        lengths = column.lengths[offsets]
+        width = int(lengths.max()) if size else 0
+        matrix = matrices[0]
+        rows = (
+            matrix.take(offsets, axis=0) if width == matrix.shape[1] else matrix[:, :width][offsets]
+        )
+        return Ragged.from_matrix(rows, lengths)
+    lengths = np.empty(size, dtype=np.int64)
+    for column, slots, offsets in pieces:
+        lengths[slots] = column.lengths[offsets]
+    width = int(lengths.max())
+    out = np.empty((size, width), dtype=matrices[0].dtype)
+    for (_, slots, offsets), matrix in zip(pieces, matrices, strict=True):
+        common = min(width, matrix.shape[1])
+        out[slots, :common] = matrix[:, :common][offsets]
+        out[slots, common:] = 0
+    return Ragged.from_matrix(out, lengths)
 
 
 def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

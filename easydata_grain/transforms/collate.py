@@ -99,7 +99,10 @@ class Collate:
                     raise _not_paddable(name, "text" if isinstance(column, list) else "numbers")
                 batch[name] = column
                 continue
-            stacked = self._pad(name, column.values, column.lengths)
+            if column.matrix is not None:
+                stacked = self._pad_matrix(name, column.matrix, column.lengths)
+            else:
+                stacked = self._pad(name, column.values, column.lengths)
             if isinstance(stacked, tuple):
                 batch[name], batch[f"{name}_mask"] = stacked
             else:
@@ -209,19 +212,50 @@ class Collate:
             if longest != int(lengths.min()):
                 raise _ragged_error(field, lengths.tolist())
             return np.array(values.reshape(len(lengths), longest))
+        width = self._pad_width(field, longest)
+        mask = np.arange(width) < lengths[:, None]
+        padded = np.full((len(lengths), width), self._fill(field, values.dtype))
+        padded[mask] = values
+        return padded, mask
+
+    def _pad_matrix(
+        self, field: str, matrix: np.ndarray, lengths: np.ndarray
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """``_pad`` of rows held in a matrix as wide as the longest, zeros past each row's
+        length (``Ragged.matrix``, a fresh array this batch owns): the same array and mask."""
+        longest = matrix.shape[1]
+        if not self._pads(field):
+            if longest != int(lengths.min()):
+                raise _ragged_error(field, lengths.tolist())
+            return matrix
+        width = self._pad_width(field, longest)
+        fill = self._fill(field, matrix.dtype)
+        if width > longest:
+            padded = np.zeros((len(lengths), width), dtype=matrix.dtype)
+            padded[:, :longest] = matrix
+        else:
+            padded = matrix
+        mask = np.arange(width) < lengths[:, None]
+        if fill.tobytes() != bytes(fill.itemsize):  # zeros are there already
+            padded[~mask] = fill
+        return padded, mask
+
+    def _pad_width(self, field: str, longest: int) -> int:
+        """The width a padded field's rows get: its pad length, else the longest row."""
         width = self._pad_length(field) or longest
         if longest > width:
             raise CollateError(
                 f"Field {field!r} has a row of length {longest}, longer than its pad length "
                 f"{width}: raise the length or truncate in a transform."
             )
-        mask = np.arange(width) < lengths[:, None]
+        return width
+
+    def _fill(self, field: str, dtype: np.dtype) -> np.ndarray:
+        """``pad_value`` as a 0-d array of ``dtype`` (a CollateError when it does not fit)."""
         try:
-            padded = np.full((len(lengths), width), self.pad_value, dtype=values.dtype)
+            return np.full((), self.pad_value, dtype=dtype)
         except OverflowError:
             raise CollateError(
-                f"pad_value {self.pad_value!r} does not fit field {field!r} ({values.dtype}): "
+                f"pad_value {self.pad_value!r} does not fit field {field!r} ({dtype}): "
                 "choose a pad_value its type can hold."
             ) from None
-        padded[mask] = values
-        return padded, mask

@@ -310,8 +310,12 @@ class FileShardedSource(abc.ABC):
     def schema(self) -> pa.Schema | None:
         """The (projected) schema shared by all shards, from the first shard's metadata, as
         ``reading_schema`` gives it (every field nullable: shards may differ in nullability)."""
-        schema = self.shard_meta(0).schema
-        return None if schema is None else reading_schema(schema)
+        meta = self.shard_meta(0)
+        cached = self.__dict__.get("_reading_schema")
+        if cached is None or cached[0] is not meta:  # made once (read for every block)
+            cached = (meta, None if meta.schema is None else reading_schema(meta.schema))
+            self._reading_schema = cached
+        return cached[1]
 
     def all_meta(self) -> list[ShardMeta]:
         """Every shard's metadata, reading what is not cached with a pool of threads.

@@ -185,7 +185,10 @@ class ParquetShardedSource(FileShardedSource):
     def _open(self, path: str, size: int) -> IO[bytes]:
         """A native Arrow file on local disk (reads release the GIL); see the base otherwise."""
         if self.protocol == "file":
-            return pa.OSFile(self._fs._strip_protocol(path))  # type: ignore[return-value]
+            local = self.__dict__.setdefault("_local_paths", {})
+            if path not in local:
+                local[path] = self._fs._strip_protocol(path)
+            return pa.OSFile(local[path])  # type: ignore[return-value]
         return super()._open(path, size)
 
     def block_starts(self, shard: str | int) -> Sequence[int]:
@@ -277,8 +280,7 @@ class ParquetShardedSource(FileShardedSource):
                     # One row group at a time: fetching a range of groups would hold them all.
                     handle.prefetch(column_chunk_ranges(index.metadata, group, self.columns))
                 else:  # Arrow reads a local file natively: count the column chunks it reads.
-                    chunks = selected_column_chunks(index.metadata, group, self.columns)
-                    self.stats.add(bytes_read=sum(c.total_compressed_size for c in chunks))
+                    self.stats.add(bytes_read=self._chunk_bytes(path, index, group))
                 for batch in self._group_batches(
                     reader, path, group, unchanged, batch_size or self.batch_size
                 ):
@@ -289,6 +291,16 @@ class ParquetShardedSource(FileShardedSource):
                         batch = batch.slice(skip)
                         skip = 0
                     yield batch
+
+    def _chunk_bytes(self, path: str, index: ParquetIndex, group: int) -> int:
+        """The compressed size of a row group's selected column chunks (computed once)."""
+        sizes = self.__dict__.setdefault("_chunk_sizes", {})
+        key = (path, group)
+        size = sizes.get(key)
+        if size is None:
+            chunks = selected_column_chunks(index.metadata, group, self.columns)
+            size = sizes[key] = sum(c.total_compressed_size for c in chunks)
+        return size
 
     def _group_batches(
         self,

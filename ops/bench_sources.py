@@ -280,11 +280,11 @@ def json_throughput(directory: Path, rows: int, shards: int, repeat: int) -> Non
                     assert count == rows, (name, count)
                     best[name] = max(best.get(name, 0.0), count / seconds)
         baseline = best[readers[0][0]]
-        print(f"{'file':<10} {'reader':<40} {'rows/s':>10} {'MB/s':>7} {'vs ' + readers[0][0]:>20}")
+        print(f"{'file':<10} {'reader':<44} {'rows/s':>10} {'MB/s':>7} {'vs ' + readers[0][0]:>20}")
         for name, _ in readers:
             rate = best[name]
             print(
-                f"{suffix:<10} {name:<40} {rate:>10,.0f} {megabytes * rate / rows:>7.1f} "
+                f"{suffix:<10} {name:<44} {rate:>10,.0f} {megabytes * rate / rows:>7.1f} "
                 f"{rate / baseline:>19.2f}x",
                 flush=True,
             )

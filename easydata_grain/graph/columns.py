@@ -60,11 +60,11 @@ def gather(
         elif isinstance(first, list):
             batch[name] = _gather_texts(parts, size)
         elif len(parts) == 1:
-            batch[name] = first[parts[0][2]]
+            batch[name] = first.take(parts[0][2])  # take: half the time of first[offsets]
         else:
             numbers = np.empty(size, dtype=first.dtype)
             for column, slots, offsets in parts:
-                numbers[slots] = column[offsets]
+                numbers[slots] = column.take(offsets)
             batch[name] = numbers
     return batch
 
@@ -112,7 +112,7 @@ def _gather_rows(
     from the blocks' matrices (whose rows beyond their lengths are zeros too)."""
     if len(pieces) == 1:
         column, _, offsets = pieces[0]
-        lengths = column.lengths[offsets]
+        lengths = column.lengths.take(offsets)
         width = int(lengths.max()) if size else 0
         matrix = matrices[0]
         rows = (
@@ -121,7 +121,7 @@ def _gather_rows(
         return Ragged.from_matrix(rows, lengths)
     lengths = np.empty(size, dtype=np.int64)
     for column, slots, offsets in pieces:
-        lengths[slots] = column.lengths[offsets]
+        lengths[slots] = column.lengths.take(offsets)
     width = int(lengths.max())
     out = np.empty((size, width), dtype=matrices[0].dtype)
     for (_, slots, offsets), matrix in zip(pieces, matrices, strict=True):

@@ -605,7 +605,7 @@ def stages(case: Case, rows: int, batch_size: int, repeats: int) -> None:
     from grain.experimental import ThreadPrefetchIterDataset
 
     from easydata_grain import Collate
-    from easydata_grain.graph.batch_dataset import BatchedMapDataset
+    from easydata_grain.graph.batch_dataset import BatchedMapDataset, BatchIterDataset
     from easydata_grain.graph.columns import block_columns
     from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
     from easydata_grain.graph.thread_prefetch import PrefetchThreadIterDataset
@@ -659,13 +659,18 @@ def stages(case: Case, rows: int, batch_size: int, repeats: int) -> None:
     step = stage("1 read_block_table + block_columns, every row group", blocks)
     step = stage("2 IndexedSourceDataset._gather_columns per batch (order)", gathered, step)
     step = stage("3 + Collate.columns: BatchedMapDataset[i]", collated, step)
-    step = stage(
-        "4 + .to_iter_dataset() (Grain's iterator, per batch)",
+    stage(
+        "4g + Grain's .to_iter_dataset() (for comparison)",
         lambda: map(_batch_rows, batched().to_iter_dataset(read)),
         step,
     )
+    step = stage(
+        "4 + BatchIterDataset (the batches in order, per batch)",
+        lambda: map(_batch_rows, BatchIterDataset(batched())),
+        step,
+    )
     stage(
-        "5g + Grain's ThreadPrefetchIterDataset (for comparison)",
+        "5g + Grain's ThreadPrefetchIterDataset over 4g",
         lambda: map(
             _batch_rows,
             ThreadPrefetchIterDataset(batched().to_iter_dataset(read), prefetch_buffer_size=4),
@@ -676,7 +681,7 @@ def stages(case: Case, rows: int, batch_size: int, repeats: int) -> None:
         "5 + PrefetchThreadIterDataset (a thread hands batches over)",
         lambda: map(
             _batch_rows,
-            PrefetchThreadIterDataset(batched().to_iter_dataset(read), prefetch_buffer_size=4),
+            PrefetchThreadIterDataset(BatchIterDataset(batched()), prefetch_buffer_size=4),
         ),
         step,
     )

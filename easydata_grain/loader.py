@@ -17,7 +17,7 @@ from easydata_grain.graph.plan import Mode, Plan, Resume, Settings
 from easydata_grain.io.errors import LoaderStateError, NotResumableError
 from easydata_grain.loader_state import STATE_VERSION
 from easydata_grain.sources.concat import ConcatSource
-from easydata_grain.sources.protocol import IndexedSource
+from easydata_grain.sources.protocol import IndexedSource, ShardedSource
 from easydata_grain.sources.resolve import resolve_sources
 from easydata_grain.transforms.collate import Collate
 from easydata_grain.types import Transform
@@ -223,7 +223,9 @@ class AsyncDataLoader:
         return self
 
     def _one_shot_stream(self) -> bool:
-        return self.plan.mode is Mode.STREAMING and iter(self.source) is self.source
+        if self.plan.mode is not Mode.STREAMING or isinstance(self.source, ShardedSource):
+            return False  # a sharded source re-opens its shards on every pass
+        return iter(self.source) is self.source
 
     def __next__(self) -> dict[str, Any]:
         if self._pass_done:

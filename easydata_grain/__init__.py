@@ -35,6 +35,7 @@ from easydata_grain.sources.json import JsonShardedSource
 from easydata_grain.sources.parquet import ParquetShardedSource
 from easydata_grain.sources.protocol import (
     ColumnarSource,
+    DescribedSource,
     IndexedSource,
     ShardedSource,
     SkippingSource,
@@ -82,6 +83,7 @@ __all__ = [
     "ConvertToChatML",
     "CorruptShardError",
     "DatasetsStreamSource",
+    "DescribedSource",
     "DropFields",
     "EpochOrder",
     "ExtractField",

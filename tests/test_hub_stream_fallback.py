@@ -236,12 +236,6 @@ def test_loader_resume_equals_the_uninterrupted_run(
     assert _ids(again) == whole[steps + 3 :]
 
 
-@pytest.mark.xfail(
-    raises=TypeError,
-    strict=True,
-    reason="loader bug (loader.py, not this file): AsyncDataLoader._one_shot_stream calls "
-    "iter(source) on a streaming ShardedSource, which need not be iterable",
-)
 def test_a_second_loop_reads_the_stream_again(repos: dict[str, DatasetsStreamSource]) -> None:
     loader = AsyncDataLoader(repos["stream-fallback/csv"], batch_size=32, shuffle_buffer_size=8)
     first, second = _ids(loader), _ids(loader)
@@ -348,18 +342,9 @@ def test_loading_scripts_are_not_run(hub: HubEmulator) -> None:
         DatasetsStreamSource("stream-fallback/scripted")
 
 
-# -- through HuggingFaceShardedSource ----------------------------------------------------------
-# PENDING INTEGRATION: HuggingFaceShardedSource still raises UnsupportedFormatError for a CSV
-# repo without a Parquet export. Once it returns a DatasetsStreamSource for such repos (the
-# patch to sources/huggingface.py), this test XPASSes, which strict=True reports as a failure:
-# then delete the xfail marker.
+# -- through HuggingFaceShardedSource: it returns a DatasetsStreamSource for such repos --------
 
 
-@pytest.mark.xfail(
-    raises=UnsupportedFormatError,
-    strict=True,
-    reason="pending: HuggingFaceShardedSource does not fall back to DatasetsStreamSource yet",
-)
 def test_hugging_face_sharded_source_falls_back_to_streaming(
     repos: dict[str, DatasetsStreamSource], hub: HubEmulator
 ) -> None:
@@ -372,6 +357,7 @@ def test_hugging_face_sharded_source_falls_back_to_streaming(
     assert "no Parquet export" in repr(source)
     loader = AsyncDataLoader(source, batch_size=4, shuffle_buffer_size=8, seed=2)
     assert "mode      streaming" in loader.describe()
+    assert "no Parquet export" in loader.describe()  # why it streams
     whole = _ids(loader)
     interrupted = AsyncDataLoader(
         HuggingFaceShardedSource(repo_id), batch_size=4, shuffle_buffer_size=8, seed=2

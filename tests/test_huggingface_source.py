@@ -20,15 +20,16 @@ import pytest
 from easydata_grain import (
     AccessDeniedError,
     AsyncDataLoader,
+    DatasetsStreamSource,
     Hosts,
     HuggingFaceShardedSource,
+    IndexedSource,
     InMemorySource,
     LoaderStateError,
     NoFilesMatchedError,
     RetriesExhaustedError,
     RetryPolicy,
     ShardNotFoundError,
-    UnsupportedFormatError,
 )
 from easydata_grain.io.retry import is_transient
 from ops.fault_proxy import FaultProxy
@@ -344,12 +345,13 @@ def test_csv_files_are_read_from_the_parquet_export(hub: HubEmulator) -> None:
     assert "Parquet export" in repr(source)
 
 
-def test_csv_files_without_an_export_are_not_supported_yet(hub: HubEmulator) -> None:
+def test_csv_files_without_an_export_are_streamed_by_datasets(hub: HubEmulator) -> None:
     make_repo(hub.root, "hub-emulator/csv-only", {"data/train.csv": b"id,text\n1,a\n"})
-    with pytest.raises(UnsupportedFormatError, match="made of csv files") as caught:
-        HuggingFaceShardedSource("hub-emulator/csv-only")
-    assert "data/train.csv" in str(caught.value) and "streaming=True" in str(caught.value)
-    assert isinstance(caught.value, NotImplementedError)
+    source = HuggingFaceShardedSource("hub-emulator/csv-only")
+    assert isinstance(source, DatasetsStreamSource) and not isinstance(source, IndexedSource)
+    assert all_rows(source) == [{"id": 1, "text": "a"}]
+    assert all_rows(source) == reference("hub-emulator/csv-only", None, "train")
+    assert "no Parquet export" in repr(source) and "streaming mode" in repr(source)
 
 
 # -- pinning -------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 from easydata_grain.distributed import Hosts
 from easydata_grain.fingerprint import describe as describe_op
+from easydata_grain.sources.protocol import DescribedSource
 
 
 class Mode(enum.Enum):
@@ -143,9 +144,8 @@ class Plan:
         columns = getattr(self.source, "columns", None)
         if isinstance(columns, Sequence) and not isinstance(columns, str):
             text += f", columns {list(columns)}"
-        explain = getattr(self.source, "describe", None)  # a source that says where rows come from
-        if callable(explain):
-            text += f"\n            {explain()}"
+        if isinstance(self.source, DescribedSource):
+            text += f"\n            {self.source.describe()}"
         return text
 
     def _order_text(self) -> str:

@@ -216,6 +216,10 @@ class DatasetsStreamSource:
             )
         return {c: row[c] for c in self.columns}
 
+    def describe(self) -> str:
+        """Where the rows come from and why they stream (``loader.describe()`` prints it)."""
+        return repr(self)
+
     def __repr__(self) -> str:
         at = f"@{self.commit[:12]}" if self.commit else ""
         per = (

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -41,7 +42,6 @@ from easydata_grain.io.errors import (
     OfflineError,
     ShardNotFoundError,
     SourceError,
-    UnsupportedFormatError,
 )
 from easydata_grain.io.filesystem import hub_commit_gone, hub_offline
 from easydata_grain.io.retry import RetryPolicy
@@ -59,6 +59,8 @@ _LOGIN = "Log in with `huggingface-cli login` (or `hf auth login`), or pass toke
 _EXPORT = "refs/convert/parquet"
 _DOWNLOAD_THREADS = 8
 _SNIFF_BYTES = 4096
+STREAMED = "datasets"
+"""``HubFiles.kind`` of files only ``datasets`` reads: a ``DatasetsStreamSource`` streams them."""
 _SHA = re.compile(r"[0-9a-f]{40}")
 _CACHE_FOLDER = "easydata_hub"
 _CACHE_FORMAT = 1
@@ -328,7 +330,7 @@ def resolve_hub_files(
 ) -> HubFiles:
     """The files ``datasets.load_dataset`` reads for this name, subset, split and revision,
     pinned to the commit the revision is at now; files of other formats are replaced by the
-    dataset's Parquet export when it has one."""
+    dataset's Parquet export when it has one, else left to ``datasets`` (kind ``"datasets"``)."""
     local = os.path.isdir(dataset_name)
     if local and revision is not None:
         raise ValueError(f"{dataset_name!r} is a local directory: it has no revision= to pick.")
@@ -346,15 +348,11 @@ def resolve_hub_files(
         return HubFiles(dataset_name, name, split, commit, kind, urls, origin, *entries)
     export = None if local else _parquet_export(dataset_name, token)
     if export is None:
-        raise UnsupportedFormatError(
-            f"The split {split!r} of the dataset {dataset_name!r} (subset {name!r}) is made of "
-            f"{builder.name} files (e.g. {urls[0]!r}), which HuggingFaceShardedSource reads "
-            f"only as Parquet or JSON Lines, and the dataset has no Parquet export ({_EXPORT}).",
-            path=dataset_name,
-            hint="Streaming such files is not supported yet: pass "
-            "datasets.load_dataset(..., streaming=True) to the loader instead (streaming mode), "
-            "or convert the files to Parquet.",
+        origin = (
+            f"the repo holds {builder.name} files, which HuggingFaceShardedSource reads only as "
+            f"Parquet or JSON, and it has no Parquet export ({_EXPORT})"
         )
+        return HubFiles(dataset_name, name, split, commit, STREAMED, urls, origin)
     exported = _builder(dataset_name, None, export, token, gated=gated, data_dir=name)
     urls = _split_files(exported, dataset_name, split)
     origin = f"its Parquet export ({_EXPORT}; the repo holds {builder.name} files)"
@@ -554,6 +552,67 @@ class _PinnedMetadata:
         return f"_PinnedMetadata({len(self.urls)} files, inner={self.inner!r})"
 
 
+def _resolution(
+    dataset_name: str,
+    split: str,
+    subset: str | None,
+    revision: str | None,
+    token: str | None,
+    data_dir: str | None,
+    data_files: Any,
+    cache_dir: str | None,
+) -> tuple[HubFiles, str | None, HubCache | None]:
+    """What the request resolves to (from ``cache_dir``'s entry when there is one, else from
+    the Hub, once for all hosts), when the cached entry was made, and the cache."""
+    asked = [dataset_name, subset, split, revision, data_dir, data_files]
+    cache = None
+    if cache_dir is not None and not os.path.isdir(dataset_name):
+        from huggingface_hub import constants
+
+        request = dict(zip(_REQUEST_FIELDS, asked, strict=True), endpoint=constants.ENDPOINT)
+        cache = HubCache(cache_dir, request)
+
+    def resolve() -> dict[str, Any]:
+        entry = None if cache is None else cache.load()
+        if entry is not None:
+            return {**entry["files"], "cached_at": entry["resolved_at"]}
+        from huggingface_hub import constants
+
+        if constants.is_offline_mode() and not os.path.isdir(dataset_name):
+            raise _nothing_cached(dataset_name, cache_dir, None)
+        try:
+            files = resolve_hub_files(
+                dataset_name,
+                subset,
+                split,
+                revision=revision,
+                token=token,
+                data_dir=data_dir,
+                data_files=data_files,
+            )
+        except SourceError:
+            raise
+        except Exception as exc:
+            if _unreachable(exc):
+                raise _nothing_cached(dataset_name, cache_dir, exc) from exc
+            raise
+        found = dataclasses.asdict(files)
+        if cache is not None:
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            cache.save({"files": found, "resolved_at": now, "footers": {}})
+        return {**found, "cached_at": None}
+
+    resolved = default_sharing().share(
+        resolve,
+        what=f"the files of the Hub dataset {dataset_name!r}",
+        key=digest(["HuggingFaceShardedSource", *asked]),
+    )
+    cached_at: str | None = resolved.pop("cached_at")
+    fields = {**resolved, "urls": tuple(resolved["urls"])}
+    fields.update(sizes=tuple(resolved["sizes"]), etags=tuple(resolved["etags"]))
+    return HubFiles(**fields), cached_at, cache
+
+
 class HuggingFaceShardedSource:
     """A split of a Hugging Face Hub dataset, its data files as shards, read in indexed mode.
 
@@ -569,9 +628,47 @@ class HuggingFaceShardedSource:
     only, retried by ``retry``), with ``streaming=False`` from copies downloaded into the Hub
     cache (``cache_dir``, default ``HF_HOME``'s); the rows and their order are the same. Other
     formats are read from the dataset's Parquet export (``refs/convert/parquet``) when it has
-    one. ``columns`` projects; ``token`` (default: the login's) opens private and gated
-    datasets, and never appears in a message.
+    one; otherwise the constructor returns a ``DatasetsStreamSource`` instead: ``datasets``
+    streams the files (one shard per file, at the same commit) and the loader reads them in
+    streaming mode, since their row counts are unknown (``streaming``, ``cache_dir`` and
+    ``storage_options`` do not apply to it). ``columns`` projects; ``token`` (default: the
+    login's) opens private and gated datasets, and never appears in a message.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        """A ``DatasetsStreamSource`` for a split only ``datasets`` can read (it has no row
+        counts, so it must not look like an ``IndexedSource``); else a new instance, which
+        ``__init__`` builds from the resolution made here."""
+        self = super().__new__(cls)
+        try:
+            bound = inspect.signature(cls.__init__).bind(self, *args, **kwargs)
+        except TypeError:
+            return self  # unpickling and copying (no arguments), or __init__ names the mistake
+        bound.apply_defaults()
+        a = bound.arguments
+        if not isinstance(a["dataset_name"], str) or not a["dataset_name"]:
+            return self  # __init__ raises the TypeError
+        cache_dir = None if a["cache_dir"] is None else os.fspath(a["cache_dir"])
+        asked = ("split", "subset", "revision", "token", "data_dir", "data_files")
+        resolution = _resolution(a["dataset_name"], *(a[k] for k in asked), cache_dir)
+        files = resolution[0]
+        if files.kind != STREAMED:
+            self._resolution = resolution
+            return self
+        from easydata_grain.sources.datasets_stream import DatasetsStreamSource
+
+        return DatasetsStreamSource(
+            a["dataset_name"],
+            a["split"],
+            a["subset"],
+            revision=files.commit,
+            token=a["token"],
+            data_files=a["data_files"],
+            data_dir=a["data_dir"],
+            columns=a["columns"],
+            retry=a["retry"],
+            why=files.origin,
+        )
 
     def __init__(
         self,
@@ -598,57 +695,19 @@ class HuggingFaceShardedSource:
         self.columns = None if columns is None else list(columns)
         self.revision = revision
         """The revision asked for (None: main), which ``files.commit`` pins."""
-        asked = [dataset_name, subset, split, revision, data_dir, data_files]
-        cache = None
-        if self.cache_dir is not None and not os.path.isdir(dataset_name):
-            from huggingface_hub import constants
-
-            request = dict(zip(_REQUEST_FIELDS, asked, strict=True), endpoint=constants.ENDPOINT)
-            cache = HubCache(self.cache_dir, request)
+        files, self.cached_at, cache = self.__dict__.pop("_resolution", None) or _resolution(
+            dataset_name, split, subset, revision, token, data_dir, data_files, self.cache_dir
+        )
+        """When the resolution read from ``cache_dir`` was made (UTC); None: resolved now."""
+        if files.kind == STREAMED:
+            raise TypeError(
+                f"{files.repo_id!r} can only be streamed by datasets: build it with "
+                "HuggingFaceShardedSource(...), which returns a DatasetsStreamSource for it."
+            )
         self.resolution_cache = None if cache is None else cache.path
         """The file keeping this request's resolution and footers (None without cache_dir, or
         for a local directory): delete it to resolve a branch again."""
-
-        def resolve() -> dict[str, Any]:
-            entry = None if cache is None else cache.load()
-            if entry is not None:
-                return {**entry["files"], "cached_at": entry["resolved_at"]}
-            from huggingface_hub import constants
-
-            if constants.is_offline_mode() and not os.path.isdir(dataset_name):
-                raise _nothing_cached(dataset_name, self.cache_dir, None)
-            try:
-                files = resolve_hub_files(
-                    dataset_name,
-                    subset,
-                    split,
-                    revision=revision,
-                    token=token,
-                    data_dir=data_dir,
-                    data_files=data_files,
-                )
-            except SourceError:
-                raise
-            except Exception as exc:
-                if _unreachable(exc):
-                    raise _nothing_cached(dataset_name, self.cache_dir, exc) from exc
-                raise
-            found = dataclasses.asdict(files)
-            if cache is not None:
-                now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                cache.save({"files": found, "resolved_at": now, "footers": {}})
-            return {**found, "cached_at": None}
-
-        resolved = default_sharing().share(
-            resolve,
-            what=f"the files of the Hub dataset {dataset_name!r}",
-            key=digest(["HuggingFaceShardedSource", *asked]),
-        )
-        self.cached_at: str | None = resolved.pop("cached_at")
-        """When the resolution read from ``cache_dir`` was made (UTC); None: resolved now."""
-        fields = {**resolved, "urls": tuple(resolved["urls"])}
-        fields.update(sizes=tuple(resolved["sizes"]), etags=tuple(resolved["etags"]))
-        self.files = HubFiles(**fields)
+        self.files = files
         """What the name resolved to: repo, subset, split, commit, format, files and sizes."""
         self._positions = {url: i for i, url in enumerate(self.files.urls)}
         self._requests: IOStats | None = None

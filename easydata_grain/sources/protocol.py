@@ -130,3 +130,13 @@ class StatefulIterable(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved position."""
         ...
+
+
+@runtime_checkable
+class DescribedSource(Protocol):
+    """A source that says where its rows come from (a Hub repo's commit, format, cache...), in
+    one line that ``loader.describe()`` prints under the source."""
+
+    def describe(self) -> str:
+        """Where the rows come from, in words."""
+        ...

@@ -4,8 +4,6 @@ pipelines and stop points), on the Hub emulator (the ``hub`` fixture)."""
 
 from __future__ import annotations
 
-import json
-import pickle
 from functools import cache
 from typing import Any
 
@@ -17,7 +15,7 @@ from easydata_grain import HuggingFaceShardedSource
 from ops.hub_emulator import HubEmulator
 from ops.hub_repos import c4_like, fineweb_like
 from tests.resume_worker import build_loader
-from tests.test_loader_resume import FAST_FAILURE, _settings, assert_batches_equal, run_worker
+from tests.test_loader_resume import FAST_FAILURE, _settings, assert_batches_equal, save_and_restore
 
 # (repo, subset, split, the column every row has): Parquet shards with row groups of 16, and
 # gzipped JSON Lines.
@@ -89,15 +87,6 @@ def test_resume_in_a_fresh_process_from_an_orbax_checkpoint(
 ) -> None:
     expected = list(build_loader(spec))
     k = data.draw(st.integers(0, len(expected)), label="stop after k batches")
-    work = tmp_path_factory.mktemp("hub-orbax")
-    spec_path = work / "spec.json"
-    spec_path.write_text(json.dumps(spec))
-    checkpoints = work / "checkpoints"
-
-    run_worker("save", str(spec_path), str(checkpoints), str(k), str(work / "head.pkl"))
-    run_worker("restore", str(spec_path), str(checkpoints), str(work / "tail.pkl"))
-
-    head = pickle.loads((work / "head.pkl").read_bytes())["batches"]
-    tail = pickle.loads((work / "tail.pkl").read_bytes())
+    head, tail = save_and_restore(spec, k, tmp_path_factory.mktemp("hub-orbax"))
     assert tail["step"] == k
-    assert_batches_equal(head + tail["batches"], expected)
+    assert_batches_equal(head["batches"] + tail["batches"], expected)

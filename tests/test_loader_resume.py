@@ -321,6 +321,20 @@ def run_worker(*args: str) -> None:
     assert result.returncode == 0, f"worker {args[0]} failed:\n{result.stderr[-4000:]}"
 
 
+def save_and_restore(spec: dict[str, Any], k: int, work: Path) -> tuple[Any, Any]:
+    """Run ``spec`` for ``k`` batches and save an Orbax checkpoint in one fresh process, restore
+    it and run to the end in another; what each wrote (``resume_worker``'s pickles)."""
+    spec_path = work / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    checkpoints = work / "checkpoints"
+    run_worker("save", str(spec_path), str(checkpoints), str(k), str(work / "head.pkl"))
+    run_worker("restore", str(spec_path), str(checkpoints), str(work / "tail.pkl"))
+    return (
+        pickle.loads((work / "head.pkl").read_bytes()),
+        pickle.loads((work / "tail.pkl").read_bytes()),
+    )
+
+
 @pytest.mark.slow
 @settings(_settings, max_examples=8, phases=FAST_FAILURE)
 @given(pipeline=pipelines(), data=st.data())
@@ -333,16 +347,7 @@ def test_resume_in_a_fresh_process_from_an_orbax_checkpoint(
     spec = with_paths(pipeline, datasets)
     expected = list(build_loader(spec))
     k = data.draw(st.integers(0, len(expected)), label="stop after k batches")
-    work = tmp_path_factory.mktemp("orbax")
-    spec_path = work / "spec.json"
-    spec_path.write_text(json.dumps(spec))
-    checkpoints = work / "checkpoints"
-
-    run_worker("save", str(spec_path), str(checkpoints), str(k), str(work / "head.pkl"))
-    run_worker("restore", str(spec_path), str(checkpoints), str(work / "tail.pkl"))
-
-    head = pickle.loads((work / "head.pkl").read_bytes())
-    tail = pickle.loads((work / "tail.pkl").read_bytes())
+    head, tail = save_and_restore(spec, k, tmp_path_factory.mktemp("orbax"))
     assert tail["step"] == k
     assert tail["model"].keys() == model_state(k).keys()
     for key, value in model_state(k).items():

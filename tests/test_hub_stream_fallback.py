@@ -340,6 +340,8 @@ def test_loading_scripts_are_not_run(hub: HubEmulator) -> None:
     )
     with pytest.raises(UnsupportedFormatError, match="loading script"):
         DatasetsStreamSource("stream-fallback/scripted")
+    with pytest.raises(UnsupportedFormatError, match="loading script"):
+        HuggingFaceShardedSource("stream-fallback/scripted")
 
 
 # -- through HuggingFaceShardedSource: it returns a DatasetsStreamSource for such repos --------

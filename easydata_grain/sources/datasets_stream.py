@@ -24,17 +24,10 @@ from easydata_grain.fingerprint import digest
 from easydata_grain.io.errors import (
     MissingColumnError,
     ShardNotFoundError,
-    UnsupportedFormatError,
 )
 from easydata_grain.io.retry import RetryPolicy, storage_error
 from easydata_grain.io.stats import IOStats
 from easydata_grain.types import Row
-
-
-def _datasets_version() -> str:
-    import datasets
-
-    return datasets.__version__
 
 
 def _local_identity(path: str) -> str:
@@ -95,26 +88,15 @@ class DatasetsStreamSource:
         self.commit: str | None = pinned[0]
         """The commit sha the files are read at (None for a local directory)."""
         gated = bool(pinned[1])
-        try:
-            builder = _builder(
-                dataset_name,
-                subset,
-                self.commit,
-                token,
-                gated=gated,
-                data_dir=data_dir,
-                data_files=data_files,
-            )
-        except RuntimeError as exc:  # datasets 4+: "Dataset scripts are no longer supported"
-            if "script" not in str(exc):
-                raise
-            raise UnsupportedFormatError(
-                f"The dataset {dataset_name!r} is made by a loading script, which datasets "
-                f"{_datasets_version()} no longer runs: {exc}.",
-                path=dataset_name,
-                hint="Read its Parquet export (refs/convert/parquet) if the Hub made one, or "
-                "convert the data to Parquet or JSON Lines.",
-            ) from exc
+        builder = _builder(
+            dataset_name,
+            subset,
+            self.commit,
+            token,
+            gated=gated,
+            data_dir=data_dir,
+            data_files=data_files,
+        )
         self.subset: str = builder.config.name
         self.format: str = builder.name
         """The ``datasets`` builder reading the files: ``"csv"``, ``"text"``, ``"arrow"``..."""

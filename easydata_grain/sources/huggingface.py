@@ -42,6 +42,7 @@ from easydata_grain.io.errors import (
     OfflineError,
     ShardNotFoundError,
     SourceError,
+    UnsupportedFormatError,
 )
 from easydata_grain.io.filesystem import hub_commit_gone, hub_offline
 from easydata_grain.io.retry import RetryPolicy
@@ -262,6 +263,16 @@ def _builder(
             path=repo_id,
             hint="Check data_dir and data_files against the repo's files (paths are relative "
             "to the repo's root).",
+        ) from exc
+    except RuntimeError as exc:  # datasets 4+: "Dataset scripts are no longer supported"
+        if "script" not in str(exc):
+            raise
+        raise UnsupportedFormatError(
+            f"The dataset {repo_id!r} is made by a loading script, which datasets "
+            f"{datasets.__version__} no longer runs: {exc}.",
+            path=repo_id,
+            hint="Read its Parquet export (refs/convert/parquet) if the Hub made one, or "
+            "convert the data to Parquet or JSON Lines.",
         ) from exc
     except DatasetNotFoundError as exc:
         if gated:

@@ -24,7 +24,7 @@ _WHAT_TO_PASS = (
 )
 
 
-def _format_of(path: str) -> str | None:
+def format_of(path: str) -> str | None:
     """``"parquet"``, ``"jsonl"``, ``"json"`` by a path's extension (compression ignored)."""
     codec = compression_of(path)
     stem = path.rsplit(".", 1)[0] if codec else path
@@ -40,7 +40,7 @@ def _formats_in_directory(path: str) -> set[str]:
     """The formats of the files under a local directory."""
     found = set()
     for _, _, files in os.walk(path):
-        found.update(kind for name in files if (kind := _format_of(name)) is not None)
+        found.update(kind for name in files if (kind := format_of(name)) is not None)
     return found
 
 
@@ -54,7 +54,7 @@ def _is_json_array(path: str) -> bool:
 
 def _kind_of(path: str) -> str | None:
     """A path's format; a local directory's when all its files have one."""
-    kind = _format_of(path)
+    kind = format_of(path)
     if kind is None and protocol_of(path) == "file" and os.path.isdir(path):
         found = _formats_in_directory(path)
         if len(found) > 1:

@@ -1,0 +1,337 @@
+"""``Pipeline``: a ``PipelineConfig`` compiled, stage by stage, into one ``AsyncDataLoader``.
+
+``Pipeline.from_config(config).source().tokenize().mix().pack().load().build()`` records each
+stage (with the config's stage config, or one given to the call) and ``build()`` compiles them:
+each dataset becomes a source (``num_rows`` exact through ``HeadSource``), its rows go through
+its renames, callback and tokenizer as a ``TransformedShardedSource`` (indexed sources stay
+indexed: shuffled, exact and elastic O(1) resume), several datasets are mixed by
+``MixedShardedSource``, and the load stage's settings make the loader. Stages must come in
+that order, ``source()`` first; stages not called do nothing, and several datasets without
+``mix()`` are an error rather than the first dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from easydata_grain.config import (
+    DatasetConfig,
+    LoadStageConfig,
+    MixStageConfig,
+    PackStageConfig,
+    PipelineConfig,
+    SaveStageConfig,
+    SourceStageConfig,
+    TokenizerConfig,
+    TokenizeStageConfig,
+    load_config,
+)
+from easydata_grain.loader import AsyncDataLoader
+from easydata_grain.sources.head import HeadSource
+from easydata_grain.sources.huggingface import HuggingFaceShardedSource
+from easydata_grain.sources.in_memory import InMemorySource
+from easydata_grain.sources.json import JsonShardedSource
+from easydata_grain.sources.parquet import ParquetShardedSource
+from easydata_grain.sources.resolve import format_of, source_from_paths
+from easydata_grain.sources.transformed import TransformedShardedSource
+from easydata_grain.transforms.fields import DropFields, RenameFields, SelectFields
+from easydata_grain.transforms.functions import MapFunction
+from easydata_grain.transforms.tokenize import TokenizeTransform
+
+_ORDER = ("source", "tokenize", "mix", "pack", "load")
+
+
+class NotSupportedYetError(NotImplementedError):
+    """A config field whose feature has not landed: raised instead of ignoring the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stages:
+    """The stage configs recorded so far (None: the stage was not called)."""
+
+    source: SourceStageConfig | None = None
+    tokenize: TokenizeStageConfig | None = None
+    mix: MixStageConfig | None = None
+    pack: PackStageConfig | None = None
+    load: LoadStageConfig | None = None
+
+
+class Pipeline:
+    """The fluent pipeline of a ``PipelineConfig`` (see the module's docstring)."""
+
+    def __init__(self, config: PipelineConfig):
+        if not isinstance(config, PipelineConfig):
+            raise TypeError(
+                f"Pipeline needs a PipelineConfig, got {type(config).__name__}: use "
+                "Pipeline.from_config for a dict or a YAML/JSON file."
+            )
+        self.config = config
+        self._stages = _Stages()
+        _refuse_unsupported(config)
+
+    @classmethod
+    def from_config(
+        cls, config: PipelineConfig | Mapping[str, Any] | str | os.PathLike[str]
+    ) -> Pipeline:
+        """A pipeline from a ``PipelineConfig``, a dict of one, or a ``.yaml``/``.json`` file."""
+        if isinstance(config, PipelineConfig):
+            return cls(config)
+        if isinstance(config, Mapping):
+            return cls(PipelineConfig.from_dict(config))
+        if isinstance(config, str | os.PathLike):
+            return cls(load_config(config))
+        raise TypeError(
+            f"from_config takes a PipelineConfig, a dict or a config file path, got "
+            f"{type(config).__name__}"
+        )
+
+    @property
+    def stages(self) -> list[str]:
+        """The stages called so far, in order."""
+        return [name for name in _ORDER if getattr(self._stages, name) is not None]
+
+    def _add(self, name: str, config: Any, default: Any, kind: type) -> Pipeline:
+        if config is None:
+            config = default
+        elif isinstance(config, Mapping):
+            config = kind.from_dict(config)
+        if not isinstance(config, kind):
+            raise TypeError(f"{name}() takes a {kind.__name__} (or a dict of one), got {config!r}")
+        if getattr(self._stages, name) is not None:
+            raise ValueError(f"{name}() was already called on this pipeline")
+        later = [s for s in _ORDER[_ORDER.index(name) + 1 :] if getattr(self._stages, s)]
+        if later:
+            raise ValueError(f"{name}() must come before {', '.join(later)}()")
+        if name != "source" and self._stages.source is None:
+            raise ValueError(f"call source() before {name}()")
+        self._stages = dataclasses.replace(self._stages, **{name: config})
+        return self
+
+    def source(self, config: SourceStageConfig | Mapping[str, Any] | None = None) -> Pipeline:
+        """Open every dataset (the config's ``source`` stage, or ``config``)."""
+        return self._add("source", config, self.config.source, SourceStageConfig)
+
+    def tokenize(self, config: TokenizeStageConfig | Mapping[str, Any] | None = None) -> Pipeline:
+        """Tokenize each dataset's ``content_field`` with its tokenizer (batched calls)."""
+        return self._add("tokenize", config, self.config.tokenize, TokenizeStageConfig)
+
+    def mix(self, config: MixStageConfig | Mapping[str, Any] | None = None) -> Pipeline:
+        """Mix the datasets by their weights (needed for more than one dataset)."""
+        return self._add("mix", config, self.config.mix, MixStageConfig)
+
+    def pack(self, config: PackStageConfig | Mapping[str, Any] | None = None) -> Pipeline:
+        """Pack token sequences into rows of ``seq_length`` tokens (when ``enabled``)."""
+        return self._add("pack", config, self.config.pack, PackStageConfig)
+
+    def load(self, config: LoadStageConfig | Mapping[str, Any] | None = None) -> Pipeline:
+        """Batch, shuffle and prefetch (the config's ``load`` stage, or ``config``)."""
+        return self._add("load", config, self.config.load, LoadStageConfig)
+
+    def save(self, config: SaveStageConfig | Mapping[str, Any] | None = None) -> Pipeline:
+        """Write the processed rows to Parquet shards: issue 12, not supported yet."""
+        raise NotSupportedYetError(
+            "Pipeline.save() (materializing rows to Parquet) is not supported yet."
+        )
+
+    # -- compile ----------------------------------------------------------------------------
+
+    def sources(self) -> dict[str, Any]:
+        """Each dataset's source by name, after the source and tokenize stages."""
+        if self._stages.source is None:
+            raise ValueError("call source() first")
+        return {ds.name: self._dataset_source(ds) for ds in self.config.datasets}  # type: ignore[misc]
+
+    def build(self, mesh: Any = None) -> Any:
+        """The loader: an ``AsyncDataLoader`` over the stages called (the config's ``load``
+        stage when ``load()`` was not called); with ``prefetch_to_device`` a
+        ``DeviceLoader`` yielding global ``jax.Array`` batches on ``mesh``."""
+        sources = self.sources()
+        if len(sources) > 1 and self._stages.mix is None:
+            raise ValueError(
+                f"The pipeline has {len(sources)} datasets ({', '.join(sources)}) but no mix "
+                "stage: call mix() to interleave them by weight (build() never silently keeps "
+                "one)."
+            )
+        source = next(iter(sources.values())) if len(sources) == 1 else self._mixed(sources)
+        load = self._stages.load or self.config.load
+        options: dict[str, Any] = {}
+        pack = self._stages.pack
+        if pack is not None and pack.enabled:
+            options["pack"] = _pack_of(pack, self.config, self._stages.tokenize)
+        if self._stages.tokenize is not None:
+            options["worker_processes"] = self._stages.tokenize.num_workers
+        loader = AsyncDataLoader(
+            source,
+            batch_size=load.batch_size,
+            prefetch_enabled=load.prefetch_enabled,
+            prefetch_workers=load.prefetch_workers,
+            prefetch_buffer_size=load.prefetch_buffer_size,
+            shuffle_buffer_size=load.shuffle_buffer_size,
+            seed=self.config.seed,
+            num_epochs=load.num_epochs,
+            drop_remainder=load.drop_last,
+            pad=self._pad(load),
+            **options,
+        )
+        if load.prefetch_to_device:
+            from easydata_grain.device_loader import DeviceLoader
+
+            return DeviceLoader(loader, mesh)
+        return loader
+
+    def _pad(self, load: LoadStageConfig) -> bool | dict[str, int]:
+        """The loader's ``pad``: the load stage's, or every token field padded to
+        ``max_length`` when a tokenizer asks for ``padding="max_length"``."""
+        if self._stages.tokenize is None:
+            return load.pad
+        lengths = {}
+        for ds in self.config.datasets:
+            tokenizer = self.config.tokenizer_for(ds)
+            if tokenizer is not None and tokenizer.padding == "max_length":
+                lengths[tokenizer.max_length] = tokenizer
+            elif tokenizer is not None and tokenizer.padding in (True, "longest"):
+                return True
+        if len(lengths) > 1:
+            raise ValueError(
+                f"Datasets pad to different max_length values {sorted(lengths)}: batches must "
+                "have one shape; give every tokenizer the same max_length."
+            )
+        if lengths:
+            (length,) = lengths
+            fields = ["input_ids"]
+            if next(iter(lengths.values())).return_attention_mask:
+                fields.append("attention_mask")
+            return dict.fromkeys(fields, length)
+        return load.pad
+
+    def _dataset_source(self, ds: DatasetConfig) -> Any:
+        """One dataset's source with its per-row transforms."""
+        source = _open(ds, self.config, self._stages.source or self.config.source)
+        if ds.num_rows is not None:
+            source = HeadSource(source, ds.num_rows)
+        steps: list[Any] = []
+        if ds.format_fields:
+            steps.append(RenameFields(ds.format_fields))
+        if ds.format_callback is not None:
+            steps.append(MapFunction(ds.format_callback))
+        if ds.type in ("json", "jsonl") and ds.columns:
+            steps.append(SelectFields(list(ds.columns)))
+        tokenize = self._stages.tokenize
+        if tokenize is not None:
+            steps.extend(_tokenize_steps(ds, self.config, tokenize))
+        return TransformedShardedSource(source, steps) if steps else source
+
+    def _mixed(self, sources: dict[str, Any]) -> Any:
+        from easydata_grain.sources.mixed import MixedShardedSource
+
+        mix = self._stages.mix
+        assert mix is not None
+        return MixedShardedSource.from_config(sources, mix, seed=self.config.seed)
+
+
+def _refuse_unsupported(config: PipelineConfig) -> None:
+    """Raise for fields whose feature has not landed (issue 12), rather than ignore them."""
+    problems = []
+    for i, ds in enumerate(config.datasets):
+        if ds.cache_path is not None:
+            problems.append(f"datasets[{i}].cache_path (caching processed rows)")
+        if ds.save_path is not None:
+            problems.append(f"datasets[{i}].save_path (saving processed rows)")
+    if config.save.enabled:
+        problems.append("save.enabled (materializing rows to Parquet)")
+    if config.ray.enabled:
+        problems.append("ray.enabled (Ray Data as the materialization engine)")
+    if problems:
+        raise NotSupportedYetError(
+            f"Not supported yet: {'; '.join(problems)}. Remove these fields: the pipeline "
+            "would otherwise run without them."
+        )
+
+
+def _open(ds: DatasetConfig, config: PipelineConfig, stage: SourceStageConfig) -> Any:
+    """The source of one dataset's files (or Hub repo), before its transforms."""
+    options = config.storage_options_for(ds) or None
+    retry = stage.retry_policy()
+    files = [ds.data_files] if isinstance(ds.data_files, str) else list(ds.data_files)
+    columns = list(ds.columns) if ds.columns else None
+    streaming = config.streaming if stage.streaming is None else stage.streaming
+    if ds.type == "huggingface":
+        return HuggingFaceShardedSource(
+            files[0],
+            split=ds.split,
+            subset=ds.subset,
+            streaming=streaming,
+            columns=columns,
+            storage_options=options,
+            retry=retry,
+        )
+    kind = ds.type or _kind_of_files(files)
+    if kind == "parquet":
+        source: Any = ParquetShardedSource(files, options, columns, retry=retry)
+    elif kind in ("json", "jsonl"):
+        source = JsonShardedSource(
+            files, jsonl=kind == "jsonl", storage_options=options, retry=retry
+        )
+    else:
+        source = source_from_paths(files)
+    if not streaming:
+        source = InMemorySource.from_rows(
+            [row for name in source.shard_names for row in source.open_shard(name)]
+        )
+    return source
+
+
+def _kind_of_files(files: list[str]) -> str | None:
+    """The one format the files' extensions name, or None when they name none or several."""
+    kinds = {format_of(f) for f in files}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def _load_tokenizer(config: TokenizerConfig, kwargs: Mapping[str, Any] | None) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(
+        config.name_or_path, trust_remote_code=config.trust_remote_code, **(kwargs or {})
+    )
+
+
+def _tokenize_steps(
+    ds: DatasetConfig, config: PipelineConfig, stage: TokenizeStageConfig
+) -> list[Any]:
+    """The tokenize stage's transforms for one dataset: tokenize, keep, drop."""
+    chosen = ds.tokenizer_config()
+    default = stage.default_tokenizer or config.default_tokenizer
+    if chosen is None and default is not None:
+        chosen = TokenizerConfig(default, max_length=stage.max_length)
+    if chosen is None:
+        raise ValueError(
+            f"datasets[{ds.name!r}]: the tokenize stage has no tokenizer for this dataset: set "
+            "its tokenizer, tokenize.default_tokenizer or the pipeline's default_tokenizer."
+        )
+    steps: list[Any] = [
+        TokenizeTransform(
+            _load_tokenizer(chosen, ds.tokenizer_kwargs),
+            text_field=ds.content_field,
+            max_length=chosen.max_length,
+            truncation=chosen.truncation,
+            add_special_tokens=chosen.add_special_tokens,
+            return_attention_mask=chosen.return_attention_mask,
+        )
+    ]
+    if ds.additional_fields is not None:
+        keep = ["input_ids", *(["attention_mask"] if chosen.return_attention_mask else [])]
+        steps.append(SelectFields([*keep, *ds.additional_fields]))
+    if stage.remove_columns:
+        steps.append(DropFields(list(stage.remove_columns)))
+    return steps
+
+
+def _pack_of(
+    stage: PackStageConfig, config: PipelineConfig, tokenize: TokenizeStageConfig | None
+) -> Any:
+    from easydata_grain.transforms.pack import Pack
+
+    return Pack.from_config(stage)

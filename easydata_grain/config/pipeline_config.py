@@ -1,0 +1,143 @@
+"""The whole pipeline's config (``PipelineConfig``) and ``load_config`` for YAML and JSON files."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from easydata_grain.config.dataset import DatasetConfig, TokenizerConfig
+from easydata_grain.config.mixing import MixStageConfig
+from easydata_grain.config.observability import ObservabilityConfig
+from easydata_grain.config.output import CacheStageConfig, RayConfig, SaveStageConfig
+from easydata_grain.config.stages import (
+    LoadStageConfig,
+    PackStageConfig,
+    SourceStageConfig,
+    TokenizeStageConfig,
+)
+from easydata_grain.config.validation import (
+    Config,
+    bounded,
+    building_at,
+    did_you_mean,
+    join,
+    require,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig(Config):
+    """A pipeline: its datasets and the config of each stage (``Pipeline.from_config``).
+
+    Checked on construction, sub-configs given as dicts included: unknown fields, wrong types,
+    bad choices and sizes, two datasets of one name, mix weights for unknown datasets. Build it
+    in Python, or from a dict, a YAML or a JSON file (``from_dict``, ``from_yaml``,
+    ``from_json``, ``load_config``); ``to_dict`` gives it back.
+    """
+
+    datasets: tuple[DatasetConfig, ...]
+    """The datasets, in order (one without ``name`` is named ``dataset_{i}``)."""
+    default_tokenizer: str | None = None
+    """The tokenizer of datasets that name none, after the tokenize stage's default."""
+    streaming: bool = True
+    """For Hugging Face datasets: read the files straight from the Hub (True) or from copies
+    downloaded into the Hub cache first (False). For files: read them in place (True), or load
+    every row into memory first (False), as EasyData's non-streaming mode does."""
+    seed: int = bounded(0, minimum=0)
+    """The seed of the shuffle and of the mix (unless it has its own). EasyData's default is
+    None; ours is 0, so that two runs of one config give the same order."""
+    source: SourceStageConfig = dataclasses.field(default_factory=SourceStageConfig)
+    """How datasets are opened (retries, storage options)."""
+    tokenize: TokenizeStageConfig = dataclasses.field(default_factory=TokenizeStageConfig)
+    """The tokenize stage."""
+    cache: CacheStageConfig = dataclasses.field(default_factory=CacheStageConfig)
+    """The cache stage (issue 12)."""
+    mix: MixStageConfig = dataclasses.field(default_factory=MixStageConfig)
+    """The mix stage (needed for more than one dataset)."""
+    pack: PackStageConfig = dataclasses.field(default_factory=PackStageConfig)
+    """The pack stage."""
+    load: LoadStageConfig = dataclasses.field(default_factory=LoadStageConfig)
+    """Batching, shuffling and prefetching."""
+    save: SaveStageConfig = dataclasses.field(default_factory=SaveStageConfig)
+    """The save stage (issue 12)."""
+    ray: RayConfig = dataclasses.field(default_factory=RayConfig)
+    """Ray as the materialization engine (issue 12)."""
+    observability: ObservabilityConfig = dataclasses.field(default_factory=ObservabilityConfig)
+    """What a run reports."""
+
+    def _check(self, path: str) -> None:
+        where = join(path, "datasets")
+        require(bool(self.datasets), f"{where}: give at least one dataset")
+        named = []
+        for i, dataset in enumerate(self.datasets):
+            if dataset.name is None:
+                with building_at(f"{where}[{i}]"):
+                    dataset = dataclasses.replace(dataset, name=f"dataset_{i}")
+            named.append(dataset)
+        object.__setattr__(self, "datasets", tuple(named))
+        first: dict[str, int] = {}
+        for i, dataset in enumerate(named):
+            j = first.setdefault(dataset.name, i)  # type: ignore[arg-type]
+            require(
+                j == i,
+                f"{where}[{i}].name: {dataset.name!r} is also the name of {where}[{j}]; "
+                "dataset names must be unique",
+            )
+        self._check_mix_names(join(path, "mix"), list(first))
+
+    def _check_mix_names(self, path: str, names: list[str]) -> None:
+        weighted = self.mix.weighted_names()
+        if weighted is None:
+            return
+        field = "weights" if self.mix.weights is not None else "weight_schedule[0].weights"
+        unknown = sorted(weighted - set(names))
+        if unknown:
+            name = unknown[0]
+            raise ValueError(
+                f"{join(path, field)}[{name!r}]: no dataset is named {name!r}"
+                f"{did_you_mean(name, names, quote=True)} (datasets: {', '.join(names)})"
+            )
+        missing = [n for n in names if n not in weighted]
+        require(
+            not missing,
+            f"{join(path, field)}: no weight for {', '.join(map(repr, missing))}; give every "
+            "dataset a weight (0 leaves one out)",
+        )
+
+    def dataset(self, name: str) -> DatasetConfig:
+        """The dataset called ``name`` (a ``KeyError`` naming the others if none is)."""
+        for dataset in self.datasets:
+            if dataset.name == name:
+                return dataset
+        names = [d.name for d in self.datasets]
+        raise KeyError(f"no dataset is named {name!r}{did_you_mean(name, names, quote=True)}")  # type: ignore[arg-type]
+
+    def tokenizer_for(self, dataset: DatasetConfig) -> TokenizerConfig | None:
+        """The tokenizer of ``dataset``: its own, else the tokenize stage's default, else the
+        pipeline's (a name gets the tokenize stage's ``max_length``); None when none is set."""
+        own = dataset.tokenizer_config()
+        if own is not None:
+            return own
+        name = self.tokenize.default_tokenizer or self.default_tokenizer
+        return None if name is None else TokenizerConfig(name, max_length=self.tokenize.max_length)
+
+    def storage_options_for(self, dataset: DatasetConfig) -> dict[str, Any]:
+        """The source stage's ``dask_storage_options`` with ``dataset``'s merged over them."""
+        return {**(self.source.dask_storage_options or {}), **(dataset.storage_options or {})}
+
+    def streams(self) -> bool:
+        """The source stage's ``streaming`` when it sets one, else the pipeline's."""
+        return self.streaming if self.source.streaming is None else self.source.streaming
+
+
+def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
+    """A ``PipelineConfig`` from a ``.yaml``/``.yml`` or ``.json`` file (by its extension)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return PipelineConfig.from_yaml(path)
+    if suffix == ".json":
+        return PipelineConfig.from_json(path)
+    raise ValueError(f"{path}: a config file must end in .yaml, .yml or .json")

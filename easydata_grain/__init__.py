@@ -1,6 +1,23 @@
 """easydata-grain: Grain data loading for JAX, with exact resume from Orbax checkpoints."""
 
 from easydata_grain.checkpoint import LoaderRestore, LoaderSave
+from easydata_grain.config import (
+    CacheStageConfig,
+    DatasetConfig,
+    LoadStageConfig,
+    MixStageConfig,
+    ObservabilityConfig,
+    PackStageConfig,
+    PipelineConfig,
+    RayConfig,
+    SaveStageConfig,
+    SourceStageConfig,
+    TokenizerConfig,
+    TokenizeStageConfig,
+    WeightSchedulePoint,
+    load_config,
+)
+from easydata_grain.device_loader import DeviceLoader
 from easydata_grain.distributed import Hosts, make_global_batch
 from easydata_grain.io.errors import (
     AccessDeniedError,
@@ -14,6 +31,7 @@ from easydata_grain.io.errors import (
     MissingColumnError,
     NoFilesMatchedError,
     NotResumableError,
+    NotSupportedYetError,
     OfflineError,
     RetriesExhaustedError,
     RowOutOfRangeError,
@@ -27,11 +45,14 @@ from easydata_grain.io.retry import NO_RETRY, RetryPolicy
 from easydata_grain.io.stats import IOStats
 from easydata_grain.loader import AsyncDataLoader
 from easydata_grain.order import EpochOrder
+from easydata_grain.pipeline import Pipeline
 from easydata_grain.sources.concat import ConcatSource
 from easydata_grain.sources.datasets_stream import DatasetsStreamSource
+from easydata_grain.sources.head import HeadSource
 from easydata_grain.sources.huggingface import HuggingFaceShardedSource
 from easydata_grain.sources.in_memory import InMemorySource
 from easydata_grain.sources.json import JsonShardedSource
+from easydata_grain.sources.mixed import MixedShardedSource
 from easydata_grain.sources.parquet import ParquetShardedSource
 from easydata_grain.sources.protocol import (
     ColumnarSource,
@@ -69,6 +90,7 @@ __all__ = [
     "AddField",
     "AsyncDataLoader",
     "BatchMap",
+    "CacheStageConfig",
     "Chain",
     "ChatTemplateTransform",
     "ChunkedMapDataset",
@@ -82,8 +104,10 @@ __all__ = [
     "ConvertInputOutputToChatML",
     "ConvertToChatML",
     "CorruptShardError",
+    "DatasetConfig",
     "DatasetsStreamSource",
     "DescribedSource",
+    "DeviceLoader",
     "DropFields",
     "EpochOrder",
     "ExtractField",
@@ -92,6 +116,7 @@ __all__ = [
     "FilterFunction",
     "FilterNonEmpty",
     "Fingerprinted",
+    "HeadSource",
     "HostMismatchError",
     "Hosts",
     "HuggingFaceShardedSource",
@@ -100,6 +125,7 @@ __all__ = [
     "IndexedSource",
     "JsonShardedSource",
     "ListingError",
+    "LoadStageConfig",
     "LoaderRestore",
     "LoaderSave",
     "LoaderStateError",
@@ -108,14 +134,23 @@ __all__ = [
     "MapField",
     "MapFunction",
     "MissingColumnError",
+    "MixStageConfig",
+    "MixedShardedSource",
     "NoFilesMatchedError",
     "NotResumableError",
+    "NotSupportedYetError",
+    "ObservabilityConfig",
     "OfflineError",
+    "PackStageConfig",
     "ParquetShardedSource",
+    "Pipeline",
+    "PipelineConfig",
+    "RayConfig",
     "RenameFields",
     "RetriesExhaustedError",
     "RetryPolicy",
     "RowOutOfRangeError",
+    "SaveStageConfig",
     "SchemaMismatchError",
     "SelectFields",
     "ShardChangedError",
@@ -124,12 +159,17 @@ __all__ = [
     "SkippedRow",
     "SkippingSource",
     "SourceError",
+    "SourceStageConfig",
+    "TokenizeStageConfig",
     "TokenizeTransform",
+    "TokenizerConfig",
     "TransformableSource",
     "TransformedShardedSource",
     "UnsupportedFormatError",
+    "WeightSchedulePoint",
     "chain",
     "flatten_transforms",
+    "load_config",
     "make_global_batch",
     "tokenizer_fingerprint",
 ]

@@ -29,6 +29,7 @@ from easydata_grain.config import (
     TokenizeStageConfig,
     load_config,
 )
+from easydata_grain.io.errors import NotSupportedYetError
 from easydata_grain.loader import AsyncDataLoader
 from easydata_grain.sources.head import HeadSource
 from easydata_grain.sources.huggingface import HuggingFaceShardedSource
@@ -42,10 +43,6 @@ from easydata_grain.transforms.functions import MapFunction
 from easydata_grain.transforms.tokenize import TokenizeTransform
 
 _ORDER = ("source", "tokenize", "mix", "pack", "load")
-
-
-class NotSupportedYetError(NotImplementedError):
-    """A config field whose feature has not landed: raised instead of ignoring the field."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,8 @@ end, and writes the restored model and the remaining batches to ``OUT.pkl``.
 A spec is ``{"sources": [[path, ...], ...], "loader": {kwargs}, "transforms": [name, ...]}``;
 transform names index ``TRANSFORMS`` (module-level, so picklable and fingerprinted by name).
 ``{"hub": {kwargs}, ...}`` in place of ``"sources"`` reads ``HuggingFaceShardedSource(**kwargs)``
-(the processes inherit ``HF_ENDPOINT`` and ``HF_HOME`` from the test run).
+(the processes inherit ``HF_ENDPOINT`` and ``HF_HOME`` from the test run). ``{"mix": {kwargs}}``
+mixes the sources with ``MixedShardedSource(sources, **kwargs)``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from easydata_grain import (
     ConcatSource,
     Hosts,
     HuggingFaceShardedSource,
+    MixedShardedSource,
     ParquetShardedSource,
 )
 
@@ -99,6 +101,8 @@ def build_loader(spec: dict[str, Any], **overrides: Any) -> AsyncDataLoader:
     else:
         sources = [ParquetShardedSource(paths) for paths in spec["sources"]]
     source: Any = sources if len(sources) > 1 else sources[0]
+    if "mix" in spec:
+        source = MixedShardedSource(sources, **spec["mix"])
     if spec.get("stream"):
         source = ShardsOnly(ConcatSource(sources))
     kwargs = {**spec["loader"], **overrides}

@@ -17,11 +17,13 @@ from easydata_grain.graph.batch_dataset import BatchedMapDataset, BatchIterDatas
 from easydata_grain.graph.drop_skipped import DropSkippedRows
 from easydata_grain.graph.host_split import MASK, HostSliceDataset, HostSliceIterDataset
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
+from easydata_grain.graph.mix import MixedMapDataset, mixture_length
 from easydata_grain.graph.plan import Mode, Plan, Resume, Settings, Split
 from easydata_grain.graph.shuffle_buffer import ShuffleBufferIterDataset
 from easydata_grain.graph.stream_source import SourceIterDataset, not_resumable_reason
 from easydata_grain.graph.thread_prefetch import PrefetchThreadIterDataset
 from easydata_grain.graph.worker_processes import prefetch_in_processes
+from easydata_grain.sources.mixed import MixedShardedSource
 from easydata_grain.sources.protocol import (
     ColumnarSource,
     IndexedSource,
@@ -34,6 +36,11 @@ NEXT_INDEX = "next_index"
 
 
 def _mode(source: Any) -> tuple[Mode, str]:
+    if isinstance(source, MixedShardedSource):
+        return Mode.INDEXED, (
+            f"a mixture of {len(source.sources)} indexed sources: each position maps to a "
+            "source and its row by a pure function (mix_order.py)"
+        )
     if isinstance(source, IndexedSource):
         return Mode.INDEXED, "row counts are known from metadata, so rows are read by address"
     missing = missing_members(source, IndexedSource)
@@ -67,15 +74,31 @@ def _columnar(
 def plan_pipeline(source: Any, settings: Settings) -> Plan:
     """Decide the pipeline for this host; raise early for a pipeline that cannot run."""
     mode, mode_reason = _mode(source)
-    skips = isinstance(source, SkippingSource) and source.skips_rows
+    parts = source.sources if isinstance(source, MixedShardedSource) else [source]
+    skips = any(isinstance(p, SkippingSource) and p.skips_rows for p in parts)
     transforms = tuple(settings.transforms)
     row_ops = (DropSkippedRows(),) * (skips and mode is Mode.INDEXED) + transforms
     counts_change = skips or any(isinstance(t, grain.transforms.Filter) for t in transforms)
     hosts = settings.hosts
     rows_per_epoch = None
+    rows_per_pass = None
+    if isinstance(source, MixedShardedSource):
+        rows_per_pass = mixture_length(
+            source.order(settings.global_batch_size, settings.seed),
+            [sum(p.row_counts()) for p in parts],
+            source.stop_strategy,
+            settings.num_epochs,
+            source.names,
+        )
     if mode is Mode.INDEXED:
-        rows_per_epoch = sum(source.row_counts())
-        _check_rows(source, settings, rows_per_epoch)
+        if isinstance(source, MixedShardedSource):
+            rows_per_epoch = None
+        else:
+            rows_per_epoch = sum(source.row_counts())
+            rows_per_pass = (
+                None if settings.num_epochs is None else rows_per_epoch * settings.num_epochs
+            )
+            _check_rows(source, settings, rows_per_epoch)
         random_access = not counts_change
         split = (
             Split.AFTER_ROW_OPS
@@ -101,6 +124,7 @@ def plan_pipeline(source: Any, settings: Settings) -> Plan:
         mode=mode,
         mode_reason=mode_reason,
         rows_per_epoch=rows_per_epoch,
+        rows_per_pass=rows_per_pass,
         row_ops=row_ops,
         counts_change=counts_change,
         split=split,
@@ -146,7 +170,9 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
     """The Grain dataset of ``plan`` for pass ``pass_number`` (epochs ``pass * num_epochs`` on,
     or the stream read again with the shuffle seeded anew)."""
     s = plan.settings
-    if plan.mode is Mode.INDEXED:
+    if isinstance(plan.source, MixedShardedSource):
+        rows = _mixture(plan, pass_number)
+    elif plan.mode is Mode.INDEXED:
         rows = IndexedSourceDataset(
             plan.source,
             seed=s.seed,
@@ -156,6 +182,7 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
             first_epoch=pass_number * (s.num_epochs or 0),
             read_threads=s.read_threads,
         )
+    if plan.mode is Mode.INDEXED:
         if plan.row_ops:
             rows = rows.seed(s.seed)  # for RandomMap; without row ops batches can be columnar
         if plan.split is Split.BEFORE_ROW_OPS:
@@ -194,6 +221,32 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
     if s.prefetch_enabled and s.prefetch_buffer_size:
         return PrefetchThreadIterDataset(dataset, prefetch_buffer_size=s.prefetch_buffer_size)
     return dataset
+
+
+def _mixture(plan: Plan, pass_number: int) -> MixedMapDataset:
+    """The mixture's components, each endless in its own epoch order, mixed by position; pass
+    ``k`` starts where pass ``k - 1`` ended."""
+    s = plan.settings
+    source = plan.source
+    components = [
+        IndexedSourceDataset(
+            part,
+            seed=(s.seed * 1_000_003 + i + 1) % (1 << 63),  # each component its own order
+            shuffle=s.shuffle_buffer_size > 0,
+            window_size=max(1, s.shuffle_buffer_size),
+            num_epochs=None,
+            read_threads=s.read_threads,
+        )
+        for i, part in enumerate(source.sources)
+    ]
+    return MixedMapDataset(
+        components,
+        source.order(s.global_batch_size, s.seed),
+        length=plan.rows_per_pass,
+        names=source.names,
+        offset=pass_number * (plan.rows_per_pass or 0),
+        source_field=source.source_field,
+    )
 
 
 def _apply(dataset: Any, row_ops: tuple[Any, ...]) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 
 from easydata_grain.distributed import Hosts
 from easydata_grain.fingerprint import describe as describe_op
+from easydata_grain.sources.mixed import MixedShardedSource
 from easydata_grain.sources.protocol import DescribedSource
 
 
@@ -82,7 +83,10 @@ class Plan:
     mode: Mode
     mode_reason: str
     rows_per_epoch: int | None
-    """Rows (addresses) per epoch in indexed mode; None for a stream."""
+    """Rows (addresses) per epoch of one indexed source; None for a stream or a mixture."""
+    rows_per_pass: int | None
+    """Positions one pass reads in indexed mode (``num_epochs`` epochs, or the mixture's
+    length by its stop strategy); None when endless or a stream."""
     row_ops: tuple[Any, ...]
     """Per-row operations in order (the source's skipped-row filter first, if any)."""
     counts_change: bool
@@ -105,9 +109,9 @@ class Plan:
 
     def steps_per_pass(self) -> int | None:
         """Batches one pass (``num_epochs`` epochs) yields on this host, when known."""
-        if not self.batches_random_access or self.settings.num_epochs is None:
+        if not self.batches_random_access or self.rows_per_pass is None:
             return None
-        rows = (self.rows_per_epoch or 0) * self.settings.num_epochs
+        rows = self.rows_per_pass
         full, rest = divmod(rows, self.settings.global_batch_size)
         partial = rest and not self.settings.drop_remainder
         return full + int(bool(partial))
@@ -151,6 +155,8 @@ class Plan:
     def _order_text(self) -> str:
         s = self.settings
         epochs = "endless" if s.num_epochs is None else f"{s.num_epochs} epoch(s) per pass"
+        if isinstance(self.source, MixedShardedSource):
+            return self._mix_text()
         if self.mode is Mode.INDEXED:
             if s.shuffle_buffer_size:
                 shuffle = (
@@ -166,6 +172,30 @@ class Plan:
                 f"(seed {s.seed}, saved with the state); {epochs}"
             )
         return f"the stream's order; {epochs}"
+
+    def _mix_text(self) -> str:
+        source = self.source
+        s = self.settings
+        weights = ", ".join(f"{n} {w:.3g}" for n, w in source.targets(0).items())
+        schedule = (
+            f"{source.schedule.kind} schedule over steps {source.schedule.steps}"
+            if len(source.schedule.points) > 1
+            else "fixed"
+        )
+        length = (
+            "endless" if self.rows_per_pass is None else f"{self.rows_per_pass:,} rows per pass"
+        )
+        shuffle = (
+            f"each source shuffled in windows of {s.shuffle_buffer_size} rows"
+            if s.shuffle_buffer_size
+            else "each source in file order"
+        )
+        return (
+            f"mixture, seed {s.seed if source.seed is None else source.seed}: weights "
+            f"{weights} ({schedule}, by global batch index), blocks of {source.block_size} "
+            f"rows; stop {source.stop_strategy}: {length}; {shuffle}, a source that runs out "
+            "continues with its next epoch"
+        )
 
     def _split_text(self) -> str:
         s = self.settings

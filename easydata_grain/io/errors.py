@@ -112,3 +112,7 @@ class LoaderStateError(ValueError):
 
 class CollateError(ValueError):
     """Rows that cannot be stacked into one batch; the message names the field and the fix."""
+
+
+class NotSupportedYetError(NotImplementedError):
+    """A config field whose feature has not landed: raised instead of ignoring the field."""

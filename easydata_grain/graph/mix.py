@@ -1,0 +1,140 @@
+"""Mixing in indexed mode: several endless component datasets as one ``MapDataset``.
+
+Element ``p`` is row ``q`` of component ``c`` where ``(c, q) = MixtureOrder.locate(p)``: a pure
+function of the position, so the state is the position and resume is O(1), exact and elastic.
+Each component is an ``IndexedSourceDataset`` over its own epochs (``num_epochs=None``), so a
+component that runs out continues with its next epoch in its own order.
+
+How long the mixture is depends on the stop strategy and the loader's ``num_epochs`` (``E``):
+``restart``: endless when ``E`` is None, else ``E`` times the rows of all components together;
+``first_exhausted``: until the first component would need a row past its ``E`` epochs;
+``all_exhausted``: until every component has given all rows of its ``E`` epochs (the others
+restarting meanwhile).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import grain
+import numpy as np
+
+from easydata_grain.mix_order import MixtureOrder
+
+StopStrategy = Literal["restart", "first_exhausted", "all_exhausted"]
+STOP_STRATEGIES = ("restart", "first_exhausted", "all_exhausted")
+
+
+def mixture_length(
+    order: MixtureOrder,
+    rows_per_epoch: Sequence[int],
+    stop_strategy: StopStrategy,
+    num_epochs: int | None,
+    names: Sequence[str],
+) -> int | None:
+    """Positions in one pass of the mixture (None: endless); raises for a mixture that could
+    never stop or never start."""
+    if stop_strategy not in STOP_STRATEGIES:
+        raise ValueError(f"stop_strategy must be one of {STOP_STRATEGIES}, got {stop_strategy!r}")
+    chosen = [c for c in range(len(names)) if order.ever_chosen(c)]
+    for c in chosen:
+        if rows_per_epoch[c] == 0 and stop_strategy != "first_exhausted":
+            raise ValueError(
+                f"The component {names[c]!r} has no rows but a weight > 0: under "
+                f"stop_strategy={stop_strategy!r} it would be asked for rows it cannot give. "
+                "Give it weight 0 or data."
+            )
+    if stop_strategy == "restart":
+        return None if num_epochs is None else num_epochs * sum(rows_per_epoch)
+    if num_epochs is None:
+        raise ValueError(
+            f"stop_strategy={stop_strategy!r} with num_epochs=None would never stop: components "
+            "repeat forever. Use stop_strategy='restart' for an endless mixture."
+        )
+    ends = {c: num_epochs * rows_per_epoch[c] for c in range(len(names))}
+    if stop_strategy == "first_exhausted":
+        found = [order.position_of(c, ends[c]) for c in chosen]
+        length = min(p for p in found if p is not None)
+    else:
+        never = [names[c] for c in range(len(names)) if ends[c] and c not in chosen]
+        if never:
+            raise ValueError(
+                f"Components {never} have weight 0 after the schedule's last point: under "
+                "stop_strategy='all_exhausted' they would never be read through."
+            )
+        length = max(
+            ((order.position_of(c, ends[c] - 1) or 0) + 1 for c in range(len(names)) if ends[c]),
+            default=0,
+        )
+    if length == 0:
+        raise ValueError(
+            "The mixture has no rows: its components are empty, or (first_exhausted) one "
+            "with a weight has none."
+        )
+    return length
+
+
+class MixedMapDataset(grain.MapDataset):
+    """Components mixed by a ``MixtureOrder`` (see the module docstring).
+
+    ``length`` is the mixture's positions per pass (None: endless); ``offset`` the position of
+    element 0 (a later pass starts where the previous one ended). With ``source_field``, each row
+    gets its component's name under that field (a copy; rows are not changed otherwise).
+    """
+
+    def __init__(
+        self,
+        components: Sequence[grain.MapDataset],
+        order: MixtureOrder,
+        *,
+        length: int | None,
+        names: Sequence[str],
+        offset: int = 0,
+        source_field: str | None = None,
+    ):
+        super().__init__(list(components))
+        self._components = list(components)
+        self.order = order
+        self._length = length
+        self._names = list(names)
+        self._offset = offset
+        self._source_field = source_field
+
+    def __len__(self) -> int:
+        return sys.maxsize if self._length is None else self._length
+
+    def _label(self, row: Any, component: int) -> Any:
+        if self._source_field is None:
+            return row
+        return {**row, self._source_field: self._names[component]}
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return self.slice(index)
+        component, row = self.order.locate(self._offset + index)
+        return self._label(self._components[component][row], component)
+
+    def _getitems(self, indices: Sequence[int]) -> list[Any]:
+        """Many rows at once: one bulk request per component."""
+        positions = np.asarray(indices, dtype=np.int64) + self._offset
+        components, rows = self.order.locate_many(positions)
+        out: list[Any] = [None] * len(positions)
+        for c in np.unique(components):
+            where = np.flatnonzero(components == c)
+            dataset = self._components[int(c)]
+            got = dataset._getitems(rows[where].tolist())
+            for i, row in zip(where.tolist(), got, strict=True):
+                out[i] = self._label(row, int(c))
+        return out
+
+    def realized(self, position: int) -> dict[str, int]:
+        """Rows each component gave in this pass's positions ``[0, position)``."""
+        counts = self.order.counts_before(self._offset + position) - self.order.counts_before(
+            self._offset
+        )
+        return dict(zip(self._names, counts.tolist(), strict=True))
+
+    def __str__(self) -> str:
+        return f"MixedMapDataset({len(self._components)} components, offset={self._offset})"

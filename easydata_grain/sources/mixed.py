@@ -1,0 +1,190 @@
+"""``MixedShardedSource``: several indexed sources mixed by weight, as one source.
+
+Give it to ``AsyncDataLoader`` (or use the pipeline's mix stage): the compiler reads each
+component in its own epoch order (shuffled by the loader's ``shuffle_buffer_size``) and mixes
+them by the ``MixtureOrder`` (``mix_order.py``), a pure function of the global position: the
+loader's state stays a position, so resume is O(1), exact and elastic. Weights are by name,
+fixed or scheduled by training step (the global batch index); ``stop_strategy`` says when a
+pass ends (see ``graph/mix.py``). Iterating it directly (``open_shard("mixture")``) gives the
+mixture of the components in file order, one training step per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from easydata_grain.fingerprint import digest
+from easydata_grain.graph.mix import STOP_STRATEGIES, StopStrategy
+from easydata_grain.io.stats import IOStats
+from easydata_grain.mix_order import MixtureOrder, ScheduleType, WeightSchedule, schedule_from
+from easydata_grain.sources.protocol import IndexedSource
+from easydata_grain.sources.resolve import resolve_source
+from easydata_grain.types import Row
+
+if TYPE_CHECKING:
+    from easydata_grain.config import MixStageConfig
+
+SHARD = "mixture"
+
+
+class MixedShardedSource:
+    """``sources`` (a dict by name, or a list named ``dataset_{i}``) mixed by ``weights``.
+
+    ``weights``: by name (or in order), normalised; None: equal. ``weight_schedule``:
+    ``[(step, weights by name), ...]`` from step 0, interpolated per ``weight_schedule_type``
+    (``step``, ``linear``, ``cosine``). ``block_size``: rows per mixing block (each block holds
+    every component's share). ``seed``: the block order's seed (None: the loader's).
+    ``source_field``: add each row's component name under this field.
+    """
+
+    def __init__(
+        self,
+        sources: Mapping[str, Any] | Sequence[Any],
+        weights: Mapping[str, float] | Sequence[float] | None = None,
+        *,
+        block_size: int = 1000,
+        seed: int | None = None,
+        stop_strategy: StopStrategy = "restart",
+        weight_schedule: Sequence[tuple[int, Mapping[str, float]]] | None = None,
+        weight_schedule_type: ScheduleType = "step",
+        source_field: str | None = None,
+    ):
+        if isinstance(sources, Mapping):
+            named = dict(sources)
+        else:
+            named = {f"dataset_{i}": s for i, s in enumerate(sources)}
+        if len(named) < 2:
+            raise ValueError(f"MixedShardedSource mixes two or more sources, got {len(named)}")
+        if stop_strategy not in STOP_STRATEGIES:
+            raise ValueError(
+                f"stop_strategy must be one of {STOP_STRATEGIES}, got {stop_strategy!r}"
+            )
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
+        self.names = list(named)
+        self.sources = [resolve_source(s) for s in named.values()]
+        for name, source in zip(self.names, self.sources, strict=True):
+            if not isinstance(source, IndexedSource):
+                raise TypeError(
+                    f"The source {name!r} ({type(source).__name__}) has no row counts: mixing "
+                    "reads components by position (Parquet, JSON, Hub files, in-memory rows). "
+                    "A stream cannot be mixed with an exact resume."
+                )
+        self.schedule: WeightSchedule = schedule_from(
+            self.names, weights, weight_schedule, weight_schedule_type
+        )
+        self.block_size = block_size
+        self.seed = seed
+        self.stop_strategy = stop_strategy
+        self.source_field = source_field
+
+    @classmethod
+    def from_config(
+        cls, sources: Mapping[str, Any], config: MixStageConfig, *, seed: int
+    ) -> MixedShardedSource:
+        """The mix stage of a pipeline: ``config``'s weights, schedule, block size, stop
+        strategy and seed (the pipeline's ``seed`` when the stage has none)."""
+        points = (
+            [(p.step, p.weights) for p in config.weight_schedule]
+            if config.weight_schedule
+            else None
+        )
+        return cls(
+            sources,
+            config.weights,
+            block_size=config.block_size,
+            seed=seed if config.seed is None else config.seed,
+            stop_strategy=config.stop_strategy,
+            weight_schedule=points,
+            weight_schedule_type=config.weight_schedule_type,
+            source_field=config.add_source_field,
+        )
+
+    def __repr__(self) -> str:
+        return f"MixedShardedSource({dict(zip(self.names, self.sources, strict=True))!r})"
+
+    def order(self, global_batch_size: int, seed: int) -> MixtureOrder:
+        """The mixture order for a loader's global batch and seed (``self.seed`` wins)."""
+        return MixtureOrder(
+            self.schedule,
+            block_size=self.block_size,
+            global_batch_size=global_batch_size,
+            seed=seed if self.seed is None else self.seed,
+        )
+
+    def targets(self, step: int = 0) -> dict[str, float]:
+        """The normalised weights at a training step."""
+        return dict(zip(self.names, self.schedule.at(step).tolist(), strict=True))
+
+    # -- ShardedSource: the mixture read in file order ----------------------------------------
+
+    @property
+    def shard_names(self) -> list[str]:
+        """One shard: the mixture."""
+        return [SHARD]
+
+    def open_shard(self, shard: str) -> Iterator[Row]:
+        """The mixture's rows (components in file order, one epoch per ``stop_strategy``)."""
+        return self.open_shard_at_row(shard, 0)
+
+    def open_shard_at_row(self, shard: str, row: int) -> Iterator[Row]:
+        """The mixture's rows from position ``row`` on."""
+        from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
+        from easydata_grain.graph.mix import MixedMapDataset, mixture_length
+
+        if shard != SHARD:
+            raise KeyError(f"A MixedShardedSource has one shard, {SHARD!r}; got {shard!r}")
+        order = self.order(1, 0)
+        components = [IndexedSourceDataset(s, shuffle=False, num_epochs=None) for s in self.sources]
+        length = mixture_length(
+            order, [sum(s.row_counts()) for s in self.sources], self.stop_strategy, 1, self.names
+        )
+        dataset = MixedMapDataset(
+            components,
+            order,
+            length=length,
+            names=self.names,
+            source_field=self.source_field,
+        )
+        for position in range(row, len(dataset)):
+            yield dataset[position]
+
+    # -- what the compiler and the fingerprint need --------------------------------------------
+
+    def describe(self) -> str:
+        """The components: name, class, shards and rows."""
+        return "components: " + "; ".join(
+            f"{name} ({type(source).__name__}, {len(source.shard_names)} shard(s), "
+            f"{sum(source.row_counts()):,} rows)"
+            for name, source in zip(self.names, self.sources, strict=True)
+        )
+
+    def identities(self) -> list[str]:
+        """Each component's shards under its name, and the mixing settings."""
+        settings = digest(
+            {
+                "schedule": [[p[0], *p[1]] for p in self.schedule.points],
+                "kind": self.schedule.kind,
+                "block_size": self.block_size,
+                "seed": self.seed,
+                "stop": self.stop_strategy,
+                "field": self.source_field,
+            }
+        )
+        return [
+            f"mix[{settings}]",
+            *(
+                f"{name}:{identity}"
+                for name, source in zip(self.names, self.sources, strict=True)
+                for identity in source.identities()
+            ),
+        ]
+
+    @property
+    def stats(self) -> IOStats:
+        """The components' I/O counters, added up."""
+        total = IOStats()
+        for source in self.sources:
+            total.add(**source.stats.snapshot())
+        return total

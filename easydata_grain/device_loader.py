@@ -128,7 +128,7 @@ class DeviceLoader:
             self.loader.set_state(state)
         self.loader.close()
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, Any]:
         """The loader's stats (rows and batches counted as the thread takes them)."""
         return self.loader.stats()
 

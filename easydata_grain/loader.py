@@ -17,6 +17,7 @@ from easydata_grain.graph.plan import Mode, Plan, Resume, Settings
 from easydata_grain.io.errors import LoaderStateError, NotResumableError
 from easydata_grain.loader_state import STATE_VERSION
 from easydata_grain.sources.concat import ConcatSource
+from easydata_grain.sources.mixed import MixedShardedSource
 from easydata_grain.sources.protocol import IndexedSource, ShardedSource
 from easydata_grain.sources.resolve import resolve_sources
 from easydata_grain.transforms.collate import Collate
@@ -310,11 +311,12 @@ class AsyncDataLoader:
 
     # -- stats --------------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, Any]:
         """Throughput and input-boundness: rows/s, batches/s, bytes/s, retries, wait fraction.
 
         ``wait_fraction`` is the share of wall time since the first batch that the consumer
         spent waiting for data: near 0 means the model is the bottleneck, near 1 the input.
+        A mixture adds ``mixture``: each source's rows, realized share and target weight.
         """
         elapsed = time.perf_counter() - self._started if self._started is not None else 0.0
         io = self.source.stats.snapshot() if isinstance(self.source, IndexedSource) else {}
@@ -330,6 +332,27 @@ class AsyncDataLoader:
             "retries": io.get("retries", 0),
             "skipped_rows": io.get("skipped_rows", 0),
             "wait_fraction": self._wait / elapsed if elapsed > 0 else 0.0,
+            **self._mixture_stats(),
+        }
+
+    def _mixture_stats(self) -> dict[str, Any]:
+        """For a mixture: each source's realized share of the rows read this pass, next to
+        its target weight at the current step (``mixture``); nothing otherwise."""
+        if not isinstance(self.source, MixedShardedSource) or not self._iterator:
+            return {}
+        position = loader_state.global_position(self.plan, self._iterator[0].get_state())
+        if position is None:
+            return {}
+        order = self.source.order(self.global_batch_size, self.seed)
+        offset = self._pass * (self.plan.rows_per_pass or 0)
+        counts = order.counts_before(offset + position) - order.counts_before(offset)
+        total = max(1, int(counts.sum()))
+        targets = self.source.targets((offset + position) // self.global_batch_size)
+        return {
+            "mixture": {
+                name: {"rows": int(n), "share": int(n) / total, "target": targets[name]}
+                for name, n in zip(self.source.names, counts.tolist(), strict=True)
+            }
         }
 
 

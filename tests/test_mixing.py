@@ -383,3 +383,6 @@ def test_the_pipeline_mix_stage(shard_sets: list[list[str]], tmp_path: Path) -> 
     assert collections.Counter(names)["web"] == 300  # web (300 rows) runs out first
     assert abs(names.count("code") - 100) <= 2
     assert "mixture" in loader.describe()
+    realized = loader.stats()["mixture"]
+    assert realized["web"]["rows"] == 300 and realized["web"]["target"] == 0.75
+    assert abs(realized["code"]["share"] - 0.25) < 0.01

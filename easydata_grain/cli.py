@@ -1,171 +1,137 @@
-"""The ``easydata-grain`` command. ``demo`` runs the library end to end on generated data.
+"""The ``easydata-grain`` command: inspect, preview and validate a dataset, or run the demo.
 
-The demo writes a Parquet dataset, streams it through a shuffled, batched, prefetched
-``AsyncDataLoader`` (with a progress bar), saves an Orbax checkpoint with a toy model state
-halfway, restores it in a new process, and checks that the continuation is exactly the rest of
-an uninterrupted run.
+Only the standard library is imported here, so ``--help`` and ``--version`` answer at once;
+a command imports what it runs (``easydata_grain.commands``) when it is chosen.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
+from importlib import metadata
 
-import numpy as np
-from tqdm import tqdm
-
-from easydata_grain.loader import AsyncDataLoader
-from easydata_grain.sources.parquet import ParquetShardedSource
-from easydata_grain.synthetic import write_parquet_dataset
+from easydata_grain.io.errors import SourceError  # imports only the standard library
 
 
-def _loader(data: str) -> AsyncDataLoader:
-    """The demo pipeline: token ids padded with a mask, shuffled in windows, prefetched."""
-    source = ParquetShardedSource(f"{data}/*.parquet", columns=["id", "input_ids"])
-    return AsyncDataLoader(
-        source,
-        batch_size=64,
-        prefetch_enabled=True,
-        prefetch_workers=2,
-        prefetch_buffer_size=4,
-        shuffle_buffer_size=4096,
-        seed=42,
-        pad=True,
-    )
+def _version() -> str:
+    try:
+        return metadata.version("easydata-grain")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
-def _batch_digest(batch: dict) -> str:
-    """A short fingerprint of a batch's sample ids."""
-    return hashlib.sha256(np.ascontiguousarray(batch["id"]).tobytes()).hexdigest()[:12]
+def _count(minimum: int) -> type:
+    """An argparse type: an int of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"an int >= {minimum}"
+    return parse  # type: ignore[return-value]
 
 
-def _checkpoint_manager(directory: Path):
-    import orbax.checkpoint as ocp
+def _inspect(args: argparse.Namespace) -> int:
+    from easydata_grain.commands.inspection import inspect_url
 
-    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(max_to_keep=2))
-
-
-def demo(args: argparse.Namespace) -> int:
-    """Run the end-to-end demo and print a short report."""
-    import orbax.checkpoint as ocp
-
-    from easydata_grain.checkpoint import LoaderSave
-
-    with tempfile.TemporaryDirectory(prefix="easydata-grain-demo-") as work:
-        data, checkpoints = Path(work) / "data", Path(work) / "checkpoints"
-        start = time.perf_counter()
-        write_parquet_dataset(
-            data, num_shards=args.shards, rows_per_shard=args.rows, row_group_size=1_000
-        )
-        print(
-            f"generated {args.shards} shards x {args.rows:,} rows in {time.perf_counter() - start:.1f}s"
-        )
-
-        loader = _loader(str(data))
-        reference, seen = [], []
-        with tqdm(total=args.shards * args.rows, unit="rows", desc="uninterrupted run") as bar:
-            for batch in loader:
-                reference.append(_batch_digest(batch))
-                seen.extend(batch["id"].tolist())
-                bar.update(len(batch["id"]))
-        stats = loader.stats()
-        loader.close()
-        print(
-            f"{stats['rows']:,} rows in {stats['batches']} batches: {stats['rows_per_s']:,.0f} rows/s, "
-            f"{stats['batches_per_s']:,.0f} batches/s, waited for data {100 * stats['wait_fraction']:.0f}% of the time"
-        )
-        if sorted(seen) != list(range(args.shards * args.rows)):
-            print("ERROR: the epoch did not see every sample exactly once", file=sys.stderr)
-            return 1
-
-        half = len(reference) // 2
-        loader = _loader(str(data))
-        first_half = [_batch_digest(next(loader)) for _ in range(half)]
-        manager = _checkpoint_manager(checkpoints)
-        model = {"weights": np.arange(8, dtype=np.float32), "step": np.array(half, dtype=np.int64)}
-        manager.save(
-            half,
-            args=ocp.args.Composite(model=ocp.args.StandardSave(model), loader=LoaderSave(loader)),
-        )
-        manager.wait_until_finished()
-        loader.close()
-        print(f"saved an Orbax checkpoint at step {half} (model + loader state) in {checkpoints}")
-
-        start = time.perf_counter()
-        resumed = subprocess.run(
-            [sys.executable, "-m", "easydata_grain.cli", "resume", str(data), str(checkpoints)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if resumed.returncode:
-            print(f"ERROR: the resumed process failed:\n{resumed.stderr[-3000:]}", file=sys.stderr)
-            return 1
-        report = json.loads(resumed.stdout.strip().splitlines()[-1])
-        print(
-            f"restored in a new process: first batch {report['first_batch_s'] * 1000:.0f} ms after "
-            f"restore started; process round trip {time.perf_counter() - start:.1f}s"
-        )
-        identical = first_half + report["digests"] == reference
-        print(
-            f"continuation identical to the uninterrupted run: {'yes' if identical else 'NO'} "
-            f"({half} + {len(report['digests'])} batches, model step {report['model_step']})"
-        )
-        return 0 if identical and report["model_step"] == half else 1
-
-
-def resume(args: argparse.Namespace) -> int:
-    """Restore the demo's latest checkpoint and print the digests of the remaining batches."""
-    import orbax.checkpoint as ocp
-
-    from easydata_grain.checkpoint import LoaderRestore
-
-    loader = _loader(args.data)
-    manager = _checkpoint_manager(Path(args.checkpoints))
-    start = time.perf_counter()
-    template = {"weights": np.zeros(8, dtype=np.float32), "step": np.array(0, dtype=np.int64)}
-    restored = manager.restore(
-        manager.latest_step(),
-        args=ocp.args.Composite(
-            model=ocp.args.StandardRestore(template), loader=LoaderRestore(loader)
-        ),
-    )
-    digests = [_batch_digest(next(loader))]
-    first_batch = time.perf_counter() - start
-    digests += [_batch_digest(batch) for batch in loader]
-    loader.close()
     print(
-        json.dumps(
-            {
-                "digests": digests,
-                "first_batch_s": first_batch,
-                "model_step": int(restored["model"]["step"]),
-            }
+        inspect_url(
+            args.url,
+            batch_size=args.batch_size,
+            shuffle_buffer_size=args.shuffle_buffer_size,
+            seed=args.seed,
         )
     )
     return 0
 
 
+def _preview(args: argparse.Namespace) -> int:
+    from easydata_grain.commands.preview import preview_url
+
+    print(preview_url(args.url, args.rows))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from easydata_grain.commands.validate import validate_url
+
+    report = validate_url(args.url)
+    print(report.text())
+    return 1 if report.problems else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from easydata_grain.commands.demo import run_demo
+
+    return run_demo(args.shards, args.rows, keep=args.keep)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
+    main_parser = argparse.ArgumentParser(
+        prog="easydata-grain",
+        description="Grain data loading for JAX: look at a dataset, check it, or run the demo.",
+        epilog="URL: a path, glob or directory of Parquet or JSON files, local or on a store "
+        "(gs://, s3://, az://; credentials from the usual environment variables).",
+    )
+    main_parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = main_parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    inspect = commands.add_parser(
+        "inspect", help="shards, rows, schema and the loader's compiled plan for a dataset"
+    )
+    inspect.add_argument("url", metavar="URL")
+    inspect.add_argument("--batch-size", type=_count(1), default=8, help="(default: 8)")
+    inspect.add_argument(
+        "--shuffle-buffer-size", type=_count(0), default=None, help="(default: no shuffle)"
+    )
+    inspect.add_argument("--seed", type=_count(0), default=0, help="(default: 0)")
+    inspect.set_defaults(run=_inspect)
+
+    preview = commands.add_parser("preview", help="the first rows of a dataset, readable")
+    preview.add_argument("url", metavar="URL")
+    preview.add_argument("-n", "--rows", type=_count(1), default=5, help="(default: 5)")
+    preview.set_defaults(run=_preview)
+
+    validate = commands.add_parser(
+        "validate",
+        help="read every shard once and list every problem (corrupt files, schema drift, "
+        "bad JSON rows); exit code 1 when there is any",
+    )
+    validate.add_argument("url", metavar="URL")
+    validate.set_defaults(run=_validate)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the library end to end on generated data: shuffle, batches, prefetch, an Orbax "
+        "checkpoint, exact resume in a new process",
+    )
+    demo.add_argument("--shards", type=_count(1), default=8, help="(default: 8)")
+    demo.add_argument("--rows", type=_count(1), default=25_000, help="rows per shard (25000)")
+    demo.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="write the data and checkpoints to DIR and keep them (default: a temporary "
+        "directory, removed at the end)",
+    )
+    demo.set_defaults(run=_demo)
+    return main_parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``easydata-grain`` command."""
-    parser = argparse.ArgumentParser(prog="easydata-grain", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help="run the library end to end on generated data")
-    demo_parser.add_argument("--shards", type=int, default=8)
-    demo_parser.add_argument("--rows", type=int, default=25_000, help="rows per shard")
-    demo_parser.set_defaults(run=demo)
-    resume_parser = commands.add_parser("resume", help="(used by demo) continue from a checkpoint")
-    resume_parser.add_argument("data")
-    resume_parser.add_argument("checkpoints")
-    resume_parser.set_defaults(run=resume)
-    args = parser.parse_args(argv)
-    return args.run(args)
+    """Entry point of the ``easydata-grain`` command. A dataset that cannot be read (no files,
+    a corrupt file, a bad argument) is reported in one line, with exit status 2."""
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (SourceError, OSError, ValueError, TypeError) as exc:
+        print(f"easydata-grain {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from easydata_grain.config import (
 )
 from easydata_grain.device_loader import DeviceLoader
 from easydata_grain.distributed import Hosts, make_global_batch
+from easydata_grain.graph.pack import Pack, PackIterDataset
 from easydata_grain.io.errors import (
     AccessDeniedError,
     CollateError,
@@ -141,6 +142,8 @@ __all__ = [
     "NotSupportedYetError",
     "ObservabilityConfig",
     "OfflineError",
+    "Pack",
+    "PackIterDataset",
     "PackStageConfig",
     "ParquetShardedSource",
     "Pipeline",

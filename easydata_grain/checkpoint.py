@@ -21,25 +21,37 @@ from easydata_grain.loader import AsyncDataLoader
 STATE_FILE = "loader_state.json"
 
 
+def state_file(host: int | None, hosts: int) -> str:
+    """The state file's name: one for all hosts, or one per host where each saves its own
+    (``loader_state.process_{i}-of-{n}.json``)."""
+    return STATE_FILE if host is None else f"loader_state.process_{host}-of-{hosts}.json"
+
+
 class LoaderCheckpointHandler(ocp.CheckpointHandler):
     """Writes the loader's state (with its pipeline fingerprint) as JSON; restores it into a loader.
 
-    On several hosts only process 0 writes: the state names a global position, not a per-host
-    cursor, so every host restores the same file.
+    On several hosts only process 0 writes where the state names a global position (every host
+    restores the same file); where each host's state is its own (packing, worker processes on
+    indexed sources), every host writes and restores its own file.
     """
 
     def save(self, directory: epath.Path, args: LoaderSave) -> None:
         """Write ``args.loader``'s state into the step's directory."""
         import jax
 
-        if jax.process_index() == 0:
-            (epath.Path(directory) / STATE_FILE).write_text(
-                json.dumps(args.loader.get_state(), indent=1)
-            )
+        state = args.loader.get_state()
+        if "host" in state or jax.process_index() == 0:
+            (
+                epath.Path(directory) / state_file(state.get("host"), state.get("hosts", 1))
+            ).write_text(json.dumps(state, indent=1))
 
     def restore(self, directory: epath.Path, args: LoaderRestore) -> AsyncDataLoader:
         """Set ``args.loader`` to the saved state and return it (prefetch already started)."""
         path = epath.Path(directory) / STATE_FILE
+        if not path.exists():
+            hosts = args.loader.hosts
+            host_path = epath.Path(directory) / state_file(hosts.index, hosts.count)
+            path = host_path if host_path.exists() else path
         if not path.exists():
             raise LoaderStateError(
                 f"{path} does not exist: this checkpoint holds no loader state (was it saved "

@@ -149,6 +149,11 @@ class DeviceLoader:
         return len(self.loader)
 
     @property
+    def hosts(self) -> Any:
+        """The loader's ``Hosts``."""
+        return self.loader.hosts
+
+    @property
     def resumable(self) -> bool:
         """Whether the loader's state can be saved."""
         return bool(self.loader.resumable)

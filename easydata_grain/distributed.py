@@ -116,6 +116,17 @@ def agree(value: str, what: str) -> None:
         )
 
 
+def any_host(value: bool) -> bool:
+    """Whether ``value`` is True on any host (one small all-gather; the value itself on one
+    host)."""
+    if not jax_multihost():
+        return value
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray([int(value)], dtype=np.int32))
+    return bool(np.asarray(flags).any())
+
+
 def shared(compute: Callable[[], Any], *, what: str, key: str) -> Any:
     """``compute()`` on process 0 only, its JSON result sent to all; an error is raised everywhere.
 

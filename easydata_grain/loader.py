@@ -13,6 +13,7 @@ import grain
 from easydata_grain import loader_state
 from easydata_grain.distributed import Hosts
 from easydata_grain.graph.compiler import build_dataset, plan_pipeline
+from easydata_grain.graph.pack import Pack, padding_batch
 from easydata_grain.graph.plan import Mode, Plan, Resume, Settings
 from easydata_grain.io.errors import LoaderStateError, NotResumableError
 from easydata_grain.loader_state import STATE_VERSION
@@ -52,6 +53,10 @@ class AsyncDataLoader:
     background thread keeps ``prefetch_buffer_size`` batches ready; ``worker_processes > 0``
     runs the transforms in that many processes instead (for heavy Python transforms).
 
+    ``pack`` (a ``Pack``) packs token rows into fixed-length rows on each host after the host
+    split (see ``graph/pack.py``); on several hosts, a host that runs out of rows first
+    yields padding batches until all are done, so every host takes the same number of steps.
+
     ``get_state()`` is small and JSON-serializable and carries a fingerprint of the pipeline;
     ``set_state()`` refuses a state from a different pipeline.
     """
@@ -74,6 +79,7 @@ class AsyncDataLoader:
         worker_processes: int = 0,
         global_batch_size: int | None = None,
         hosts: Hosts | None = None,
+        pack: Pack | None = None,
     ):
         _check_int("batch_size", batch_size, 1, allow_none=True)
         _check_int("prefetch_workers", prefetch_workers, 0)
@@ -85,6 +91,9 @@ class AsyncDataLoader:
         _check_int("global_batch_size", global_batch_size, 1, allow_none=True)
         if hosts is not None and not isinstance(hosts, Hosts):
             raise TypeError(f"hosts must be a Hosts, got {hosts!r}")
+        if pack is not None and not isinstance(pack, Pack):
+            raise TypeError(f"pack must be a Pack (easydata_grain.Pack), got {pack!r}")
+        self.pack = pack
         self.hosts = hosts or Hosts.detect()
         if global_batch_size is not None:
             local = self.hosts.split(global_batch_size)
@@ -141,6 +150,7 @@ class AsyncDataLoader:
                 prefetch_workers=prefetch_workers,
                 prefetch_buffer_size=prefetch_buffer_size,
                 worker_processes=worker_processes,
+                pack=pack,
             ),
         )
         """The compiled plan: stages, decisions and the resume rule (see ``describe()``)."""
@@ -238,11 +248,29 @@ class AsyncDataLoader:
         try:
             batch = next(iterator)
         except StopIteration:
+            batch = None
+        if self.pack is not None and self.hosts.count > 1:
+            batch = self._agree_on_step(batch)
+        if batch is None:
             self._pass_done = True
-            raise
+            raise StopIteration
         self._wait += time.perf_counter() - start
         self._batches += 1
         self._rows += _batch_rows(batch)
+        return batch
+
+    def _agree_on_step(self, batch: dict[str, Any] | None) -> dict[str, Any] | None:
+        """With packing on several hosts, hosts pack different numbers of rows: every step,
+        the hosts tell each other whether they still have a batch (one small all-gather). A
+        host out of rows yields a padding batch (``loss_mask`` and ``attention_mask`` 0) while
+        another still has one, and all stop together: equal step counts."""
+        from easydata_grain.distributed import any_host
+
+        if not any_host(batch is not None):
+            return None
+        if batch is None:
+            assert self.pack is not None
+            return padding_batch(self.pack, self.batch_size)
         return batch
 
     def _next_pass(self) -> None:

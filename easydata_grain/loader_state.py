@@ -19,7 +19,7 @@ from typing import Any
 from easydata_grain.fingerprint import describe, differences, digest
 from easydata_grain.graph.compiler import NEXT_INDEX
 from easydata_grain.graph.host_split import SERVED, START
-from easydata_grain.graph.plan import Plan, Resume
+from easydata_grain.graph.plan import Mode, Plan, Resume
 from easydata_grain.io.errors import LoaderStateError
 from easydata_grain.sources.protocol import IndexedSource, ShardedSource
 
@@ -30,6 +30,7 @@ _FIELDS = frozenset(
         "fingerprint",
         "iterator",
         "hosts",
+        "host",
         "global_position",
         "batches",
         "pass",
@@ -59,6 +60,7 @@ def fingerprint(plan: Plan) -> dict[str, Any]:
         "num_epochs": s.num_epochs,
         "pad": describe(s.collate),
         "worker_processes": s.worker_processes,
+        **({"pack": describe(s.pack)} if s.pack is not None else {}),
     }
 
 
@@ -98,6 +100,7 @@ def envelope(
         "fingerprint": fingerprint_,
         "iterator": iterator_state,
         "hosts": plan.hosts.count,
+        **({"host": plan.hosts.index} if per_host(plan) else {}),
         "global_position": global_position(plan, iterator_state),
         "batches": batches,
         "pass": pass_number,
@@ -124,10 +127,24 @@ def parse(state: Any, current_fingerprint: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+def per_host(plan: Plan) -> bool:
+    """Whether each host saves its own state (its iterator differs from the other hosts')."""
+    s = plan.settings
+    indexed_workers = plan.mode is Mode.INDEXED and s.worker_processes > 0
+    return plan.hosts.count > 1 and (s.pack is not None or indexed_workers)
+
+
 def iterator_state_for(plan: Plan, state: dict[str, Any]) -> Any:
     """The saved iterator state, converted to this host count if it was saved on another."""
     saved_hosts = state.get("hosts", plan.hosts.count)
     if saved_hosts == plan.hosts.count:
+        host = state.get("host", plan.hosts.index)
+        if host != plan.hosts.index:
+            raise LoaderStateError(
+                f"This state was saved by host {host} and cannot be restored on host "
+                f"{plan.hosts.index}: each host saves its own state in this pipeline "
+                f"({plan.resume_reason}). Restore each host's own state (LoaderRestore does)."
+            )
         return state["iterator"]
     position = state.get("global_position")
     if plan.resume is not Resume.ELASTIC or position is None:
@@ -164,7 +181,13 @@ def _check_fields(state: Any) -> None:
             f"The loader state is corrupted: its fingerprint is a "
             f"{type(state['fingerprint']).__name__}, not a dict."
         )
-    for name, minimum in (("hosts", 1), ("batches", 0), ("pass", 0), ("global_position", 0)):
+    for name, minimum in (
+        ("hosts", 1),
+        ("host", 0),
+        ("batches", 0),
+        ("pass", 0),
+        ("global_position", 0),
+    ):
         if state.get(name) is not None and not _is_int(state[name], minimum):
             raise LoaderStateError(
                 f"The loader state is corrupted: {name} is {state[name]!r}, not an int >= {minimum}."

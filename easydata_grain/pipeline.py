@@ -295,14 +295,22 @@ def _load_tokenizer(config: TokenizerConfig, kwargs: Mapping[str, Any] | None) -
     )
 
 
+def _tokenizer_config(
+    ds: DatasetConfig, config: PipelineConfig, stage: TokenizeStageConfig
+) -> TokenizerConfig | None:
+    """The dataset's own tokenizer, else the stage's default, else the pipeline's (with the
+    stage's ``max_length``)."""
+    default = stage.default_tokenizer or config.default_tokenizer
+    if ds.tokenizer_config() is None and default is not None:
+        return TokenizerConfig(default, max_length=stage.max_length)
+    return ds.tokenizer_config()
+
+
 def _tokenize_steps(
     ds: DatasetConfig, config: PipelineConfig, stage: TokenizeStageConfig
 ) -> list[Any]:
     """The tokenize stage's transforms for one dataset: tokenize, keep, drop."""
-    chosen = ds.tokenizer_config()
-    default = stage.default_tokenizer or config.default_tokenizer
-    if chosen is None and default is not None:
-        chosen = TokenizerConfig(default, max_length=stage.max_length)
+    chosen = _tokenizer_config(ds, config, stage)
     if chosen is None:
         raise ValueError(
             f"datasets[{ds.name!r}]: the tokenize stage has no tokenizer for this dataset: set "
@@ -329,6 +337,13 @@ def _tokenize_steps(
 def _pack_of(
     stage: PackStageConfig, config: PipelineConfig, tokenize: TokenizeStageConfig | None
 ) -> Any:
-    from easydata_grain.transforms.pack import Pack
+    """The loader's ``Pack``; without an ``eos_token_id`` the first dataset's tokenizer's."""
+    from easydata_grain.graph.pack import Pack
 
-    return Pack.from_config(stage)
+    eos = None
+    if stage.eos_token_id is None and tokenize is not None:
+        first = config.datasets[0]
+        chosen = _tokenizer_config(first, config, tokenize)
+        if chosen is not None:
+            eos = _load_tokenizer(chosen, first.tokenizer_kwargs).eos_token_id
+    return Pack.from_config(stage, eos_token_id=eos)

@@ -15,7 +15,8 @@ A spec is ``{"sources": [[path, ...], ...], "loader": {kwargs}, "transforms": [n
 transform names index ``TRANSFORMS`` (module-level, so picklable and fingerprinted by name).
 ``{"hub": {kwargs}, ...}`` in place of ``"sources"`` reads ``HuggingFaceShardedSource(**kwargs)``
 (the processes inherit ``HF_ENDPOINT`` and ``HF_HOME`` from the test run). ``{"mix": {kwargs}}``
-mixes the sources with ``MixedShardedSource(sources, **kwargs)``.
+mixes the sources with ``MixedShardedSource(sources, **kwargs)``; ``{"pack": {kwargs}}`` packs
+with ``Pack(**kwargs)``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from easydata_grain import (
     Hosts,
     HuggingFaceShardedSource,
     MixedShardedSource,
+    Pack,
     ParquetShardedSource,
 )
 
@@ -68,7 +70,13 @@ def upper_text(element: dict[str, Any]) -> dict[str, Any]:
     return {**element, "text": element["text"].upper()}
 
 
+def keep_tokens(element: dict[str, Any]) -> dict[str, Any]:
+    """Only the token ids (for packing)."""
+    return {"input_ids": element["input_ids"]}
+
+
 TRANSFORMS = {
+    "keep_tokens": lambda: keep_tokens,
     "filter": lambda: KeepNotDivisible(3),
     "map": AddLength,
     "random_map": AddNoise,
@@ -109,6 +117,8 @@ def build_loader(spec: dict[str, Any], **overrides: Any) -> AsyncDataLoader:
     if "hosts" in spec:
         kwargs["hosts"] = Hosts(*spec["hosts"])
     transforms = [TRANSFORMS[name]() for name in spec.get("transforms", [])]
+    if "pack" in spec:
+        kwargs["pack"] = Pack(**spec["pack"])
     return AsyncDataLoader(source, transforms=transforms, **kwargs)
 
 

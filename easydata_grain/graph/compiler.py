@@ -18,6 +18,7 @@ from easydata_grain.graph.drop_skipped import DropSkippedRows
 from easydata_grain.graph.host_split import MASK, HostSliceDataset, HostSliceIterDataset
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.graph.mix import MixedMapDataset, mixture_length
+from easydata_grain.graph.pack import PackIterDataset
 from easydata_grain.graph.plan import Mode, Plan, Resume, Settings, Split
 from easydata_grain.graph.shuffle_buffer import ShuffleBufferIterDataset
 from easydata_grain.graph.stream_source import SourceIterDataset, not_resumable_reason
@@ -57,6 +58,8 @@ def _columnar(
     source: Any, settings: Settings, row_ops: tuple[Any, ...], random_access: bool, pad: bool
 ) -> tuple[bool, str]:
     """Whether batches are gathered column by column from Arrow blocks, and why (not)."""
+    if settings.pack is not None:
+        return False, "batches are collated from packed rows"
     if not random_access:
         return False, "batches are collated from rows (a filter, skipped rows or a stream)"
     if row_ops:
@@ -99,10 +102,10 @@ def plan_pipeline(source: Any, settings: Settings) -> Plan:
                 None if settings.num_epochs is None else rows_per_epoch * settings.num_epochs
             )
             _check_rows(source, settings, rows_per_epoch)
-        random_access = not counts_change
+        random_access = not counts_change and settings.pack is None
         split = (
             Split.AFTER_ROW_OPS
-            if counts_change
+            if counts_change and settings.pack is None
             else (Split.BEFORE_ROW_OPS if hosts.count > 1 else None)
         )
     else:
@@ -113,7 +116,7 @@ def plan_pipeline(source: Any, settings: Settings) -> Plan:
             )
         random_access = False
         split = Split.AFTER_ROW_OPS if hosts.count > 1 else None
-    pad_last = hosts.count > 1 and not settings.drop_remainder
+    pad_last = hosts.count > 1 and not settings.drop_remainder and settings.pack is None
     columnar, columnar_reason = _columnar(
         source, settings, row_ops, random_access, pad_last and split is Split.BEFORE_ROW_OPS
     )
@@ -157,6 +160,10 @@ def _resume(source: Any, mode: Mode, settings: Settings) -> tuple[Resume, str]:
             return Resume.NONE, reason
         return Resume.SAME_HOSTS, (
             "the stream's position and the shuffle buffer are saved as they are on each host"
+        )
+    if settings.pack is not None:
+        return Resume.SAME_HOSTS, (
+            "each host's packer state (its open rows) is saved; restore with the same hosts"
         )
     if settings.worker_processes:
         return Resume.SAME_HOSTS, (
@@ -214,6 +221,8 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
         dataset = HostSliceIterDataset(
             dataset, s.hosts, s.global_batch_size, pad_last=plan.pad_last
         )
+    if s.pack is not None:
+        dataset = PackIterDataset(dataset, s.pack)
     if not plan.batches_random_access:
         dataset = dataset.batch(s.batch_size, drop_remainder=s.drop_remainder, batch_fn=s.collate)
     if s.worker_processes:

@@ -61,6 +61,8 @@ class Settings:
     prefetch_workers: int
     prefetch_buffer_size: int
     worker_processes: int
+    pack: Any = None
+    """A ``Pack`` (graph/pack.py): rows packed per host before batching; None: none."""
 
     @property
     def global_batch_size(self) -> int:
@@ -128,6 +130,8 @@ class Plan:
         lines.append(f"  row ops   {self._row_ops_text()}")
         if self.split is Split.AFTER_ROW_OPS:
             lines.append(f"  split     {self._split_text()}")
+        if s.pack is not None:
+            lines.append(f"  pack      {self._pack_text()}")
         batch = f"{s.batch_size} rows per host (global {s.global_batch_size})"
         batch += ", last partial batch dropped" if s.drop_remainder else ""
         pad = getattr(s.collate, "pad", False)
@@ -195,6 +199,25 @@ class Plan:
             f"{weights} ({schedule}, by global batch index), blocks of {source.block_size} "
             f"rows; stop {source.stop_strategy}: {length}; {shuffle}, a source that runs out "
             "continues with its next epoch"
+        )
+
+    def _pack_text(self) -> str:
+        pack = self.settings.pack
+        how = (
+            "documents end to end, cut every row (a document continues in the next row)"
+            if pack.strategy == "greedy"
+            else f"first fit into {pack.num_packers} open rows (documents kept whole)"
+        )
+        eos = "" if pack.eos_token_id is None else f", EOS {pack.eos_token_id} appended"
+        hosts = (
+            "; each host packs its own rows, and at the end a host out of rows yields padding "
+            "batches (loss_mask 0) until all are done, so steps stay equal"
+            if self.hosts.count > 1
+            else ""
+        )
+        return (
+            f"{pack.field} into rows of {pack.seq_length} tokens: {how}{eos}; no token dropped"
+            f"{' (truncate=True cuts documents)' if pack.truncate else ''}{hosts}"
         )
 
     def _split_text(self) -> str:

@@ -353,7 +353,9 @@ def test_a_wrong_type_anywhere_names_its_path(
         stage, path = {stage_name: {name: wrong}}, f"{stage_name}.{name}"
     with pytest.raises(TypeError) as raised:
         PipelineConfig.from_dict({"datasets": datasets, **stage})
-    assert str(raised.value).startswith(f"{path}: expected {type_name(hint)}, got ")
+    message = str(raised.value)
+    # a value of another type, or a mapping/list holding one (named by its key or index)
+    assert message.startswith((f"{path}: expected {type_name(hint)}, got ", f"{path}["))
 
 
 def _accepts(hint: Any, value: Any) -> bool:
@@ -443,6 +445,9 @@ def test_tokenizer_resolution_dataset_then_stage_then_pipeline() -> None:
     assert config.tokenizer_for(c) == TokenizerConfig("global", max_length=64)
     staged = dataclasses.replace(config, tokenize=TokenizeStageConfig(default_tokenizer="stage"))
     assert staged.tokenizer_for(c) == TokenizerConfig("stage")
+    assert config.tokenizer_for(c, TokenizeStageConfig(default_tokenizer="call")) == (
+        TokenizerConfig("call")
+    )
     assert dataclasses.replace(config, default_tokenizer=None).tokenizer_for(c) is None
 
 
@@ -461,6 +466,8 @@ def test_source_settings() -> None:
     assert b.type == "huggingface"
     assert config.streams() is False
     assert dataclasses.replace(config, source=SourceStageConfig(streaming=True)).streams()
+    assert config.streams(SourceStageConfig(streaming=True))
+    assert config.storage_options_for(b, SourceStageConfig()) == {}
     assert config.source.retry_policy() == RetryPolicy()
     custom = SourceStageConfig(cloud_max_retries=7, cloud_retry_delay=1).retry_policy()
     assert (custom.max_retries, custom.initial_backoff) == (7, 1.0)

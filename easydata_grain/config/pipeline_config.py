@@ -114,22 +114,32 @@ class PipelineConfig(Config):
         names = [d.name for d in self.datasets]
         raise KeyError(f"no dataset is named {name!r}{did_you_mean(name, names, quote=True)}")  # type: ignore[arg-type]
 
-    def tokenizer_for(self, dataset: DatasetConfig) -> TokenizerConfig | None:
+    def tokenizer_for(
+        self, dataset: DatasetConfig, tokenize: TokenizeStageConfig | None = None
+    ) -> TokenizerConfig | None:
         """The tokenizer of ``dataset``: its own, else the tokenize stage's default, else the
-        pipeline's (a name gets the tokenize stage's ``max_length``); None when none is set."""
+        pipeline's (a name gets the stage's ``max_length``); None when none is set. ``tokenize``
+        replaces ``self.tokenize`` (a stage's per-call config)."""
         own = dataset.tokenizer_config()
         if own is not None:
             return own
-        name = self.tokenize.default_tokenizer or self.default_tokenizer
-        return None if name is None else TokenizerConfig(name, max_length=self.tokenize.max_length)
+        stage = tokenize or self.tokenize
+        name = stage.default_tokenizer or self.default_tokenizer
+        return None if name is None else TokenizerConfig(name, max_length=stage.max_length)
 
-    def storage_options_for(self, dataset: DatasetConfig) -> dict[str, Any]:
-        """The source stage's ``dask_storage_options`` with ``dataset``'s merged over them."""
-        return {**(self.source.dask_storage_options or {}), **(dataset.storage_options or {})}
+    def storage_options_for(
+        self, dataset: DatasetConfig, source: SourceStageConfig | None = None
+    ) -> dict[str, Any]:
+        """The source stage's ``dask_storage_options`` with ``dataset``'s merged over them
+        (``source`` replaces ``self.source``)."""
+        stage = source or self.source
+        return {**(stage.dask_storage_options or {}), **(dataset.storage_options or {})}
 
-    def streams(self) -> bool:
-        """The source stage's ``streaming`` when it sets one, else the pipeline's."""
-        return self.streaming if self.source.streaming is None else self.source.streaming
+    def streams(self, source: SourceStageConfig | None = None) -> bool:
+        """The source stage's ``streaming`` when it sets one, else the pipeline's (``source``
+        replaces ``self.source``)."""
+        stage = source or self.source
+        return self.streaming if stage.streaming is None else stage.streaming
 
 
 def load_config(path: str | os.PathLike[str]) -> PipelineConfig:

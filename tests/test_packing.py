@@ -284,3 +284,49 @@ def test_the_pipeline_pack_stage(tmp_path: Path) -> None:
     expected = tokens + sum(1 for ids in tokenizer(texts)["input_ids"] if ids[-1] != eos)
     assert sum(int(b["attention_mask"].sum()) for b in batches) == expected
     assert "pack" in loader.describe()
+
+
+@pytest.mark.slow
+def test_two_hosts_pack_their_rows_with_equal_steps_and_resume(tmp_path: Path) -> None:
+    from tpu_scripts.simulate_multihost import run_slice
+
+    data = tmp_path / "data"
+    write_parquet_dataset(data, num_shards=2, rows_per_shard=150, row_group_size=20, max_tokens=30)
+    script = Path(__file__).with_name("pack_multihost_worker.py")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_slice(
+        2, [str(data), str(out)], script=script, timeout=180, work_dir=tmp_path / "w"
+    )
+    assert result.ok, result.describe()
+    hosts = [json.loads((out / f"host-{h}.json").read_text()) for h in range(2)]
+    assert len(hosts[0]) == len(hosts[1])  # equal steps, padding batches at the end of one
+    tokens = pq.read_table(sorted(data.glob("*.parquet"))).column("input_ids").to_pylist()
+    expected = sorted(t for ids in tokens for t in [*ids, *([0] if ids[-1] != 0 else [])])
+    got = sorted(
+        t
+        for steps in hosts
+        for step in steps
+        for ids, mask in zip(step["input_ids"], step["attention_mask"], strict=True)
+        for t, m in zip(ids, mask, strict=True)
+        if m
+    )
+    assert got == expected  # every token once, over both hosts
+    k = len(hosts[0]) // 2
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    args = [str(data), str(saved)]
+    assert run_slice(
+        2, [*args, "--save-at", str(k)], script=script, timeout=180, work_dir=tmp_path / "s"
+    ).ok
+    assert sorted(p.name for p in (saved / "checkpoints" / str(k) / "loader").glob("*.json")) == [
+        "loader_state.process_0-of-2.json",
+        "loader_state.process_1-of-2.json",
+    ]
+    restored = run_slice(
+        2, [*args, "--restore"], script=script, timeout=180, work_dir=tmp_path / "r"
+    )
+    assert restored.ok, restored.describe()
+    for h in range(2):
+        rest = json.loads((saved / f"host-{h}-restored.json").read_text())
+        assert rest == hosts[h][k:]

@@ -111,11 +111,6 @@ def test_the_command_alone_imports_no_heavy_module_for_help() -> None:
     assert "argparse" in imported and not imported & set(HEAVY), sorted(imported & set(HEAVY))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="easydata_grain/__init__.py imports the loader (jax, grain, pyarrow) eagerly; the "
-    "command cannot answer --help in well under a second until it imports lazily",
-)
 def test_help_imports_no_heavy_module(cache: Path) -> None:
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1", "EASYDATA_GRAIN_CACHE": str(cache)}
     result = subprocess.run(

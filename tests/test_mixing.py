@@ -386,3 +386,24 @@ def test_the_pipeline_mix_stage(shard_sets: list[list[str]], tmp_path: Path) -> 
     realized = loader.stats()["mixture"]
     assert realized["web"]["rows"] == 300 and realized["web"]["target"] == 0.75
     assert abs(realized["code"]["share"] - 0.25) < 0.01
+
+
+@settings(_settings, max_examples=10)
+@given(drawn=mixed_specs())
+def test_columnar_mixed_batches_equal_row_batches(
+    shard_sets: list[list[str]], drawn: dict[str, Any]
+) -> None:
+    from tests.resume_worker import build_loader
+
+    drawn["mix"]["source_field"] = "origin"
+    spec = spec_with(shard_sets, drawn)
+    columnar = build_loader(spec)
+    assert "columnar  yes" in columnar.describe()
+    rows = build_loader({**spec, "transforms": ["function"]})  # a row op: dict rows
+    for a, b in zip(columnar, rows, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            if key == "text":
+                assert [t.upper() for t in a[key]] == list(b[key])
+            else:
+                np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))

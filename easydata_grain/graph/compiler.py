@@ -64,7 +64,8 @@ def _columnar(
         return False, "batches are collated from rows (a filter, skipped rows or a stream)"
     if row_ops:
         return False, "per-row transforms need dict rows"
-    schema = source.block_schema if isinstance(source, ColumnarSource) else None
+    columnar = isinstance(source, ColumnarSource | MixedShardedSource)
+    schema = source.block_schema if columnar else None
     if schema is None:
         return False, "the source reads rows, not Arrow blocks"
     if pad:

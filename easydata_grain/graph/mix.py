@@ -20,7 +20,10 @@ from typing import Any, Literal
 
 import grain
 import numpy as np
+import pyarrow as pa
 
+from easydata_grain.batch_format import Column, ColumnarRows
+from easydata_grain.graph.columns import gather
 from easydata_grain.mix_order import MixtureOrder
 
 StopStrategy = Literal["restart", "first_exhausted", "all_exhausted"]
@@ -128,6 +131,37 @@ class MixedMapDataset(grain.MapDataset):
             for i, row in zip(where.tolist(), got, strict=True):
                 out[i] = self._label(row, int(c))
         return out
+
+    @property
+    def table_schema(self) -> pa.Schema | None:
+        """The components' common row schema (with the source field), when every component
+        gathers columns; None otherwise (batches are then collated from rows)."""
+        schemas = [
+            c.table_schema if isinstance(c, ColumnarRows) else None for c in self._components
+        ]
+        if schemas[0] is None or not all(s is not None and s.equals(schemas[0]) for s in schemas):
+            return None
+        if self._source_field is not None:
+            return schemas[0].append(pa.field(self._source_field, pa.string()))
+        return schemas[0]
+
+    def _gather_columns(self, indices: Sequence[int]) -> dict[str, Column] | None:
+        """The rows at ``indices`` column by column: each component's blocks gathered into
+        the batch positions its rows take."""
+        positions = np.asarray(indices, dtype=np.int64) + self._offset
+        components, rows = self.order.locate_many(positions)
+        pieces = []
+        for c in np.unique(components):
+            where = np.flatnonzero(components == c)
+            dataset = self._components[int(c)]
+            for block, slots, offsets in dataset._pieces(rows[where].tolist()):
+                if block.columns is None:
+                    return None
+                pieces.append((block.columns, where[slots], offsets))
+        batch = gather(pieces, len(positions))
+        if self._source_field is not None:
+            batch[self._source_field] = [self._names[c] for c in components.tolist()]
+        return batch
 
     def realized(self, position: int) -> dict[str, int]:
         """Rows each component gave in this pass's positions ``[0, position)``."""

@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from easydata_grain.fingerprint import digest
 from easydata_grain.graph.mix import STOP_STRATEGIES, StopStrategy
 from easydata_grain.io.stats import IOStats
 from easydata_grain.mix_order import MixtureOrder, ScheduleType, WeightSchedule, schedule_from
-from easydata_grain.sources.protocol import IndexedSource
+from easydata_grain.sources.protocol import ColumnarSource, IndexedSource
 from easydata_grain.sources.resolve import resolve_source
 from easydata_grain.types import Row
 
@@ -180,6 +182,17 @@ class MixedShardedSource:
                 for identity in source.identities()
             ),
         ]
+
+    @property
+    def block_schema(self) -> pa.Schema | None:
+        """The components' common Arrow schema (with the source field), when every component
+        reads Arrow blocks of one schema; None otherwise."""
+        schemas = [s.block_schema if isinstance(s, ColumnarSource) else None for s in self.sources]
+        if schemas[0] is None or not all(s is not None and s.equals(schemas[0]) for s in schemas):
+            return None
+        if self.source_field is not None:
+            return schemas[0].append(pa.field(self.source_field, pa.string()))
+        return schemas[0]
 
     @property
     def stats(self) -> IOStats:

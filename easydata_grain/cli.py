@@ -1,4 +1,5 @@
-"""The ``easydata-grain`` command: inspect, preview and validate a dataset, or run the demo.
+"""The ``easydata-grain`` command: run, bench or inspect a pipeline config; inspect, preview
+and validate a dataset; or run the demo.
 
 Only the standard library is imported here, so ``--help`` and ``--version`` answer at once;
 a command imports what it runs (``easydata_grain.commands``) when it is chosen.
@@ -38,7 +39,11 @@ def _count(minimum: int) -> type:
 
 def _inspect(args: argparse.Namespace) -> int:
     from easydata_grain.commands.inspection import inspect_url
+    from easydata_grain.commands.run import inspect_config, is_config
 
+    if is_config(args.url):
+        print(inspect_config(args.url))
+        return 0
     print(
         inspect_url(
             args.url,
@@ -65,6 +70,19 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if report.problems else 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from easydata_grain.commands.run import run_config
+
+    return run_config(args.config, args.steps, args.resume, args.save_state)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from easydata_grain.commands.run import bench_config
+
+    print(bench_config(args.config, args.steps))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from easydata_grain.commands.demo import run_demo
 
@@ -82,10 +100,30 @@ def parser() -> argparse.ArgumentParser:
     main_parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = main_parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    inspect = commands.add_parser(
-        "inspect", help="shards, rows, schema and the loader's compiled plan for a dataset"
+    run = commands.add_parser(
+        "run",
+        help="run a pipeline config's loader (YAML/JSON) with a progress bar: rows/s, "
+        "input-wait fraction, realized mixture",
     )
-    inspect.add_argument("url", metavar="URL")
+    run.add_argument("config", metavar="CONFIG")
+    run.add_argument("--steps", type=_count(1), default=None, help="(default: one pass)")
+    run.add_argument("--resume", metavar="STATE", help="a state file saved by --save-state")
+    run.add_argument("--save-state", metavar="STATE", help="write the state here at the end")
+    run.set_defaults(run=_run)
+
+    bench = commands.add_parser(
+        "bench", help="a pipeline config's rows/s next to plain pyarrow on the same files"
+    )
+    bench.add_argument("config", metavar="CONFIG")
+    bench.add_argument("--steps", type=_count(1), default=200, help="batches (default: 200)")
+    bench.set_defaults(run=_bench)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="shards, rows, schema and the loader's compiled plan for a dataset, or a "
+        "pipeline config's datasets and plan",
+    )
+    inspect.add_argument("url", metavar="URL|CONFIG")
     inspect.add_argument("--batch-size", type=_count(1), default=8, help="(default: 8)")
     inspect.add_argument(
         "--shuffle-buffer-size", type=_count(0), default=None, help="(default: no shuffle)"

@@ -127,6 +127,24 @@ class Pipeline:
         """Batch, shuffle and prefetch (the config's ``load`` stage, or ``config``)."""
         return self._add("load", config, self.config.load, LoadStageConfig)
 
+    def configured(self) -> Pipeline:
+        """Every stage the config asks for, in order: ``source()``, ``tokenize()`` when a
+        tokenizer is set, ``mix()`` for several datasets, ``pack()`` when enabled, ``load()``
+        (what ``easydata-grain run CONFIG`` builds)."""
+        config = self.config
+        self.source()
+        if (
+            config.default_tokenizer
+            or config.tokenize.default_tokenizer
+            or any(ds.tokenizer is not None for ds in config.datasets)
+        ):
+            self.tokenize()
+        if len(config.datasets) > 1:
+            self.mix()
+        if config.pack.enabled:
+            self.pack()
+        return self.load()
+
     def save(self, config: SaveStageConfig | Mapping[str, Any] | None = None) -> Pipeline:
         """Write the processed rows to Parquet shards: issue 12, not supported yet."""
         raise NotSupportedYetError(

@@ -78,7 +78,7 @@ def test_help_lists_the_user_commands_only(cache: Path) -> None:
         for line in result.stdout.splitlines()
         if line.startswith("    ") and not line.startswith("     ")
     ]
-    assert listed == ["inspect", "preview", "validate", "demo"]
+    assert listed == ["run", "bench", "inspect", "preview", "validate", "demo"]
     assert run("resume", "a", "b", cache=cache).returncode == 2  # not a command
 
 
@@ -345,3 +345,52 @@ def test_demo_keeps_its_files_when_asked(tmp_path: Path, cache: Path) -> None:
     assert f"{keep}." in result.stdout.split()
     assert sorted(p.name for p in (keep / "data").iterdir()) == ["shard-00000.parquet"]
     assert (keep / "checkpoints").is_dir()
+
+
+# -- pipeline configs ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mixed_config(tmp_path: Path, parquet_dir: Path) -> Path:
+    write_parquet_dataset(tmp_path / "code", num_shards=1, rows_per_shard=400, seed=3)
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        f"""datasets:
+  - {{data_files: "{parquet_dir}/*.parquet", name: web, columns: [id]}}
+  - {{data_files: "{tmp_path}/code/*.parquet", name: code, columns: [id]}}
+mix: {{weights: {{web: 0.75, code: 0.25}}, stop_strategy: first_exhausted, block_size: 100}}
+load: {{batch_size: 50, shuffle_buffer_size: 100}}
+observability: {{progress_type: none}}
+"""
+    )
+    return config
+
+
+def test_run_a_config_then_resume_it(mixed_config: Path, tmp_path: Path, cache: Path) -> None:
+    state = tmp_path / "state.json"
+    first = run("run", str(mixed_config), "--steps", "10", "--save-state", str(state), cache=cache)
+    assert first.returncode == 0, first.stderr
+    assert "10 batches, 500 rows" in first.stdout and "web" in first.stdout
+    assert "--resume" in first.stdout and state.exists()
+    rest = run("run", str(mixed_config), "--resume", str(state), cache=cache)
+    assert rest.returncode == 0, rest.stderr
+    # 1,500 web rows at 0.75 and 400 code rows at 0.25: code runs out at 1,600 rows = 32 batches
+    assert "22 batches, 1,100 rows" in rest.stdout
+    assert "code 25.0%/25%" in rest.stdout
+
+
+def test_inspect_and_bench_a_config(mixed_config: Path, cache: Path) -> None:
+    inspected = run("inspect", str(mixed_config), cache=cache)
+    assert inspected.returncode == 0, inspected.stderr
+    assert "2 dataset(s)" in inspected.stdout and "mixture" in inspected.stdout
+    bench = run("bench", str(mixed_config), "--steps", "10", cache=cache)
+    assert bench.returncode == 0, bench.stderr
+    assert "easydata-grain" in bench.stdout and "pyarrow" in bench.stdout and "x" in bench.stdout
+
+
+def test_a_bad_config_names_the_field(tmp_path: Path, cache: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("datasets: [{data_files: x.parquet}]\nload: {batch_sise: 3}\n")
+    result = run("run", str(config), cache=cache)
+    assert result.returncode == 2
+    assert "load.batch_sise: unknown field; did you mean batch_size?" in result.stderr

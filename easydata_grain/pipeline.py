@@ -37,7 +37,7 @@ from easydata_grain.sources.in_memory import InMemorySource
 from easydata_grain.sources.json import JsonShardedSource
 from easydata_grain.sources.parquet import ParquetShardedSource
 from easydata_grain.sources.resolve import format_of, source_from_paths
-from easydata_grain.sources.transformed import TransformedShardedSource
+from easydata_grain.sources.transformed import DEFAULT_CHUNK_ROWS, TransformedShardedSource
 from easydata_grain.transforms.fields import DropFields, RenameFields, SelectFields
 from easydata_grain.transforms.functions import MapFunction
 from easydata_grain.transforms.tokenize import TokenizeTransform
@@ -237,7 +237,10 @@ class Pipeline:
         tokenize = self._stages.tokenize
         if tokenize is not None:
             steps.extend(_tokenize_steps(ds, self.config, tokenize))
-        return TransformedShardedSource(source, steps) if steps else source
+        if not steps:
+            return source
+        chunk = tokenize.batch_size if tokenize is not None else DEFAULT_CHUNK_ROWS
+        return TransformedShardedSource(source, steps, chunk_rows=chunk)
 
     def _mixed(self, sources: dict[str, Any]) -> Any:
         from easydata_grain.sources.mixed import MixedShardedSource

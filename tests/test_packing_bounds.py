@@ -70,9 +70,9 @@ def test_first_fit_fills_rows_sanely(sizes: list[int], seq_length: int, num_pack
     assert all(r["attention_mask"].any() for r in rows)  # no empty row
 
 
-def test_a_pinned_first_fit_row_is_an_oracle_case() -> None:
+def test_a_pinned_first_fit_row_still_loses_no_token() -> None:
     """The stream that pins a first_fit row: a short document, then only documents too long to
-    join it; the packing is still complete and in order within each row."""
+    join it: every token still comes out."""
     sizes = [9] + [12 + i % 8 for i in range(300)]
     rows = packed(rows_of(sizes), Pack(20, strategy="first_fit", num_packers=3))
     assert sum(int(r["attention_mask"].sum()) for r in rows) == sum(sizes)

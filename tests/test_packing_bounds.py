@@ -1,10 +1,7 @@
 """Packing against an independent oracle and its bounds: greedy packing is Grain's
 concat-then-split (same tokens, same rows), first_fit's row count is bounded by twice the
-optimum plus its open rows, and the inputs the packer must refuse rather than pass on.
-
-The tests marked ``xfail(strict=True)`` record defects of ``graph/pack.py`` found in review
-(the fix is described in their reasons); each turns into a failure the day the fix lands, so
-the marker is removed then."""
+optimum plus its open rows, the memory a first_fit row may hold, and the inputs the packer
+must refuse rather than pass on."""
 
 from __future__ import annotations
 
@@ -78,13 +75,6 @@ def test_a_pinned_first_fit_row_still_loses_no_token() -> None:
     assert sum(int(r["attention_mask"].sum()) for r in rows) == sum(sizes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="graph/pack.py: a first_fit row that later documents never fit and that is never "
-    "the fullest stays open for ever, pinning the anchor: every document read since stays in "
-    "memory and a restore re-reads them all. Fix: emit the open row holding the oldest "
-    "document once Pack.max_held_documents (4096) have been read since it.",
-)
 def test_first_fit_holds_a_bounded_number_of_documents() -> None:
     sizes = [9] + [12 + i % 8 for i in range(6_000)]
     iterator = iter(PackIterDataset(parent(rows_of(sizes)), Pack(20, strategy="first_fit")))
@@ -94,12 +84,6 @@ def test_first_fit_holds_a_bounded_number_of_documents() -> None:
     assert max(held) <= 4096
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="graph/pack.py _tokens: with mask_field set, a row without that field is packed "
-    "with loss_mask 1 everywhere (an SFT run would silently train on prompts); a mask of "
-    "other values than 0/1 is cast, not refused; an id >= 2**31 wraps when cast to int32.",
-)
 @pytest.mark.parametrize(
     ("row", "pack", "message"),
     [
@@ -117,11 +101,6 @@ def test_inputs_the_packer_must_refuse(row: dict[str, Any], pack: Pack, message:
     assert caught.value.row == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="graph/pack.py Pack.__post_init__ checks neither mask_field's type nor that "
-    "pad_token_id >= 0 (PackStageConfig requires it).",
-)
 @pytest.mark.parametrize("kwargs", [{"mask_field": 3}, {"mask_field": ""}, {"pad_token_id": -1}])
 def test_bad_settings_the_config_must_refuse(kwargs: dict[str, Any]) -> None:
     with pytest.raises((TypeError, ValueError)):

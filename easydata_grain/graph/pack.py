@@ -14,7 +14,9 @@ Other fields of the input rows are not carried (they have no per-token meaning).
   are full except the last.
 - ``first_fit``: a document of at most ``seq_length`` tokens stays whole and goes into the
   first of ``num_packers`` open rows with room; when none has room the fullest is emitted
-  (the oldest on ties). A longer document is cut into ``seq_length`` pieces first.
+  (the oldest on ties). A longer document is cut into ``seq_length`` pieces first. A row
+  that has held a document while ``max_held_documents`` documents were read is emitted
+  (however full): a restore re-reads at most that many documents, and memory holds no more.
 - ``truncate=True`` cuts each document to ``seq_length`` tokens instead (the only case where
   tokens are left out, because it was asked for).
 
@@ -36,6 +38,9 @@ import grain
 import numpy as np
 
 from easydata_grain.io.errors import MalformedRowError
+
+_INT32_END = 2**31
+"""Token ids are int32: one at or above this cannot be stored."""
 
 PACKED_FIELDS = ("input_ids", "segment_ids", "positions", "attention_mask", "loss_mask")
 """The fields of a packed row."""
@@ -68,9 +73,10 @@ class Pack:
     mask_field: str | None = None
     include_segment_ids: bool = True
     vocab_size: int | None = None
+    max_held_documents: int = 4096
 
     def __post_init__(self) -> None:
-        for name in ("seq_length", "num_packers"):
+        for name in ("seq_length", "num_packers", "max_held_documents"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Pack.{name} must be an int >= 1, got {value!r}")
@@ -80,8 +86,12 @@ class Pack:
                 isinstance(value, bool) or not isinstance(value, int) or value < 0
             ):
                 raise ValueError(f"Pack.{name} must be None or an int >= 0, got {value!r}")
-        if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int):
-            raise ValueError(f"Pack.pad_token_id must be an int, got {self.pad_token_id!r}")
+        if (
+            isinstance(self.pad_token_id, bool)
+            or not isinstance(self.pad_token_id, int)
+            or self.pad_token_id < 0
+        ):
+            raise ValueError(f"Pack.pad_token_id must be an int >= 0, got {self.pad_token_id!r}")
         if self.strategy not in ("greedy", "first_fit"):
             raise ValueError(
                 f"Pack.strategy must be 'greedy' or 'first_fit', got {self.strategy!r}"
@@ -91,6 +101,12 @@ class Pack:
                 raise TypeError(f"Pack.{name} must be a bool, got {getattr(self, name)!r}")
         if not isinstance(self.field, str) or not self.field:
             raise TypeError(f"Pack.field must be a field name, got {self.field!r}")
+        if self.mask_field is not None and (
+            not isinstance(self.mask_field, str) or not self.mask_field
+        ):
+            raise TypeError(
+                f"Pack.mask_field must be None or a field name, got {self.mask_field!r}"
+            )
 
     @classmethod
     def from_config(cls, config: Any, eos_token_id: int | None = None) -> Pack:
@@ -141,23 +157,31 @@ def _tokens(row: Any, pack: Pack, index: int) -> tuple[np.ndarray, np.ndarray | 
             hint="Filter empty texts before tokenizing (FilterNonEmpty).",
         )
     low, high = int(ids.min()), int(ids.max())
-    if low < 0 or (pack.vocab_size is not None and high >= pack.vocab_size):
+    limit = _INT32_END if pack.vocab_size is None else min(pack.vocab_size, _INT32_END)
+    if low < 0 or high >= limit:
         bad = low if low < 0 else high
         raise MalformedRowError(
-            f"Input row {index}: token id {bad} is outside the vocabulary "
-            f"[0, {pack.vocab_size if pack.vocab_size is not None else 'inf'}).",
+            f"Input row {index}: token id {bad} is outside the vocabulary [0, {limit}).",
             row=index,
             hint="Check the tokenizer and Pack(vocab_size=...).",
         )
     mask = None
-    if pack.mask_field is not None and pack.mask_field in row:
-        mask = np.asarray(row[pack.mask_field], dtype=np.int32)
-        if mask.shape != ids.shape:
+    if pack.mask_field is not None:
+        if pack.mask_field not in row:
             raise MalformedRowError(
-                f"Input row {index}: {pack.mask_field!r} has {mask.size} values for "
-                f"{ids.size} tokens.",
+                f"Input row {index} to packing has no {pack.mask_field!r} field (Pack.mask_field).",
+                row=index,
+                hint="Write it with ChatTemplateTransform(assistant_mask_field=...), or drop "
+                "Pack(mask_field=...).",
+            )
+        mask = np.asarray(row[pack.mask_field])
+        if mask.shape != ids.shape or not np.isin(mask, (0, 1)).all():
+            raise MalformedRowError(
+                f"Input row {index}: {pack.mask_field!r} must be one 0/1 value per token "
+                f"({ids.size} tokens), got {mask.tolist()[:8]} of shape {mask.shape}.",
                 row=index,
             )
+        mask = mask.astype(np.int32)
     if pack.eos_token_id is not None and int(ids[-1]) != pack.eos_token_id:
         ids = np.append(ids, pack.eos_token_id)
         if mask is not None:
@@ -241,6 +265,15 @@ class _PackIterator(grain.DatasetIterator):
             if self._used(self._rows[i]) == size:
                 self._ready.append(self._rows.pop(i))
 
+    def _emit_oldest_if_held_too_long(self) -> None:
+        """Emit the open row holding the oldest document once ``max_held_documents`` have
+        been read since it (the first_fit rows a long run of larger documents never fills)."""
+        if len(self._docs) < self._pack.max_held_documents:
+            return
+        oldest = min(range(len(self._rows)), key=lambda r: (min(d for d, _, _ in self._rows[r]), r))
+        if min(d for d, _, _ in self._rows[oldest]) == 0:
+            self._ready.append(self._rows.pop(oldest))
+
     def _read(self) -> bool:
         """Read one document into the open rows; False at the end of the parent."""
         try:
@@ -250,6 +283,8 @@ class _PackIterator(grain.DatasetIterator):
         self._docs.append(_tokens(row, self._pack, self._input_rows))
         self._input_rows += 1
         self._place(len(self._docs) - 1)
+        if self._pack.strategy == "first_fit" and self._rows:
+            self._emit_oldest_if_held_too_long()
         return True
 
     def _emit(self, layout: list[tuple[int, int, int]]) -> dict[str, np.ndarray]:

@@ -361,6 +361,12 @@ def _pack_of(
     """The loader's ``Pack``; without an ``eos_token_id`` the first dataset's tokenizer's."""
     from easydata_grain.graph.pack import Pack
 
+    if stage.shuffle_packed:
+        raise NotSupportedYetError(
+            "pack.shuffle_packed=True is not supported yet: rows are shuffled before packing "
+            "(load.shuffle_buffer_size); set shuffle_packed: false."
+        )
+
     eos = None
     if stage.eos_token_id is None and tokenize is not None:
         first = config.datasets[0]

@@ -24,6 +24,7 @@ from easydata_grain import (
 )
 from easydata_grain.config import DatasetConfig, LoadStageConfig, PackStageConfig, PipelineConfig
 from easydata_grain.graph.pack import padding_batch
+from easydata_grain.io.errors import NotSupportedYetError
 from easydata_grain.pipeline import Pipeline
 from easydata_grain.synthetic import tiny_tokenizer, write_parquet_dataset
 
@@ -284,6 +285,11 @@ def test_the_pipeline_pack_stage(tmp_path: Path) -> None:
     expected = tokens + sum(1 for ids in tokenizer(texts)["input_ids"] if ids[-1] != eos)
     assert sum(int(b["attention_mask"].sum()) for b in batches) == expected
     assert "pack" in loader.describe()
+    shuffled = PipelineConfig.from_dict(
+        {**config.to_dict(), "pack": {"enabled": True, "shuffle_packed": True}}
+    )
+    with pytest.raises(NotSupportedYetError, match="shuffle_packed"):
+        Pipeline(shuffled).source().tokenize().pack().load().build()
 
 
 @pytest.mark.slow

@@ -26,6 +26,8 @@ from easydata_grain.batch_format import Column, ColumnarRows
 from easydata_grain.graph.columns import gather
 from easydata_grain.mix_order import MixtureOrder
 
+_CACHED_BLOCK_COLUMNS = 2
+
 StopStrategy = Literal["restart", "first_exhausted", "all_exhausted"]
 STOP_STRATEGIES = ("restart", "first_exhausted", "all_exhausted")
 
@@ -104,6 +106,7 @@ class MixedMapDataset(grain.MapDataset):
         self._names = list(names)
         self._offset = offset
         self._source_field = source_field
+        self._columns: dict[int, dict[str, Column]] = {}
 
     def __len__(self) -> int:
         return sys.maxsize if self._length is None else self._length
@@ -146,22 +149,43 @@ class MixedMapDataset(grain.MapDataset):
         return schemas[0]
 
     def _gather_columns(self, indices: Sequence[int]) -> dict[str, Column] | None:
-        """The rows at ``indices`` column by column: each component's blocks gathered into
-        the batch positions its rows take."""
+        """The rows at ``indices`` column by column, sliced from whole mixing blocks gathered
+        once (``_block_columns``)."""
         positions = np.asarray(indices, dtype=np.int64) + self._offset
-        components, rows = self.order.locate_many(positions)
+        size = self.order.block_size
+        blocks = positions // size
+        pieces = []
+        for block in np.unique(blocks):
+            columns = self._block_columns(int(block))
+            if columns is None:
+                return None
+            where = np.flatnonzero(blocks == block)
+            pieces.append((columns, where, positions[where] - block * size))
+        return gather(pieces, len(positions))
+
+    def _block_columns(self, block: int) -> dict[str, Column] | None:
+        """A whole mixing block's rows as columns: each component's blocks gathered into the
+        positions its rows take, once per mixing block (a batch then takes one slice)."""
+        cached = self._columns.get(block)
+        if cached is not None:
+            return cached
+        components, rows = self.order.block(block)
         pieces = []
         for c in np.unique(components):
             where = np.flatnonzero(components == c)
-            dataset = self._components[int(c)]
-            for block, slots, offsets in dataset._pieces(rows[where].tolist()):
-                if block.columns is None:
+            for source_block, slots, offsets in self._components[int(c)]._pieces(
+                rows[where].tolist()
+            ):
+                if source_block.columns is None:
                     return None
-                pieces.append((block.columns, where[slots], offsets))
-        batch = gather(pieces, len(positions))
+                pieces.append((source_block.columns, where[slots], offsets))
+        columns = gather(pieces, len(components))
         if self._source_field is not None:
-            batch[self._source_field] = [self._names[c] for c in components.tolist()]
-        return batch
+            columns[self._source_field] = [self._names[c] for c in components.tolist()]
+        self._columns[block] = columns
+        if len(self._columns) > _CACHED_BLOCK_COLUMNS:
+            self._columns.pop(next(iter(self._columns)))
+        return columns
 
     def realized(self, position: int) -> dict[str, int]:
         """Rows each component gave in this pass's positions ``[0, position)``."""

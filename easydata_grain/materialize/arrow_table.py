@@ -1,0 +1,84 @@
+"""Dict rows -> one Arrow table with the output's schema.
+
+Token ids arrive as numpy arrays (one per row): a column of them becomes a list column from
+one concatenation and its offsets, with no Python int per token. Every unit's table is cast to
+the one schema of the output, so that all shards agree; a unit whose rows cannot take it is an
+error naming its positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from easydata_grain.io.errors import MalformedRowError, SchemaMismatchError
+from easydata_grain.sources.file_source import describe_schema_difference
+
+_INT32_OFFSETS = 1 << 31
+
+
+def _numeric_lists(values: Sequence[Any]) -> pa.Array | None:
+    """A column of 1-d numeric numpy arrays of one dtype as a list array; None otherwise."""
+    first = values[0]
+    if not (isinstance(first, np.ndarray) and first.ndim == 1 and first.dtype.kind in "iuf"):
+        return None
+    dtype = first.dtype
+    if not all(isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype == dtype for v in values):
+        return None
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum([len(v) for v in values], out=offsets[1:])
+    flat = pa.array(np.concatenate(values))
+    if offsets[-1] < _INT32_OFFSETS:
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), flat)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), flat)
+
+
+def rows_table(rows: Sequence[Mapping[str, Any]], where: str) -> pa.Table:
+    """``rows`` (dicts with the same fields) as a table, column by column; ``where`` names the
+    rows (their positions) in the error for a row whose fields differ."""
+    if not rows:
+        return pa.table({})
+    names = list(rows[0])
+    expected = set(names)
+    for k, row in enumerate(rows):
+        if not isinstance(row, Mapping) or set(row) != expected:
+            got = sorted(row) if isinstance(row, Mapping) else type(row).__name__
+            raise MalformedRowError(
+                f"Row {k} of {where} has the fields {got}, but row 0 has {sorted(expected)}: "
+                "every row of a materialized output needs the same fields.",
+                hint="Give every row the same fields (AddField or a map that fills them).",
+            )
+    columns = {}
+    for name in names:
+        values = [row[name] for row in rows]
+        column = _numeric_lists(values)
+        columns[name] = column if column is not None else pa.array(values)
+    return pa.table(columns)
+
+
+def conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
+    """``table`` with the output's ``schema`` (columns in its order, types cast); a
+    ``SchemaMismatchError`` naming ``where`` when it cannot take it."""
+    if table.num_rows == 0 and table.num_columns == 0:
+        return schema.empty_table()
+    if table.schema.equals(schema):
+        return table
+    if sorted(table.column_names) != sorted(schema.names):
+        raise SchemaMismatchError(
+            f"{where} has the columns {table.column_names}, but the output's schema (from its "
+            f"first rows) has {schema.names}.",
+            hint="Every row needs the same fields.",
+        )
+    table = table.select(schema.names)
+    try:
+        return table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise SchemaMismatchError(
+            f"{where} cannot take the output's schema "
+            f"({describe_schema_difference(schema, table.schema)}): {exc}.",
+            hint="The schema is taken from the first rows; pass schema= to materialize() with "
+            "types that fit every row (a column that is null in the first rows, say).",
+        ) from exc

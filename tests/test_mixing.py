@@ -407,3 +407,40 @@ def test_columnar_mixed_batches_equal_row_batches(
                 assert [t.upper() for t in a[key]] == list(b[key])
             else:
                 np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))
+
+
+@pytest.mark.slow
+def test_two_real_hosts_mix_disjoint_complete_equal_and_restore_on_one(tmp_path: Path) -> None:
+    from easydata_grain import Hosts
+    from tests.multihost_worker import build
+    from tpu_scripts.simulate_multihost import run_slice
+
+    data = tmp_path / "data"
+    for i, name in enumerate("ab"):
+        write_parquet_dataset(data / name, num_shards=2, rows_per_shard=60 + 40 * i, seed=i)
+    script = Path(__file__).with_name("multihost_worker.py")
+    out = tmp_path / "out"
+    out.mkdir()
+    k = 10
+    result = run_slice(
+        2,
+        ["mix", str(data), str(out), "--save-at", str(k)],
+        script=script,
+        timeout=180,
+        work_dir=tmp_path / "w",
+    )
+    assert result.ok, result.describe()
+    hosts = [json.loads((out / f"host-{h}.json").read_text()) for h in range(2)]
+    assert len(hosts[0]) == len(hosts[1]) == k  # equal steps
+    one = build("mix", data)  # the same pipeline on one host, in this process
+    assert one.hosts == Hosts(0, 1)
+    expected = [next(one) for _ in range(k)]
+    for step in range(k):  # each global batch split between the hosts, disjoint and complete
+        both = hosts[0][step]["id"] + hosts[1][step]["id"]
+        assert both == expected[step]["id"].tolist()
+        assert hosts[0][step]["source"] + hosts[1][step]["source"] == list(expected[step]["source"])
+    # the checkpoint saved on 2 hosts restores elastically on 1
+    state = json.loads((out / "checkpoints" / str(k) / "loader" / "loader_state.json").read_text())
+    restored = build("mix", data)
+    restored.set_state(state)
+    assert [b["id"].tolist() for b in restored] == [b["id"].tolist() for b in one]

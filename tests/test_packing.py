@@ -298,11 +298,11 @@ def test_two_hosts_pack_their_rows_with_equal_steps_and_resume(tmp_path: Path) -
 
     data = tmp_path / "data"
     write_parquet_dataset(data, num_shards=2, rows_per_shard=150, row_group_size=20, max_tokens=30)
-    script = Path(__file__).with_name("pack_multihost_worker.py")
+    script = Path(__file__).with_name("multihost_worker.py")
     out = tmp_path / "out"
     out.mkdir()
     result = run_slice(
-        2, [str(data), str(out)], script=script, timeout=180, work_dir=tmp_path / "w"
+        2, ["pack", str(data), str(out)], script=script, timeout=180, work_dir=tmp_path / "w"
     )
     assert result.ok, result.describe()
     hosts = [json.loads((out / f"host-{h}.json").read_text()) for h in range(2)]
@@ -321,7 +321,7 @@ def test_two_hosts_pack_their_rows_with_equal_steps_and_resume(tmp_path: Path) -
     k = len(hosts[0]) // 2
     saved = tmp_path / "saved"
     saved.mkdir()
-    args = [str(data), str(saved)]
+    args = ["pack", str(data), str(saved)]
     assert run_slice(
         2, [*args, "--save-at", str(k)], script=script, timeout=180, work_dir=tmp_path / "s"
     ).ok

@@ -13,7 +13,8 @@ The JSON Lines part writes ``--json-rows`` rows (an id, a short text, 64 token i
 ``.jsonl`` and as ``.jsonl.gz`` shards and times, in the same run and over the same lines
 (decompressed the same way for ``.gz``), ``JsonShardedSource.open_shard`` over all shards (its
 line index built beforehand; that time is printed apart) against plain loops of
-``json.loads``, ``orjson.loads`` and ``msgspec`` (when installed) and against
+``json.loads``, ``orjson.loads`` (also with its list values made numpy arrays, as the
+source's default rows are) and ``msgspec`` (when installed) and against
 ``pyarrow.json.read_json`` (an Arrow table, not Python rows), best of ``--repeat`` rounds, with
 each reader's ratio to the ``orjson.loads`` loop.
 """
@@ -31,6 +32,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
@@ -225,6 +227,14 @@ def _loop_rows(paths: list[str], loads: Callable[[bytes], object]) -> Iterable[o
                     yield loads(line)
 
 
+def _numpy_row(row: dict) -> dict:
+    """A row with each list value made a numpy array: what a loop adds to give numpy rows."""
+    for key, value in row.items():
+        if type(value) is list:
+            row[key] = np.asarray(value)
+    return row
+
+
 def _pyarrow_json_rows(paths: list[str]) -> Iterable[object]:
     """One item per row of the Arrow tables (the rows are not made Python objects)."""
     for path in paths:
@@ -238,6 +248,12 @@ def _json_readers(paths: list[str], cache: str) -> list[tuple[str, Callable[[], 
         import orjson
 
         readers.append(("orjson.loads loop", lambda: _loop_rows(paths, orjson.loads)))
+        readers.append(
+            (
+                "orjson.loads loop + np.asarray lists",
+                lambda: _loop_rows(paths, lambda line: _numpy_row(orjson.loads(line))),
+            )
+        )
     except ImportError:
         print("orjson is not installed: no orjson loop (ratios are to the json loop)")
     readers.append(("json.loads loop", lambda: _loop_rows(paths, json.loads)))

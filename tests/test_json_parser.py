@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from easydata_grain import JsonShardedSource, MalformedRowError
@@ -277,3 +277,49 @@ def test_int_lists_of_many_rows_convert_like_one_row_at_a_time(
         assert same(row, reference(line))
     rows[0]["ids"][:] = -1  # rows own their arrays' contents: no other row changes
     assert same(rows[1], reference(lines[1]))
+
+
+column_items = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.integers(min_value=-2, max_value=2),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+int_lists = st.lists(st.integers(-2, 9), min_size=1, max_size=6) | st.just([])
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.one_of(
+        st.lists(int_lists, min_size=2, max_size=40),
+        st.lists(
+            st.one_of(int_lists, st.lists(column_items, max_size=6), st.none(), st.just("x")),
+            min_size=1,
+            max_size=40,
+        ),
+    ),
+    st.integers(1, 16),
+    st.booleans(),
+)
+@example(values=[[1, 2, 3], [4], [5, 6, 7, 8, 9]], batch_size=3, same_keys=True)
+def test_a_shared_key_converts_like_one_row_at_a_time(
+    tmp_path: Path, values: list[Any], batch_size: int, same_keys: bool
+) -> None:
+    """One key's lists in many rows (ints, 0/1 next to bools, floats, empty lists, lengths
+    that add up like equal ones, other kinds of value), packed a piece at a time, give each
+    row what the row-by-row conversion gives; rows with other keys take the row-by-row way."""
+    lines = [
+        json.dumps(
+            {"ids": value, "i": i} if same_keys or i % 3 else {"j": i, "ids": value}
+        ).encode()
+        for i, value in enumerate(values)
+    ]
+    path = tmp_path / "column.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    rows = read_all(path, tmp_path, batch_size=batch_size)
+    for row, line in zip(rows, lines, strict=True):
+        assert same(row, reference(line)), (line, row)

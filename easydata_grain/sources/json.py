@@ -11,6 +11,7 @@ import itertools
 import json
 import logging
 import lzma
+import operator
 import os
 import struct
 import zlib
@@ -201,50 +202,77 @@ def _to_row(value: dict[str, Any]) -> dict[str, Any]:
 
 def _lists_to_arrays(rows: list[dict[str, Any]]) -> None:
     """``_to_row`` for many rows, a key at a time: the int lists of one key in all rows are
-    packed into one int64 array, each row getting its slice (a view); a key whose lists are
-    not all ints of 64 bits (floats, bools, anything else) is converted row by row."""
-    keys: dict[str, tuple[list[dict[str, Any]], list[list[Any]]]] = {}
-    for row in rows:
-        for key, item in row.items():
-            if type(item) is list and item:
-                owners = keys.get(key)
-                if owners is None:
-                    keys[key] = ([row], [item])
-                else:
-                    owners[0].append(row)
-                    owners[1].append(item)
-    for key, (owners, lists) in keys.items():
-        array = _int_arrays(lists) if len(lists) > 1 else None
-        if array is None:
+    packed into one int64 array by one ``struct`` call, each row getting its slice (a view).
+    A row whose list holds a bool keeps its list (``struct`` packs bools as 0 and 1: only
+    those values are looked at); a key whose lists are not all ints of 64 bits (floats,
+    anything else) is converted row by row."""
+    for key, (owners, lists) in _list_columns(rows).items():
+        flat: list[Any] = []
+        for item in lists:
+            flat += item
+        array = np.empty(len(flat), np.int64)
+        try:
+            _packer("q", len(flat)).pack_into(array, 0, *flat)
+        except struct.error:
             for row, item in zip(owners, lists, strict=True):
                 converted = _numeric_array(item)
                 if converted is not None:
                     row[key] = converted
             continue
-        length = len(lists[0])
-        if len(array) == length * len(lists) and all(len(item) == length for item in lists):
+        lengths = list(map(len, lists))
+        ends = list(itertools.accumulate(lengths))
+        with_bools = _lists_with_bools(lists, ends, array)
+        if lengths.count(lengths[0]) == len(lengths):
             # Rows of one length: iterating the 2-d array makes the views in C.
-            for row, view in zip(owners, array.reshape(len(lists), length), strict=True):
+            views = iter(array.reshape(len(lists), lengths[0]))
+        else:
+            views = map(array.__getitem__, map(slice, [0, *ends], ends))
+        for position, (row, view) in enumerate(zip(owners, views, strict=True)):
+            if position not in with_bools:
                 row[key] = view
-            continue
-        ends = list(itertools.accumulate(map(len, lists)))
-        for row, start, end in zip(owners, [0, *ends], ends, strict=False):
-            row[key] = array[start:end]
 
 
-def _int_arrays(lists: list[list[Any]]) -> np.ndarray | None:
-    """All the lists' items as one int64 array when they are all ints of 64 bits (no bools:
-    ``struct`` packs those, their JSON text shows them); None otherwise."""
-    flat = list(itertools.chain.from_iterable(lists))
-    array = np.empty(len(flat), np.int64)
-    try:
-        struct.pack_into(f"={len(flat)}q", array, 0, *flat)
-    except struct.error:
-        return None
-    text = orjson.dumps(flat)
-    if b"t" in text or b"f" in text:
-        return None
-    return array
+def _list_columns(
+    rows: list[dict[str, Any]],
+) -> dict[str, tuple[list[dict[str, Any]], list[list[Any]]]]:
+    """For each key, the rows whose value there is a non-empty list, and those lists; a key
+    at a time (in C) when all rows have the first row's keys, else row by row."""
+    keys = rows[0].keys()
+    columns: dict[str, tuple[list[dict[str, Any]], list[list[Any]]]] = {}
+    if len(set().union(*rows)) == len(keys) and set(map(len, rows)) == {len(keys)}:
+        for key in keys:
+            values = list(map(operator.itemgetter(key), rows))
+            kinds = set(map(type, values))
+            if kinds == {list} and all(values):
+                columns[key] = (rows, values)
+            elif list in kinds:
+                owners = [row for row in rows if type(row[key]) is list and row[key]]
+                if owners:
+                    columns[key] = (owners, [row[key] for row in owners])
+        return columns
+    for row in rows:
+        for key, item in row.items():
+            if type(item) is list and item:
+                owners, lists = columns.setdefault(key, ([], []))
+                owners.append(row)
+                lists.append(item)
+    return columns
+
+
+def _lists_with_bools(lists: list[list[Any]], ends: list[int], packed: np.ndarray) -> set[int]:
+    """The positions of the lists holding a bool, ``packed`` being all their items (list
+    ``i`` ending at ``ends[i]``) packed as int64: only a 0 or a 1 there may be one."""
+    small = packed.view(np.uint64) <= 1
+    if not small.any():
+        return set()
+    suspects = np.flatnonzero(small)
+    owners = np.searchsorted(ends, suspects, side="right")
+    firsts = np.asarray([0, *ends])[owners]
+    return {
+        owner
+        for owner, item in zip(owners.tolist(), (suspects - firsts).tolist(), strict=True)
+        if type(lists[owner][item]) is bool
+    }
 
 
 def _content(head: bytes) -> bytes:

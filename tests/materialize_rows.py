@@ -49,6 +49,15 @@ def null_label_first(row: dict[str, Any]) -> dict[str, Any]:
 NULL_LABEL_FIRST = MapFunction(null_label_first)
 
 
+def numbers_from_1500(row: dict[str, Any]) -> dict[str, Any]:
+    """A map that puts a number where the text should be from id 1500 on (past the first
+    rows, which a run reads in the driver)."""
+    return {**row, "text": row["id"]} if row["id"] >= 1500 else row
+
+
+NUMBERS_FROM_1500 = MapFunction(numbers_from_1500)
+
+
 class FaultyRows:
     """``inner``'s rows, except that units starting at ``from_position`` or later fail:
     ``"raise"`` an error, ``"exit"`` the process the first time (``marker`` records it), or

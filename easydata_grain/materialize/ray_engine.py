@@ -7,9 +7,9 @@ task whose worker dies (killed, out of memory, a lost node) is retried by Ray up
 ``max_retries`` times, and a retry finds the shards already finished and verified. The rows go
 to the object store once. Ray is imported only when this engine runs.
 
-Ray, left alone, contacts cloud metadata addresses when it starts and binds to the host's
-network address. A local cluster started here starts under ``loopback_environment()``: its
-processes talk only to 127.0.0.1. The tasks get the driver's storage settings (credentials,
+Ray, left alone, contacts cloud metadata addresses (and its usage-stats server) when it
+starts. A local cluster started here starts under ``loopback_environment()``, so its processes
+send nothing beyond this host. The tasks get the driver's storage settings (credentials,
 emulator endpoints, proxies) as ``runtime_env`` variables, since a cluster's workers do not
 inherit the driver's environment.
 """
@@ -94,8 +94,8 @@ def loopback_environment(environ: MutableMapping[str, str] = os.environ) -> Iter
 
 
 def start_local_ray(num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
-    """Start a Ray cluster on this host for this process, on loopback only (see the module's
-    docstring); ``ray.shutdown()`` stops it."""
+    """Start a Ray cluster on this host for this process, in ``loopback_environment()`` (see
+    the module's docstring); ``ray.shutdown()`` stops it."""
     import ray
 
     with loopback_environment():
@@ -104,7 +104,6 @@ def start_local_ray(num_cpus: int | None = None, object_store_memory: int | None
             num_cpus=num_cpus,
             object_store_memory=object_store_memory,
             include_dashboard=False,
-            _node_ip_address="127.0.0.1",
         )
 
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     )
     from easydata_grain.device_loader import DeviceLoader
     from easydata_grain.distributed import Hosts, make_global_batch
+    from easydata_grain.graph.chunked_map import ChunkedMapDataset, ChunkedMapIterDataset
     from easydata_grain.graph.pack import Pack, PackIterDataset
     from easydata_grain.io.errors import (
         AccessDeniedError,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from easydata_grain.io.retry import NO_RETRY, RetryPolicy
     from easydata_grain.io.stats import IOStats
     from easydata_grain.loader import AsyncDataLoader
+    from easydata_grain.op_protocols import BatchMap, FieldTransform, Fingerprinted
     from easydata_grain.order import EpochOrder
     from easydata_grain.pipeline import Pipeline
     from easydata_grain.sources.concat import ConcatSource
@@ -68,17 +70,17 @@ if TYPE_CHECKING:
     from easydata_grain.sources.protocol import (
         ColumnarSource,
         DescribedSource,
+        IdentifiedSource,
         IndexedSource,
+        ProjectableSource,
         ShardedSource,
         SkippingSource,
     )
     from easydata_grain.sources.skipped import SkippedRow
     from easydata_grain.sources.transformed import TransformedShardedSource
-    from easydata_grain.transforms.base import BatchMap, FieldTransform, Fingerprinted
     from easydata_grain.transforms.chain import Chain, MapChain, chain, flatten_transforms
     from easydata_grain.transforms.chat import ChatTemplateTransform
     from easydata_grain.transforms.chatml import ConvertInputOutputToChatML, ConvertToChatML
-    from easydata_grain.transforms.chunked import ChunkedMapDataset, ChunkedMapIterDataset
     from easydata_grain.transforms.collate import Collate
     from easydata_grain.transforms.fields import (
         AddField,
@@ -115,6 +117,8 @@ _MODULE_OF = {
     "DeviceLoader": "easydata_grain.device_loader",
     "Hosts": "easydata_grain.distributed",
     "make_global_batch": "easydata_grain.distributed",
+    "ChunkedMapDataset": "easydata_grain.graph.chunked_map",
+    "ChunkedMapIterDataset": "easydata_grain.graph.chunked_map",
     "Pack": "easydata_grain.graph.pack",
     "PackIterDataset": "easydata_grain.graph.pack",
     "AccessDeniedError": "easydata_grain.io.errors",
@@ -141,6 +145,9 @@ _MODULE_OF = {
     "RetryPolicy": "easydata_grain.io.retry",
     "IOStats": "easydata_grain.io.stats",
     "AsyncDataLoader": "easydata_grain.loader",
+    "BatchMap": "easydata_grain.op_protocols",
+    "FieldTransform": "easydata_grain.op_protocols",
+    "Fingerprinted": "easydata_grain.op_protocols",
     "EpochOrder": "easydata_grain.order",
     "Pipeline": "easydata_grain.pipeline",
     "ConcatSource": "easydata_grain.sources.concat",
@@ -153,14 +160,13 @@ _MODULE_OF = {
     "ParquetShardedSource": "easydata_grain.sources.parquet",
     "ColumnarSource": "easydata_grain.sources.protocol",
     "DescribedSource": "easydata_grain.sources.protocol",
+    "IdentifiedSource": "easydata_grain.sources.protocol",
     "IndexedSource": "easydata_grain.sources.protocol",
+    "ProjectableSource": "easydata_grain.sources.protocol",
     "ShardedSource": "easydata_grain.sources.protocol",
     "SkippingSource": "easydata_grain.sources.protocol",
     "SkippedRow": "easydata_grain.sources.skipped",
     "TransformedShardedSource": "easydata_grain.sources.transformed",
-    "BatchMap": "easydata_grain.transforms.base",
-    "FieldTransform": "easydata_grain.transforms.base",
-    "Fingerprinted": "easydata_grain.transforms.base",
     "Chain": "easydata_grain.transforms.chain",
     "MapChain": "easydata_grain.transforms.chain",
     "chain": "easydata_grain.transforms.chain",
@@ -168,8 +174,6 @@ _MODULE_OF = {
     "ChatTemplateTransform": "easydata_grain.transforms.chat",
     "ConvertInputOutputToChatML": "easydata_grain.transforms.chatml",
     "ConvertToChatML": "easydata_grain.transforms.chatml",
-    "ChunkedMapDataset": "easydata_grain.transforms.chunked",
-    "ChunkedMapIterDataset": "easydata_grain.transforms.chunked",
     "Collate": "easydata_grain.transforms.collate",
     "AddField": "easydata_grain.transforms.fields",
     "CombineFields": "easydata_grain.transforms.fields",
@@ -240,6 +244,7 @@ __all__ = [
     "Hosts",
     "HuggingFaceShardedSource",
     "IOStats",
+    "IdentifiedSource",
     "InMemorySource",
     "IndexedSource",
     "JsonShardedSource",
@@ -266,6 +271,7 @@ __all__ = [
     "ParquetShardedSource",
     "Pipeline",
     "PipelineConfig",
+    "ProjectableSource",
     "RayConfig",
     "RenameFields",
     "RetriesExhaustedError",

@@ -7,6 +7,8 @@ import hashlib
 import json
 from typing import Any
 
+from easydata_grain.op_protocols import Fingerprinted
+
 
 def digest(value: Any) -> str:
     """A short, stable hash of a JSON-serializable value."""
@@ -15,8 +17,12 @@ def digest(value: Any) -> str:
 
 
 def describe(fn: Any) -> str:
-    """A stable name for a transform: its class or function, module-qualified, and its fields."""
+    """A stable name for a transform: its class or function, module-qualified, and what it does:
+    its ``fingerprint()`` when it is ``Fingerprinted`` (a tokenizer by its content, not its
+    name), else its fields."""
     kind = fn if isinstance(fn, type) else type(fn)
+    if isinstance(fn, Fingerprinted) and not isinstance(fn, type):
+        return f"{kind.__module__}.{kind.__qualname__}#{fn.fingerprint()}"
     if dataclasses.is_dataclass(fn) and not isinstance(fn, type):
         fields = {f.name: getattr(fn, f.name) for f in dataclasses.fields(fn)}
         return f"{kind.__module__}.{kind.__qualname__}{fields}"  # nested values included

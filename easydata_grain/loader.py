@@ -21,6 +21,7 @@ from easydata_grain.sources.concat import ConcatSource
 from easydata_grain.sources.mixed import MixedShardedSource
 from easydata_grain.sources.protocol import IndexedSource, ShardedSource
 from easydata_grain.sources.resolve import resolve_sources
+from easydata_grain.transforms.chain import Chain, flatten_transforms
 from easydata_grain.transforms.collate import Collate
 from easydata_grain.types import Transform
 
@@ -46,10 +47,12 @@ class AsyncDataLoader:
     dataset, any iterable) run in **streaming** mode with a shuffle buffer whose contents are
     saved with the state.
 
-    ``transforms`` are Grain ``Map``/``RandomMap``/``Filter`` operations or plain callables
-    (maps), applied per row in order before batching. Batches are dicts of numpy arrays (text
-    stays a list of ``str``); ragged numeric fields raise unless ``pad`` asks for padding (see
-    ``Collate``). ``prefetch_workers`` threads read blocks ahead of the consumer and a
+    ``transforms`` are Grain ``Map``/``RandomMap``/``Filter`` operations, plain callables
+    (maps) or chains of them (``a >> b``; a list may hold chains), applied to each row in order
+    before batching. A batched map (``BatchMap``: ``TokenizeTransform``) is given lists of
+    consecutive rows, one call each, and the source reads only the columns the transforms need
+    (see ``describe()``). Batches are dicts of numpy arrays (text stays a list of ``str``);
+    ragged numeric fields raise unless ``pad`` asks for padding (see ``Collate``). ``prefetch_workers`` threads read blocks ahead of the consumer and a
     background thread keeps ``prefetch_buffer_size`` batches ready; ``worker_processes > 0``
     runs the transforms in that many processes instead (for heavy Python transforms).
 
@@ -73,7 +76,7 @@ class AsyncDataLoader:
         *,
         num_epochs: int | None = 1,
         drop_remainder: bool = False,
-        transforms: Sequence[Transform] = (),
+        transforms: Sequence[Transform | Chain] | Chain = (),
         pad: bool | dict[str, int] = False,
         pad_value: int | float = 0,
         worker_processes: int = 0,
@@ -112,14 +115,15 @@ class AsyncDataLoader:
         ):
             if not isinstance(value, bool):
                 raise TypeError(f"{flag} must be a bool, got {value!r}")
-        transforms = list(transforms)
+        transforms = flatten_transforms(transforms)
         for transform in transforms:
             if not callable(transform) and not isinstance(
                 transform,
                 grain.transforms.Map | grain.transforms.RandomMap | grain.transforms.Filter,
             ):
                 raise TypeError(
-                    f"transforms must be Grain Map/RandomMap/Filter or callables, got {transform!r}"
+                    "transforms must be Grain Map/RandomMap/Filter operations, callables or "
+                    f"chains of them, got {transform!r}"
                 )
         self.batch_size = batch_size
         self.global_batch_size = batch_size * self.hosts.count
@@ -347,7 +351,8 @@ class AsyncDataLoader:
         A mixture adds ``mixture``: each source's rows, realized share and target weight.
         """
         elapsed = time.perf_counter() - self._started if self._started is not None else 0.0
-        io = self.source.stats.snapshot() if isinstance(self.source, IndexedSource) else {}
+        read = self.plan.source  # projected: reads only the columns the transforms need
+        io = read.stats.snapshot() if isinstance(read, IndexedSource) else {}
         per_second = 1.0 / elapsed if elapsed > 0 else 0.0
         return {
             "batches": self._batches,

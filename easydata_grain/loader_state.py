@@ -21,7 +21,7 @@ from easydata_grain.graph.compiler import NEXT_INDEX
 from easydata_grain.graph.host_split import SERVED, START
 from easydata_grain.graph.plan import Mode, Plan, Resume
 from easydata_grain.io.errors import LoaderStateError
-from easydata_grain.sources.protocol import IndexedSource, ShardedSource
+from easydata_grain.sources.protocol import IdentifiedSource, ShardedSource
 
 STATE_VERSION = 3
 _FIELDS = frozenset(
@@ -66,8 +66,9 @@ def fingerprint(plan: Plan) -> dict[str, Any]:
 
 def _identities(source: Any) -> list[str]:
     """What identifies the data: each shard's name, rows and version where the source knows
-    them; the shard names of a stream; else its description (without memory addresses)."""
-    if isinstance(source, IndexedSource):
+    them (a stream through transforms: with their fingerprint); the shard names of a stream;
+    else its description (without memory addresses)."""
+    if isinstance(source, IdentifiedSource):
         return source.identities()
     if isinstance(source, ShardedSource):
         return [str(name) for name in source.shard_names]

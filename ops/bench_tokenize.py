@@ -40,10 +40,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from easydata_grain import AsyncDataLoader, InMemorySource, ParquetShardedSource
+from easydata_grain.graph.chunked_map import ChunkedMapDataset
 from easydata_grain.sources.transformed import TransformedShardedSource
 from easydata_grain.synthetic import TINY_CHAT_TEMPLATE, synthetic_table, tiny_tokenizer
 from easydata_grain.transforms.chat import ChatTemplateTransform
-from easydata_grain.transforms.chunked import ChunkedMapDataset
 from easydata_grain.transforms.fields import DropFields
 from easydata_grain.transforms.tokenize import TokenizeTransform
 

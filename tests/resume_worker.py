@@ -9,10 +9,15 @@ process) and by the fresh processes it starts::
 ``save`` runs ``STEPS`` batches, saves a toy model state and the loader's state with a real
 Orbax ``CheckpointManager`` at step ``STEPS``, and writes the batches it saw to ``OUT.pkl``.
 ``restore`` restores the latest step into a new loader and a model template, continues to the
-end, and writes the restored model and the remaining batches to ``OUT.pkl``.
+end, and writes the restored model and the remaining batches to ``OUT.pkl``. Run as one host
+of a slice (``tpu_scripts/simulate_multihost.py`` appends ``--coordinator ADDR --num-processes
+N --process-id I``), it joins ``jax.distributed`` first, the loader takes its host from JAX,
+and each host writes ``OUT.pkl.host{I}``.
 
 A spec is ``{"sources": [[path, ...], ...], "loader": {kwargs}, "transforms": [name, ...]}``;
 transform names index ``TRANSFORMS`` (module-level, so picklable and fingerprinted by name).
+``"chained": true`` passes the transforms as one chain (``a >> b``) when none is a RandomMap;
+``"tokenizer_vocab": n`` sizes the tiny tokenizer the ``tokenize`` transform uses (512).
 ``{"hub": {kwargs}, ...}`` in place of ``"sources"`` reads ``HuggingFaceShardedSource(**kwargs)``
 (the processes inherit ``HF_ENDPOINT`` and ``HF_HOME`` from the test run). ``{"mix": {kwargs}}``
 mixes the sources with ``MixedShardedSource(sources, **kwargs)``; ``{"pack": {kwargs}}`` packs
@@ -21,6 +26,7 @@ with ``Pack(**kwargs)``.
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import sys
@@ -33,11 +39,18 @@ import numpy as np
 from easydata_grain import (
     AsyncDataLoader,
     ConcatSource,
+    DropFields,
+    FilterByField,
     Hosts,
     HuggingFaceShardedSource,
+    MapField,
     MixedShardedSource,
     Pack,
     ParquetShardedSource,
+    RenameFields,
+    SelectFields,
+    TokenizeTransform,
+    chain,
 )
 
 
@@ -75,12 +88,31 @@ def keep_tokens(element: dict[str, Any]) -> dict[str, Any]:
     return {"input_ids": element["input_ids"]}
 
 
+def few_words(text: str) -> bool:
+    """Whether a text has at most four words (a predicate for ``FilterByField``)."""
+    return len(text.split()) <= 4
+
+
+@functools.lru_cache
+def tokenizer(vocab_size: int = 512) -> Any:
+    """The tiny tokenizer with ``vocab_size`` tokens (made once per process)."""
+    from easydata_grain.synthetic import tiny_tokenizer
+
+    return tiny_tokenizer(vocab_size=vocab_size)
+
+
 TRANSFORMS = {
     "keep_tokens": lambda: keep_tokens,
     "filter": lambda: KeepNotDivisible(3),
     "map": AddLength,
     "random_map": AddNoise,
     "function": lambda: upper_text,
+    # Our transforms (declared fields; ``tokenize``, batched, is made by ``make_transform``).
+    "few_words": lambda: FilterByField("text", few_words),
+    "upper_field": lambda: MapField("text", str.upper),
+    "round_trip": lambda: RenameFields({"text": "body"}) >> RenameFields({"body": "text"}),
+    "select": lambda: SelectFields(["id", "text", "input_ids"]),
+    "drop_tokens": lambda: DropFields("tokens", strict=False),
 }
 
 
@@ -96,6 +128,14 @@ class ShardsOnly:
 
     def open_shard_at_row(self, shard: str, row: int) -> Any:
         return self._source.open_shard_at_row(shard, row)
+
+
+def make_transform(name: str, spec: dict[str, Any]) -> Any:
+    """The transform ``name`` (``tokenize``: ``text`` -> ``tokens`` with the spec's tokenizer)."""
+    if name == "tokenize":
+        vocab = spec.get("tokenizer_vocab", 512)
+        return TokenizeTransform(tokenizer(vocab), output_field="tokens")
+    return TRANSFORMS[name]()
 
 
 def build_loader(spec: dict[str, Any], **overrides: Any) -> AsyncDataLoader:
@@ -116,7 +156,9 @@ def build_loader(spec: dict[str, Any], **overrides: Any) -> AsyncDataLoader:
     kwargs = {**spec["loader"], **overrides}
     if "hosts" in spec:
         kwargs["hosts"] = Hosts(*spec["hosts"])
-    transforms = [TRANSFORMS[name]() for name in spec.get("transforms", [])]
+    transforms: Any = [make_transform(name, spec) for name in spec.get("transforms", [])]
+    if spec.get("chained") and transforms and not any(isinstance(t, AddNoise) for t in transforms):
+        transforms = chain(*transforms)
     if "pack" in spec:
         kwargs["pack"] = Pack(**spec["pack"])
     return AsyncDataLoader(source, transforms=transforms, **kwargs)
@@ -182,8 +224,29 @@ def restore(spec_path: str, directory: str, out: str) -> None:
     Path(out).write_bytes(pickle.dumps({"step": step, "model": model, "batches": batches}))
 
 
+def join_slice(argv: list[str]) -> list[str]:
+    """``argv`` without the simulator's ``--coordinator/--num-processes/--process-id`` flags;
+    with them, this process joins ``jax.distributed`` first (one host of a slice)."""
+    if "--coordinator" not in argv:
+        return argv
+    at = argv.index("--coordinator")
+    flags = dict(zip(argv[at::2], argv[at + 1 :: 2], strict=True))
+    import jax
+
+    jax.distributed.initialize(
+        coordinator_address=flags["--coordinator"],
+        num_processes=int(flags["--num-processes"]),
+        process_id=int(flags["--process-id"]),
+        heartbeat_timeout_seconds=10,
+        shutdown_timeout_seconds=10,
+    )
+    argv = argv[:at]
+    argv[-1] += f".host{jax.process_index()}"  # each host writes its own OUT.pkl
+    return argv
+
+
 def main(argv: list[str]) -> None:
-    command, *args = argv
+    command, *args = join_slice(argv)
     if command == "save":
         save(args[0], args[1], int(args[2]), args[3])
     elif command == "restore":

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from easydata_grain.graph.chunked_map import ChunkedMapDataset, ChunkedMapIterDataset
 from easydata_grain.io.errors import MalformedRowError, MissingColumnError
 from easydata_grain.synthetic import synthetic_table, tiny_tokenizer
 from easydata_grain.transforms.chain import MapChain
-from easydata_grain.transforms.chunked import ChunkedMapDataset, ChunkedMapIterDataset
 from easydata_grain.transforms.fields import RenameFields
 from easydata_grain.transforms.tokenize import TokenizeTransform
 

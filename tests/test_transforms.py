@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from easydata_grain.io.errors import MalformedRowError, MissingColumnError
-from easydata_grain.transforms.base import FieldTransform, Fingerprinted
+from easydata_grain.op_protocols import FieldTransform, Fingerprinted
 from easydata_grain.transforms.chain import Chain, MapChain, chain, flatten_transforms
 from easydata_grain.transforms.chatml import ConvertInputOutputToChatML, ConvertToChatML
 from easydata_grain.transforms.fields import (

@@ -1,8 +1,10 @@
 """The compiler: a source and the loader's settings -> a ``Plan`` -> a Grain dataset per host.
 
-Every decision is taken once, in ``plan_pipeline``: the mode (indexed when the source declares
-``IndexedSource``), where hosts split, whether batches are random-access elements gathered
-column by column, and the resume rule. ``build_dataset`` only follows the plan.
+Every decision is taken once, in ``plan_pipeline``: the columns the source reads (the row ops'
+declared fields, walked back from the batch), the mode (indexed when the source declares
+``IndexedSource``), where hosts split, how batched maps (a tokenizer) run, whether batches are
+random-access elements gathered column by column, and the resume rule. ``build_dataset`` only
+follows the plan.
 """
 
 from __future__ import annotations
@@ -14,26 +16,37 @@ import pyarrow as pa
 
 from easydata_grain.batch_format import ColumnarBatchFn
 from easydata_grain.graph.batch_dataset import BatchedMapDataset, BatchIterDataset
+from easydata_grain.graph.chunked_map import ChunkedMapDataset, ChunkedMapIterDataset
 from easydata_grain.graph.drop_skipped import DropSkippedRows
-from easydata_grain.graph.host_split import MASK, HostSliceDataset, HostSliceIterDataset
+from easydata_grain.graph.host_split import (
+    MASK,
+    HostSliceDataset,
+    HostSliceIterDataset,
+    PaddingMask,
+)
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.graph.mix import MixedMapDataset, mixture_length
 from easydata_grain.graph.pack import PackIterDataset
-from easydata_grain.graph.plan import Mode, Plan, Resume, Settings, Split
+from easydata_grain.graph.plan import Batching, Mode, Plan, Resume, Settings, Split, op_name
 from easydata_grain.graph.shuffle_buffer import ShuffleBufferIterDataset
 from easydata_grain.graph.stream_source import SourceIterDataset, not_resumable_reason
 from easydata_grain.graph.thread_prefetch import PrefetchThreadIterDataset
 from easydata_grain.graph.worker_processes import prefetch_in_processes
+from easydata_grain.op_protocols import BatchMap, FieldTransform
 from easydata_grain.sources.mixed import MixedShardedSource
 from easydata_grain.sources.protocol import (
     ColumnarSource,
     IndexedSource,
+    ProjectableSource,
     SkippingSource,
     missing_members,
 )
 
 NEXT_INDEX = "next_index"
 """The key of a Grain ``MapDataset`` iterator's state: the next element's index."""
+
+ROWS_PER_CALL = 1024
+"""Rows a batched map (a tokenizer) is given per call, where the batches leave the choice."""
 
 
 def _mode(source: Any) -> tuple[Mode, str]:
@@ -82,6 +95,7 @@ def plan_pipeline(source: Any, settings: Settings) -> Plan:
     skips = any(isinstance(p, SkippingSource) and p.skips_rows for p in parts)
     transforms = tuple(settings.transforms)
     row_ops = (DropSkippedRows(),) * (skips and mode is Mode.INDEXED) + transforms
+    source, columns, columns_reason = _projection(source, settings, row_ops)
     counts_change = skips or any(isinstance(t, grain.transforms.Filter) for t in transforms)
     hosts = settings.hosts
     rows_per_epoch = None
@@ -130,6 +144,9 @@ def plan_pipeline(source: Any, settings: Settings) -> Plan:
         rows_per_epoch=rows_per_epoch,
         rows_per_pass=rows_per_pass,
         row_ops=row_ops,
+        batching=_batching(mode, settings, row_ops, random_access),
+        columns=columns,
+        columns_reason=columns_reason,
         counts_change=counts_change,
         split=split,
         pad_last=pad_last,
@@ -138,6 +155,108 @@ def plan_pipeline(source: Any, settings: Settings) -> Plan:
         columnar_reason=columnar_reason,
         resume=resume,
         resume_reason=resume_reason,
+    )
+
+
+def _fields_needed(
+    row_ops: tuple[Any, ...], settings: Settings
+) -> tuple[frozenset[str] | None, str]:
+    """The fields the row ops need from the source so that what the batch (or the packer)
+    takes exists after them, walking the ops backwards with ``fields_needed``; None: every
+    field. Also what decided it, in words."""
+    pack = settings.pack
+    needed: frozenset[str] | None = None
+    why = "the batch takes every field the transforms leave"
+    if pack is not None:
+        needed = frozenset({pack.field} | ({pack.mask_field} if pack.mask_field else set()))
+        why = f"packing reads {sorted(needed)}"
+    for op in reversed(row_ops):
+        before = needed
+        needed = op.fields_needed(needed) if isinstance(op, FieldTransform) else None
+        if needed is None and before is not None:
+            why = f"{op_name(op)} may read any field"
+        elif needed is not None and before is None:
+            why = f"{op_name(op)} keeps only the fields it names"
+    return needed, why
+
+
+def _projection(
+    source: Any, settings: Settings, row_ops: tuple[Any, ...]
+) -> tuple[Any, tuple[str, ...] | None, str]:
+    """The source reading only the columns the pipeline needs (``ProjectableSource``), the
+    columns kept (None: all) and why, in words (empty when the source cannot project)."""
+    if not isinstance(source, ProjectableSource):
+        return source, None, ""
+    names = source.column_names
+    if names is None:
+        return source, None, ""
+    needed, why = _fields_needed(row_ops, settings)
+    if needed is None:
+        return source, None, f"all {len(names)} of the source's: {why}"
+    kept = tuple(name for name in names if name in needed)
+    if not kept or len(kept) == len(names):
+        what = "all" if kept else "all (none is needed, but a row needs a column)"
+        return source, None, f"{what} {len(names)} of the source's: {why}"
+    left_out = [name for name in names if name not in needed]
+    return (
+        source.with_columns(kept),
+        kept,
+        f"{list(kept)}, not {left_out} (projected into the reads: {why})",
+    )
+
+
+def _batching(
+    mode: Mode, settings: Settings, row_ops: tuple[Any, ...], random_access: bool
+) -> Batching | None:
+    """How the row ops' ``BatchMap``s run: on lists of consecutive rows, aligned with the
+    batches where batches are random-access elements, and inside each worker process where
+    worker processes are given every n-th row."""
+    if not any(isinstance(op, BatchMap) for op in row_ops):
+        return None
+    s = settings
+    if mode is Mode.STREAMING:
+        return Batching(
+            ROWS_PER_CALL,
+            False,
+            "ChunkedMapIterDataset over the stream (its state: the parent's state at the "
+            "chunk's start and an offset)",
+        )
+    if random_access and s.worker_processes:
+        return Batching(
+            s.batch_size,
+            False,
+            "ChunkedMapDataset, one call per batch: each worker process makes whole batches, "
+            "so it transforms only its own rows",
+        )
+    if random_access:
+        rows = s.batch_size * max(1, ROWS_PER_CALL // s.batch_size)
+        where = "this host's rows, after the host split" if s.hosts.count > 1 else "the rows"
+        return Batching(
+            rows,
+            False,
+            f"ChunkedMapDataset over {where}, whole batches per call; random access and the "
+            "O(1) resume are kept (at most one call is made again)",
+        )
+    if not s.worker_processes:
+        return Batching(
+            ROWS_PER_CALL,
+            False,
+            "ChunkedMapDataset over the rows in the order, random access kept (a filter's "
+            "dropped rows are left out of the calls)",
+        )
+    first = next(i for i, op in enumerate(row_ops) if isinstance(op, BatchMap))
+    if any(isinstance(op, grain.transforms.RandomMap) for op in row_ops[first:]):
+        return Batching(
+            0,
+            False,
+            "worker processes are each given every n-th row, and a RandomMap after the "
+            "batched map must stay on the rows' positions (put it before, to batch)",
+        )
+    return Batching(
+        ROWS_PER_CALL,
+        True,
+        "in each worker process over the rows it is given (every n-th row): the row ops from "
+        "there on run as ChunkedMapIterDataset and Grain IterDataset ops",
     )
 
 
@@ -193,9 +312,19 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
     if plan.mode is Mode.INDEXED:
         if plan.row_ops:
             rows = rows.seed(s.seed)  # for RandomMap; without row ops batches can be columnar
+        in_workers = _first_in_workers(plan)
         if plan.split is Split.BEFORE_ROW_OPS:
-            rows = HostSliceDataset(rows, s.hosts, s.global_batch_size, pad_last=plan.pad_last)
-        rows = _apply(rows, plan.row_ops)
+            # With row ops, the padding mask is added after them (they may rebuild the rows).
+            mask_after = plan.pad_last and bool(plan.row_ops)
+            total = len(rows)
+            rows = HostSliceDataset(
+                rows, s.hosts, s.global_batch_size, pad_last=plan.pad_last, mask=not mask_after
+            )
+            rows = _apply(rows, plan.row_ops[:in_workers], plan.batching)
+            if mask_after:
+                rows = rows.map_with_index(PaddingMask(s.hosts, s.global_batch_size, total))
+        else:
+            rows = _apply(rows, plan.row_ops[:in_workers], plan.batching)
         if plan.batches_random_access:
             # Batches as random-access elements: Grain's per-element iterator overhead is paid
             # once per batch, and the state counts batches.
@@ -211,13 +340,14 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
             dataset = BatchIterDataset(rows)  # Grain's iterator, without its per-batch cost
         else:  # Grain's own: it skips filtered-out rows, and worker processes slice it
             dataset = rows.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+            dataset = _apply(dataset, plan.row_ops[in_workers:], plan.batching)
     else:
         # An unresumable stream (say, a datasets shuffle) still iterates; get_state refuses.
         stream: grain.IterDataset = SourceIterDataset(plan.source, allow_unresumable=True)
         seed = s.seed + pass_number  # each pass over the stream shuffles anew
         if s.shuffle_buffer_size:
             stream = ShuffleBufferIterDataset(stream, s.shuffle_buffer_size, seed=seed)
-        dataset = _apply(stream.seed(seed), plan.row_ops)
+        dataset = _apply(stream.seed(seed), plan.row_ops, plan.batching)
     if plan.split is Split.AFTER_ROW_OPS:
         dataset = HostSliceIterDataset(
             dataset, s.hosts, s.global_batch_size, pad_last=plan.pad_last
@@ -259,12 +389,29 @@ def _mixture(plan: Plan, pass_number: int) -> MixedMapDataset:
     )
 
 
-def _apply(dataset: Any, row_ops: tuple[Any, ...]) -> Any:
+def _first_in_workers(plan: Plan) -> int:
+    """The index of the first row op that runs in each worker process over its own rows (the
+    first batched map, when ``Batching.in_workers``); ``len(row_ops)`` when none does."""
+    if plan.batching is None or not plan.batching.in_workers:
+        return len(plan.row_ops)
+    return next(i for i, op in enumerate(plan.row_ops) if isinstance(op, BatchMap))
+
+
+def _apply(dataset: Any, row_ops: tuple[Any, ...], batching: Batching | None) -> Any:
+    """``dataset`` through ``row_ops`` (a ``MapDataset`` or an ``IterDataset``); a
+    ``BatchMap`` on lists of ``batching.rows_per_call`` consecutive rows."""
     for op in row_ops:
         if isinstance(op, grain.transforms.Filter):
             dataset = dataset.filter(op)
         elif isinstance(op, grain.transforms.RandomMap):
             dataset = dataset.random_map(op)
+        elif isinstance(op, BatchMap) and batching is not None and batching.rows_per_call:
+            chunked = (
+                ChunkedMapDataset
+                if isinstance(dataset, grain.MapDataset)
+                else ChunkedMapIterDataset
+            )
+            dataset = chunked(dataset, op, batching.rows_per_call)
         else:
             dataset = dataset.map(op)
     return dataset

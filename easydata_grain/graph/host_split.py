@@ -31,11 +31,47 @@ def _masked(row: Any, valid: bool) -> Any:
     return {**row, MASK: valid}
 
 
+def host_position(index: int, hosts: Hosts, global_batch_size: int) -> int:
+    """The global position of element ``index`` of host ``hosts.index``'s part."""
+    local = hosts.split(global_batch_size)
+    batch, offset = divmod(index, local)
+    return batch * global_batch_size + hosts.index * local + offset
+
+
+class PaddingMask(grain.transforms.MapWithIndex):
+    """Adds ``sample_mask`` to element ``index`` of a host's part (False past the ``total``
+    real positions): placed after the row ops, which may rebuild rows without it."""
+
+    def __init__(self, hosts: Hosts, global_batch_size: int, total: int):
+        self.hosts = hosts
+        self.global_batch_size = global_batch_size
+        self.total = total
+
+    def map_with_index(self, index: int, element: Any) -> Any:
+        """The row with its mask."""
+        return _masked(
+            element, host_position(index, self.hosts, self.global_batch_size) < self.total
+        )
+
+    def __repr__(self) -> str:
+        return f"PaddingMask(host={self.hosts.index}/{self.hosts.count}, total={self.total})"
+
+
 class HostSliceDataset(grain.MapDataset):
-    """Indexed mode: element ``j`` of host ``h`` is ``parent[g*B + h*b + i]``, ``g, i = divmod(j, b)``."""
+    """Indexed mode: element ``j`` of host ``h`` is ``parent[g*B + h*b + i]``, ``g, i = divmod(j, b)``.
+
+    A padded last global batch (``pad_last``) repeats the last real row; ``mask=False`` leaves
+    ``sample_mask`` to a ``PaddingMask`` placed after the row ops.
+    """
 
     def __init__(
-        self, parent: grain.MapDataset, hosts: Hosts, global_batch_size: int, *, pad_last: bool
+        self,
+        parent: grain.MapDataset,
+        hosts: Hosts,
+        global_batch_size: int,
+        *,
+        pad_last: bool,
+        mask: bool = True,
     ):
         super().__init__(parent)
         self._hosts = hosts
@@ -43,6 +79,7 @@ class HostSliceDataset(grain.MapDataset):
         self._local = hosts.split(global_batch_size)
         self._total = len(parent)
         self._pad_last = pad_last
+        self._mask = pad_last and mask
         full, rest = divmod(self._total, global_batch_size)
         infinite = self._total >= sys.maxsize // 2
         self._length = (
@@ -58,8 +95,9 @@ class HostSliceDataset(grain.MapDataset):
         position = self._position(index)
         if position < self._total:
             row = self._parent[position]
-            return _masked(row, True) if self._pad_last else row
-        return _masked(self._parent[self._total - 1], False)
+            return _masked(row, True) if self._mask else row
+        last = self._parent[self._total - 1]
+        return _masked(last, False) if self._mask else last
 
     def _getitems(self, indices: Sequence[int]) -> list[Any]:
         positions = [self._position(index) for index in indices]
@@ -69,16 +107,17 @@ class HostSliceDataset(grain.MapDataset):
         for position in positions:
             if position < self._total:
                 row = next(rows)
-                out.append(_masked(row, True) if self._pad_last else row)
+                out.append(_masked(row, True) if self._mask else row)
             else:
-                out.append(_masked(self._parent[self._total - 1], False))
+                last = self._parent[self._total - 1]
+                out.append(_masked(last, False) if self._mask else last)
         return out
 
     @property
     def table_schema(self) -> pa.Schema | None:
         """The parent's ``table_schema`` (with ``sample_mask`` when padding), or None."""
         schema = self._parent.table_schema if isinstance(self._parent, ColumnarRows) else None
-        if schema is None or not self._pad_last:
+        if schema is None or not self._mask:
             return schema
         return schema.append(pa.field(MASK, pa.bool_()))
 
@@ -86,13 +125,12 @@ class HostSliceDataset(grain.MapDataset):
         """The rows at ``indices`` column by column, as ``_getitems`` gives them as dicts."""
         positions = [self._position(index) for index in indices]
         columns = self._parent._gather_columns([min(p, self._total - 1) for p in positions])
-        if columns is not None and self._pad_last:
+        if columns is not None and self._mask:
             columns[MASK] = np.array([p < self._total for p in positions], dtype=bool)
         return columns
 
     def _position(self, index: int) -> int:
-        batch, offset = divmod(index, self._local)
-        return batch * self._global + self._hosts.index * self._local + offset
+        return host_position(index, self._hosts, self._global)
 
     def __str__(self) -> str:
         return f"HostSliceDataset(host={self._hosts.index}/{self._hosts.count}, global_batch={self._global})"

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Sequence
 from typing import Any
 
 from easydata_grain.distributed import Hosts
-from easydata_grain.fingerprint import describe as describe_op
+from easydata_grain.op_protocols import BatchMap, FieldTransform
 from easydata_grain.sources.mixed import MixedShardedSource
 from easydata_grain.sources.protocol import DescribedSource
 
@@ -43,6 +42,18 @@ class Resume(enum.Enum):
     ELASTIC = "exact, on any number of hosts"
     SAME_HOSTS = "exact, on the same number of hosts"
     NONE = "not resumable"
+
+
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """How the batched maps (``BatchMap``: a tokenizer) among the row ops run."""
+
+    rows_per_call: int
+    """Consecutive rows given to one ``map_batch`` call; 0: one row at a time (``map``)."""
+    in_workers: bool
+    """The row ops from the first batched map on run in each worker process, over the rows
+    that worker is given (Grain ``IterDataset`` ops); else where the other row ops run."""
+    reason: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +102,13 @@ class Plan:
     length by its stop strategy); None when endless or a stream."""
     row_ops: tuple[Any, ...]
     """Per-row operations in order (the source's skipped-row filter first, if any)."""
+    batching: Batching | None
+    """How the batched maps run; None when no row op is a ``BatchMap``."""
+    columns: tuple[str, ...] | None
+    """The columns the source was projected to (``ProjectableSource.with_columns``); None:
+    all of them."""
+    columns_reason: str
+    """Why the source reads those columns (or all of them); empty when it cannot project."""
     counts_change: bool
     """Whether a row op (a filter, skipped rows) changes how many rows there are."""
     split: Split | None
@@ -125,9 +143,13 @@ class Plan:
         lines.append(f"  source    {self._source_text()}")
         lines.append(f"  mode      {self.mode.value}: {self.mode_reason}")
         lines.append(f"  order     {self._order_text()}")
+        if self.columns_reason:
+            lines.append(f"  columns   {self.columns_reason}")
         if self.split is Split.BEFORE_ROW_OPS:
             lines.append(f"  split     {self._split_text()}")
         lines.append(f"  row ops   {self._row_ops_text()}")
+        if self.batching is not None:
+            lines.append(f"  batched   {self._batching_text()}")
         if self.split is Split.AFTER_ROW_OPS:
             lines.append(f"  split     {self._split_text()}")
         if s.pack is not None:
@@ -149,9 +171,6 @@ class Plan:
             text += f": {len(names)} shard(s)"
         if self.rows_per_epoch is not None:
             text += f", {self.rows_per_epoch:,} rows"
-        columns = getattr(self.source, "columns", None)
-        if isinstance(columns, Sequence) and not isinstance(columns, str):
-            text += f", columns {list(columns)}"
         if isinstance(self.source, DescribedSource):
             text += f"\n            {self.source.describe()}"
         return text
@@ -246,8 +265,16 @@ class Plan:
     def _row_ops_text(self) -> str:
         if not self.row_ops:
             return "none"
-        names = ", ".join(describe_op(op).rsplit(".", 1)[-1] for op in self.row_ops)
-        return names + (" (the row count changes)" if self.counts_change else "")
+        names = " -> ".join(op_text(op) for op in self.row_ops)
+        return names + ("; the row count changes" if self.counts_change else "")
+
+    def _batching_text(self) -> str:
+        batching = self.batching
+        assert batching is not None
+        names = ", ".join(op_name(op) for op in self.row_ops if isinstance(op, BatchMap))
+        if not batching.rows_per_call:
+            return f"{names} one row at a time: {batching.reason}"
+        return f"{names} on {batching.rows_per_call} rows per call: {batching.reason}"
 
     def _prefetch_text(self) -> str:
         s = self.settings
@@ -262,3 +289,30 @@ class Plan:
         elif s.prefetch_enabled and s.prefetch_buffer_size:
             parts.append(f"a background thread keeps {s.prefetch_buffer_size} batch(es) ready")
         return "; ".join(parts) or "none: batches are made when asked for"
+
+
+def op_name(op: Any) -> str:
+    """A row op's name: a function's own name, else its class's."""
+    if callable(op) and not isinstance(op, type) and hasattr(op, "__qualname__"):
+        return str(op.__qualname__)
+    return type(op).__name__
+
+
+_SHORT = 60
+"""A row op's ``repr`` up to this length is shown whole (its configuration)."""
+
+
+def _fields(fields: frozenset[str] | None) -> str:
+    return "any field" if fields is None else ", ".join(sorted(fields)) or "no field"
+
+
+def op_text(op: Any) -> str:
+    """A row op in a few words: its name (with its configuration when short, for our
+    transforms) and the fields it declares it reads and writes."""
+    if not isinstance(op, FieldTransform):
+        return op_name(op)
+    shown = repr(op)
+    text = shown if len(shown) <= _SHORT else op_name(op)
+    fields = [f"reads {_fields(op.reads)}"] if op.reads != frozenset() else []
+    fields += [f"writes {_fields(op.writes)}"] if op.writes != frozenset() else []
+    return f"{text} [{'; '.join(fields)}]" if fields else text

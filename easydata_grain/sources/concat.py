@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,13 @@ import pyarrow as pa
 from easydata_grain.batch_format import batch_dtype
 from easydata_grain.io.errors import SchemaMismatchError
 from easydata_grain.io.stats import IOStats
-from easydata_grain.sources.protocol import ColumnarSource, SkippingSource
+from easydata_grain.sources.protocol import (
+    ColumnarSource,
+    ProjectableSource,
+    SkippingSource,
+    columns_to_keep,
+)
+from easydata_grain.transforms.fluent import TransformableSource
 from easydata_grain.types import Row
 
 
@@ -75,7 +81,7 @@ def check_same_fields(parts: Sequence[Any]) -> None:
             )
 
 
-class ConcatSource:
+class ConcatSource(TransformableSource):
     """The shards of several sources in order; shard ``i`` is addressed by its position.
 
     Every part must know its row counts (``row_counts``, ``block_starts``, ``read_block``), as
@@ -167,6 +173,28 @@ class ConcatSource:
     def table_rows(self, table: Any) -> list[Row]:
         """The dict rows of a table from ``read_block_table``."""
         return self.parts[0].table_rows(table)
+
+    @property
+    def column_names(self) -> list[str] | None:
+        """The parts' columns, when every part can read only some (``ProjectableSource``);
+        else None (nothing is projected)."""
+        if not all(isinstance(p, ProjectableSource) for p in self.parts):
+            return None
+        names = [p.column_names for p in self.parts]
+        return None if any(n is None for n in names) else list(names[0])
+
+    def with_columns(self, columns: Collection[str]) -> ConcatSource:
+        """Every part reading only ``columns``; this source itself when nothing is left out."""
+        names = self.column_names
+        if names is None:
+            raise TypeError(
+                "A part of this ConcatSource cannot read only some columns (it is not a "
+                "ProjectableSource): project the parts that can before concatenating them."
+            )
+        kept = columns_to_keep(names, columns, str(self._names[0]))
+        if kept == names:
+            return self
+        return ConcatSource([part.with_columns(kept) for part in self.parts])
 
     def identities(self) -> list[str]:
         """Every shard's name, row count and version, for fingerprints."""

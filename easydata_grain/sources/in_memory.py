@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -11,6 +11,8 @@ import pyarrow as pa
 from easydata_grain.io.errors import RowOutOfRangeError, SchemaMismatchError, ShardNotFoundError
 from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.arrow_rows import batch_to_rows
+from easydata_grain.sources.protocol import columns_to_keep
+from easydata_grain.transforms.fluent import TransformableSource
 from easydata_grain.types import Row
 
 
@@ -22,7 +24,7 @@ def _table_digest(table: pa.Table) -> str:
     return hashlib.sha256(sink.getvalue()).hexdigest()[:16]
 
 
-class InMemorySource:
+class InMemorySource(TransformableSource):
     """A table held in memory as one shard, read in indexed mode (O(1) resume, columnar batches).
 
     Build it with ``from_rows`` (a list of dicts), ``from_columns`` (a dict of equal-length
@@ -134,6 +136,23 @@ class InMemorySource:
     def read_block(self, shard: str | int, block: int) -> list[Row]:
         """One block's rows."""
         return self.table_rows(self.read_block_table(shard, block))
+
+    # -- the ProjectableSource protocol ----------------------------------------------------------
+
+    @property
+    def column_names(self) -> list[str]:
+        """The table's columns."""
+        return list(self.table.column_names)
+
+    def with_columns(self, columns: Collection[str]) -> InMemorySource:
+        """The same rows with only ``columns`` (in the table's order; no copy of the data), the
+        same identity and counters; this source itself when nothing is left out."""
+        kept = columns_to_keep(self.column_names, columns, self.name)
+        if kept == self.column_names:
+            return self
+        projected = InMemorySource(self.table.select(kept), name=self.name, identity=self._identity)
+        projected.stats = self.stats
+        return projected
 
     def identities(self) -> list[str]:
         """The shard's name, row count and content hash, for fingerprints."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import bisect
+import copy
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import IO, Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from easydata_grain.fingerprint import digest
 from easydata_grain.io.errors import CorruptShardError, MissingColumnError
 from easydata_grain.io.remote_file import RemoteFile, check_local_file
 from easydata_grain.io.resumable_rows import resumable_chunks
@@ -17,6 +20,8 @@ from easydata_grain.io.retry import RetryPolicy, is_storage_fault
 from easydata_grain.sources.arrow_rows import batch_to_rows
 from easydata_grain.sources.file_source import FileShardedSource, Row, ShardMeta, file_identity
 from easydata_grain.sources.metadata_sharing import MetadataSharing
+from easydata_grain.sources.protocol import columns_to_keep
+from easydata_grain.transforms.fluent import TransformableSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,11 +99,12 @@ def read_footer(handle: IO[bytes], size: int, path: str) -> pq.FileMetaData:
     return pq.read_metadata(pa.BufferReader(_MAGIC + footer + tail[-8:]))
 
 
-class ParquetShardedSource(FileShardedSource):
+class ParquetShardedSource(TransformableSource, FileShardedSource):
     """Parquet files (a path, a glob or a list) on local disk, ``gs://``, ``s3://`` or ``az://``.
 
     Row counts and the schema come from the footers alone. ``columns`` projects: only those
-    column chunks are read (and downloaded). ``open_shard_at_row`` seeks with the row-group
+    column chunks are read (and downloaded); the loader projects further to the columns its
+    transforms read (``with_columns``). ``open_shard_at_row`` seeks with the row-group
     metadata and reads nothing before the target row group. Rows are dicts; numeric list
     columns (token ids) are read-only numpy views of Arrow's buffers unless
     ``numpy_lists=False``.
@@ -145,6 +151,35 @@ class ParquetShardedSource(FileShardedSource):
 
     def _settings(self) -> list[Any]:
         return [self.columns, self.numpy_lists]
+
+    # -- the ProjectableSource protocol ----------------------------------------------------------
+
+    @property
+    def column_names(self) -> list[str]:
+        """The columns of its rows (``columns`` when given), from the first footer."""
+        return list(self.schema.names)
+
+    def with_columns(self, columns: Collection[str]) -> ParquetShardedSource:
+        """This source reading only ``columns`` (kept in its own column order): only their
+        column chunks are fetched. The copy shares the listing, the footers (read here for
+        every shard, once) and the ``stats`` counters; this source itself when nothing is left
+        out."""
+        kept = columns_to_keep(self.column_names, columns, self._shards[0])
+        if kept == self.column_names:
+            return self
+        metas = self.all_meta()
+        projected = copy.copy(self)
+        projected.columns = kept
+        projected._meta = {
+            i: dataclasses.replace(m, schema=pa.schema([m.schema.field(c) for c in kept]))
+            for i, m in enumerate(metas)
+        }
+        projected._meta_lock = threading.Lock()
+        projected._versions_seen = {}
+        projected._config_key = digest([self._config_key, kept])
+        for cache in ("_chunk_sizes", "_reading_schema"):  # they hold the unprojected columns
+            projected.__dict__.pop(cache, None)
+        return projected
 
     def _read_meta(self, path: str) -> ShardMeta:
         info = self._info(path)

@@ -1,17 +1,22 @@
 """The protocols between sources and the graph: what a source offers, checked with isinstance.
 
 - ``ShardedSource``: the spec's three members; enough for streaming mode.
+- ``IdentifiedSource``: what identifies its data (shard names, versions), for fingerprints.
 - ``IndexedSource``: row counts, blocks and identities; the graph reads it in indexed mode
   (random access in the epoch order, O(1) resume).
 - ``ColumnarSource``: blocks as Arrow tables, so batches are gathered column by column.
+- ``ProjectableSource``: a source that can read only some of its columns; the compiler asks
+  it for the columns the row ops need (projection push-down).
 - ``SkippingSource``: a source that may leave bad rows out, keeping their addresses.
 - ``StatefulIterable``: a stream whose position can be saved (``datasets.IterableDataset``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from easydata_grain.io.errors import MissingColumnError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -42,7 +47,17 @@ class ShardedSource(Protocol):
 
 
 @runtime_checkable
-class IndexedSource(ShardedSource, Protocol):
+class IdentifiedSource(Protocol):
+    """A source that says what identifies its data, for the loader's fingerprint."""
+
+    def identities(self) -> list[str]:
+        """Each shard's name, row count and version (what is known): a saved state made from
+        other data does not restore."""
+        ...
+
+
+@runtime_checkable
+class IndexedSource(ShardedSource, IdentifiedSource, Protocol):
     """A sharded source whose row counts are known without reading rows, read by blocks.
 
     Shards are addressed by their position; a block is the unit random access reads at once
@@ -64,10 +79,6 @@ class IndexedSource(ShardedSource, Protocol):
         """All rows of one block (a ``SkippedRow`` where a row was left out)."""
         ...
 
-    def identities(self) -> list[str]:
-        """Each shard's name, row count and version: the data's part of the fingerprint."""
-        ...
-
 
 @runtime_checkable
 class ColumnarSource(Protocol):
@@ -85,6 +96,36 @@ class ColumnarSource(Protocol):
     def table_rows(self, table: pa.Table) -> list[dict[str, Any]]:
         """A block table's dict rows, as ``read_block`` gives them."""
         ...
+
+
+@runtime_checkable
+class ProjectableSource(Protocol):
+    """A source that can read only some of its columns (Parquet reads only their chunks)."""
+
+    @property
+    def column_names(self) -> Sequence[str] | None:
+        """The fields of its rows, in order; None when they are not known without reading."""
+        ...
+
+    def with_columns(self, columns: Collection[str]) -> Any:
+        """The same source (shards, rows, identities, counters) with only ``columns`` in its
+        rows, in its own column order; a column it does not have is an error."""
+        ...
+
+
+def columns_to_keep(names: Sequence[str], columns: Collection[str], where: str) -> list[str]:
+    """The ``names`` that are in ``columns``, in their order (``with_columns``'s argument
+    checked: a column not among ``names`` raises ``MissingColumnError`` naming ``where``)."""
+    if isinstance(columns, str) or not columns:
+        raise TypeError(f"columns must be a non-empty collection of names, got {columns!r}")
+    unknown = sorted(set(columns) - set(names))
+    if unknown:
+        raise MissingColumnError(
+            f"{where} has no column(s) {unknown}; its columns are {list(names)}.",
+            path=where,
+            hint="Name columns the source has (names are case-sensitive).",
+        )
+    return [name for name in names if name in columns]
 
 
 def missing_members(obj: Any, protocol: type) -> list[str]:

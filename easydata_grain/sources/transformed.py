@@ -26,6 +26,7 @@ from typing import Any
 from easydata_grain.io.errors import MalformedRowError, SourceError
 from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.protocol import (
+    IdentifiedSource,
     IndexedSource,
     ShardedSource,
     SkippingSource,
@@ -36,8 +37,8 @@ from easydata_grain.transforms.chain import Chain, chain
 from easydata_grain.transforms.fluent import TransformableSource
 from easydata_grain.types import Row
 
-DEFAULT_CHUNK_ROWS = 256
-"""Rows a streamed shard transforms per call (a batched tokenizer gets lists this long)."""
+DEFAULT_CHUNK_ROWS = 1000
+"""Rows transformed per call (a batched tokenizer gets lists this long)."""
 
 
 def error_at(
@@ -67,7 +68,7 @@ class TransformedShardedSource(TransformableSource):
 
     ``transform`` is a Grain ``Map`` or ``Filter``, a function (a map), a chain (``a >> b``) or
     a list of them. Wrapping a ``TransformedShardedSource`` adds steps to its chain. Rows of a
-    streamed shard are transformed ``chunk_rows`` at a time; a block is transformed whole.
+    shard or a block are transformed ``chunk_rows`` at a time.
     """
 
     def __new__(
@@ -159,6 +160,16 @@ class TransformedShardedSource(TransformableSource):
             return str(self.source.shard_names[shard])
         return str(shard)
 
+    def identities(self) -> list[str]:
+        """The source's identities (its shard names for a stream that has none), each with the
+        transforms' fingerprint: a state saved with other transforms is refused."""
+        inner = (
+            self.source.identities()
+            if isinstance(self.source, IdentifiedSource)
+            else [str(name) for name in self.source.shard_names]
+        )
+        return [f"{i}|transform={self.transform.identity}" for i in inner]
+
     def __repr__(self) -> str:
         return f"TransformedShardedSource({self.source!r}, {self.transform!r})"
 
@@ -183,10 +194,12 @@ class IndexedTransformedSource(TransformedShardedSource):
         return self.source.block_starts(shard)
 
     def read_block(self, shard: int, block: int) -> list[Any]:
-        """A block's rows transformed in one call (``SkippedRow`` where filtered)."""
+        """A block's rows transformed ``chunk_rows`` at a time (``SkippedRow`` where
+        filtered)."""
         first = int(self.source.block_starts(shard)[block])
-        return self.transform_rows(self._name(shard), first, self.source.read_block(shard, block))
-
-    def identities(self) -> list[str]:
-        """The source's identities, each with the transform's fingerprint."""
-        return [f"{i}|transform={self.transform.identity}" for i in self.source.identities()]
+        rows = self.source.read_block(shard, block)
+        name, size = self._name(shard), self.chunk_rows
+        out: list[Any] = []
+        for start in range(0, len(rows), size):
+            out.extend(self.transform_rows(name, first + start, rows[start : start + size]))
+        return out

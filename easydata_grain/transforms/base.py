@@ -1,63 +1,26 @@
 """What every row transform declares: the fields it reads and writes, and a stable identity.
 
 A transform is a Grain operation (``grain.transforms.Map`` or ``Filter``) that also follows the
-``FieldTransform`` protocol, so a compiler can push the column projection down into the reads:
-the fields a pipeline needs from the source are found by walking its transforms backwards with
-``fields_needed``. ``Fingerprinted`` transforms give a content hash that identifies them in a
-saved state's fingerprint (a tokenizer by its vocabulary, not its name).
+``FieldTransform`` protocol (``op_protocols.py``), so the compiler pushes the column projection
+down into the reads: the fields a pipeline needs from the source are found by walking its
+transforms backwards with ``fields_needed``. Each is ``Fingerprinted``: a content hash that
+identifies it in a saved state's fingerprint (a tokenizer by its vocabulary, not its name).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import grain
 
+from easydata_grain.fingerprint import digest
 from easydata_grain.io.errors import MalformedRowError, MissingColumnError
+from easydata_grain.op_protocols import Fingerprinted
 from easydata_grain.types import Row
 
 if TYPE_CHECKING:
     from easydata_grain.transforms.chain import Chain
-
-
-@runtime_checkable
-class FieldTransform(Protocol):
-    """A row transform that says which fields it reads and which it sets or removes."""
-
-    reads: frozenset[str] | None
-    """The fields it may read (absent ones are allowed where the transform says so); None: any."""
-
-    writes: frozenset[str] | None
-    """The fields it sets or removes; None: it may change any field."""
-
-    def fields_needed(self, downstream: frozenset[str] | None) -> frozenset[str] | None:
-        """The input fields needed so that ``downstream`` fields exist after it (None: all)."""
-        ...
-
-
-@runtime_checkable
-class Fingerprinted(Protocol):
-    """An operation with a stable identity of its configuration, for a pipeline's fingerprint."""
-
-    def fingerprint(self) -> str:
-        """A short hash of what the operation does (its class and configuration)."""
-        ...
-
-
-@runtime_checkable
-class BatchMap(Protocol):
-    """A map that also transforms many rows in one call (a tokenizer called on a list)."""
-
-    def map(self, element: Row) -> Row:
-        """One row."""
-        ...
-
-    def map_batch(self, elements: list[Row]) -> list[Row]:
-        """Many rows at once: ``[map(e) for e in elements]``, faster."""
-        ...
 
 
 def fields_needed(
@@ -149,9 +112,8 @@ class RowTransform:
     """The shared behaviour of our transforms: declared fields, a fingerprint, ``>>``.
 
     A subclass sets ``reads`` and ``writes`` in ``__init__`` and lists its configuration in
-    ``config()``. ``identity`` (a plain string attribute, kept up to date by ``_seal``) is the
-    fingerprint, so that a describer reading only plain attributes still tells two
-    configurations apart.
+    ``config()``. ``identity`` is the fingerprint, computed once by ``_seal`` (a transform is
+    not changed after it is built).
     """
 
     reads: frozenset[str] | None = None
@@ -169,10 +131,7 @@ class RowTransform:
     def fingerprint(self) -> str:
         """A short hash of the class and its configuration (tokenizers by their content)."""
         kind = type(self)
-        text = json.dumps(
-            [f"{kind.__module__}.{kind.__qualname__}", _plain(self.config())], sort_keys=True
-        )
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return digest([f"{kind.__module__}.{kind.__qualname__}", _plain(self.config())])
 
     def _seal(self) -> None:
         """Compute ``identity``: call at the end of ``__init__``."""

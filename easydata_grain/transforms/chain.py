@@ -3,18 +3,21 @@
 ``chain`` flattens its operations into ``steps``. When every step is a Grain ``Map`` the result
 is a ``MapChain``, itself a Grain ``Map`` (it goes anywhere a map goes, and its ``map_batch``
 runs batched steps such as ``TokenizeTransform`` on whole lists). A chain holding a filter is
-a ``Chain``: not a Grain operation (a filter changes the row count, a map cannot), so a loader
-takes its ``steps`` (``flatten_transforms``); ``TransformedShardedSource`` takes either.
+a ``Chain``: not a Grain operation (a filter changes the row count, a map cannot); the loader
+(``AsyncDataLoader(transforms=...)``) and ``TransformedShardedSource`` take either, as its
+``steps`` (``flatten_transforms``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grain
 
-from easydata_grain.transforms.base import BatchMap, FieldTransform, RowTransform
+from easydata_grain.fingerprint import describe
+from easydata_grain.op_protocols import BatchMap, FieldTransform
+from easydata_grain.transforms.base import RowTransform
 from easydata_grain.transforms.functions import MapFunction
 from easydata_grain.types import Row
 
@@ -51,19 +54,14 @@ def chain(*ops: Any) -> Chain:
     return Chain(steps)
 
 
-def flatten_transforms(transforms: Iterable[Any]) -> list[Any]:
-    """A loader's transform list with every chain replaced by its steps (other items kept)."""
-    out: list[Any] = []
-    for op in transforms:
-        out.extend(op.steps if isinstance(op, Chain) else [op])
-    return out
-
-
-def _fingerprint_of(step: Any) -> Any:
-    if isinstance(step, RowTransform):
-        return step.fingerprint()
-    kind = type(step)
-    return f"{kind.__module__}.{kind.__qualname__}"
+def flatten_transforms(transforms: Any) -> list[Any]:
+    """A loader's transforms as one flat list: a chain (``a >> b``) becomes its steps, a list or
+    tuple (of operations, chains or lists) its items in order, one operation a list of one."""
+    if isinstance(transforms, Chain):
+        return list(transforms.steps)
+    if isinstance(transforms, list | tuple):
+        return [step for item in transforms for step in flatten_transforms(item)]
+    return [transforms]
 
 
 class Chain(RowTransform):
@@ -88,8 +86,8 @@ class Chain(RowTransform):
         self._seal()
 
     def config(self) -> dict[str, Any]:
-        """Each step's fingerprint (or class, for an operation that is not ours)."""
-        return {"steps": [_fingerprint_of(step) for step in self.steps]}
+        """Each step's fingerprint (or class and settings, for an operation that is not ours)."""
+        return {"steps": [describe(step) for step in self.steps]}
 
     @property
     def is_map(self) -> bool:

@@ -4,8 +4,8 @@ A fast tokenizer encodes a list of texts in one call (in Rust, on several thread
 faster per text than one call per text. ``TokenizeTransform`` is a Grain ``Map`` (one row, for
 any pipeline) and a ``BatchMap``: ``tokenize_batch``/``map_batch`` take a list of rows. The
 batched path is what ``TransformedShardedSource`` uses for each block it reads, and what
-``ChunkedMapDataset``/``ChunkedMapIterDataset`` (transforms/chunked.py) run over chunks of a
-Grain dataset.
+``ChunkedMapDataset``/``ChunkedMapIterDataset`` (graph/chunked_map.py) run over chunks of a
+Grain dataset (the loader places them for ``transforms=[...]``).
 
 A fast tokenizer is used through a private copy of its Rust backend, configured once
 (truncation), so calls from several threads never change shared settings; the ids are those of

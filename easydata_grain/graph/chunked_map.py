@@ -12,8 +12,8 @@ the parent's own:
 - ``ChunkedMapIterDataset`` saves the parent's state at the start of the current chunk and the
   offset in it; restoring re-reads that chunk.
 
-This module imports nothing of the transforms beyond the ``BatchMap`` protocol, so the graph
-compiler can place it (where it fuses maps and batches the tokenizer).
+The compiler places them for every ``BatchMap`` in ``AsyncDataLoader(transforms=[...])`` (see
+``graph/compiler.py``); they know the transform only through the ``BatchMap`` protocol.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import grain
 
-from easydata_grain.transforms.base import BatchMap
+from easydata_grain.op_protocols import BatchMap
 
 
 def _check(transform: Any, chunk_size: int) -> None:

@@ -16,6 +16,7 @@ import huggingface_hub.constants
 import pytest
 
 from easydata_grain import AsyncDataLoader, HuggingFaceShardedSource, OfflineError, RetryPolicy
+from easydata_grain.sources.parquet import column_chunk_ranges
 from ops.fault_proxy import FaultProxy
 from ops.hub_emulator import HubEmulator, make_repo, write_files
 from ops.hub_repos import ShapedRepo, c4_like, fineweb_like, parquet_bytes
@@ -181,6 +182,29 @@ def test_stats_count_the_requests_and_bytes_the_hub_served(
     assert stats["requests"] == len(served) > 0
     assert stats["bytes_read"] == sum(r.body_bytes for r in served)
     assert stats["retries"] == 0
+
+
+def test_blocks_read_over_hf_fetch_only_their_own_bytes(
+    shaped: dict[str, ShapedRepo], hub: HubEmulator
+) -> None:
+    """Every row group of every shard read once, last first: one request per row group, for
+    exactly its column chunks' bytes (no read-ahead into the row groups after it)."""
+    source = HuggingFaceShardedSource("HuggingFaceFW/fineweb")
+    source.row_counts()  # the footers
+    before = source.stats.snapshot()
+    shards = range(len(source.shard_names))
+    blocks = [(s, b) for s in shards for b in range(len(source.block_starts(s)))]
+    rows = [row for shard, block in reversed(blocks) for row in source.read_block(shard, block)]
+    stats = source.stats.snapshot()
+    footers = [source.source.shard_meta(s).index.metadata for s in shards]
+    needed = sum(
+        stop - start
+        for shard, block in blocks
+        for start, stop in column_chunk_ranges(footers[shard], block, None)
+    )
+    assert len(rows) == len(source) and len(blocks) > 2 * len(shards)
+    assert stats["requests"] - before["requests"] == len(blocks)
+    assert stats["bytes_read"] - before["bytes_read"] == needed < sum(source.files.sizes)
 
 
 def test_stats_count_failed_requests_and_retries(

@@ -26,7 +26,8 @@ from easydata_grain.io.stats import IOStats
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 _PROTOCOL_ALIASES = {"gcs": "gs", "s3a": "s3", "abfs": "az", "abfss": "az", "local": "file"}
-REMOTE_PROTOCOLS = frozenset({"gs", "s3", "az"})
+REMOTE_PROTOCOLS = frozenset({"gs", "s3", "az", "hf"})
+"""The protocols whose shards are read range by range (``io.remote_file.RemoteFile``)."""
 
 
 def protocol_of(url: str) -> str:

@@ -96,13 +96,34 @@ async def _azure_range(fs: Any, path: str, start: int, stop: int, etag: str | No
     return await stream.readall(), stream.properties.etag
 
 
-_RANGE_READS = {"s3": _s3_range, "gs": _gcs_range, "az": _azure_range}
+def _hf_range(fs: Any, path: str, start: int, stop: int, version: str | None) -> Any:
+    """A range of a file on the Hub in one request, with no read-ahead: the file of
+    ``io.filesystem``'s ``HfFileSystem``, opened without a cache, reads exactly what is asked
+    through its counted range read. Its path holds the commit sha, which fixes its bytes: there
+    is no other version to check (``version`` is None)."""
+    with fs.open(path, "rb", cache_type="none") as file:
+        file.seek(start)
+        return file.read(stop - start), None
+
+
+def _on_loop(read: Callable[..., Any]) -> Callable[..., Any]:
+    """An async range read run to completion on its filesystem's event loop."""
+    return lambda fs, *args: sync(fs.loop, read, fs, *args)
+
+
+_RANGE_READS = {
+    "s3": _on_loop(_s3_range),
+    "gs": _on_loop(_gcs_range),
+    "az": _on_loop(_azure_range),
+    "hf": _hf_range,
+}
 
 
 class PinnedObject:
-    """An object on a store (``protocol`` ``s3``, ``gs`` or ``az``), read range by range, each
-    request conditional on ``version`` (S3 ``If-Match``, GCS ``ifGenerationMatch``, Azure
-    ``If-Match``): a changed object fails the read with ``ShardChangedError``. With
+    """An object on a store (``protocol`` ``s3``, ``gs``, ``az`` or ``hf``), read range by
+    range, each request conditional on ``version`` (S3 ``If-Match``, GCS ``ifGenerationMatch``,
+    Azure ``If-Match``; a Hub file's commit is in its path): a changed object fails the read
+    with ``ShardChangedError``. With
     ``version=None`` it reads whatever is there (for the metadata read itself). What
     ``RemoteFile`` opens; opening makes no request. Every request is counted in ``stats``
     when it is sent (failed ones too).
@@ -131,9 +152,8 @@ class PinnedObject:
         stop = self._position + size
         self._stats.add(requests=1)
         try:
-            data, served = sync(
-                fs.loop, _RANGE_READS[self._protocol], fs, self._path, self._position, stop, version
-            )
+            read = _RANGE_READS[self._protocol]
+            data, served = read(fs, self._path, self._position, stop, version)
         except Exception as exc:
             if version is not None and is_precondition_failed(exc):
                 raise shard_changed(

@@ -354,6 +354,40 @@ def test_csv_files_without_an_export_are_streamed_by_datasets(hub: HubEmulator) 
     assert "no Parquet export" in repr(source) and "streaming mode" in repr(source)
 
 
+def test_the_stream_source_reuses_the_resolution_s_commit_and_builder(hub: HubEmulator) -> None:
+    """Once the resolution finds no Parquet export (its last request, the refs), the returned
+    DatasetsStreamSource asks the Hub nothing more: no second commit lookup, no second builder."""
+    make_repo(hub.root, "hub-emulator/csv-once", {"data/train.csv": b"id,text\n1,a\n2,b\n"})
+    hub.reset_counters()
+    source = HuggingFaceShardedSource("hub-emulator/csv-once")
+    assert isinstance(source, DatasetsStreamSource)
+    assert hub.log[-1].endpoint == "refs" and hub.count("refs") == 1
+    assert source.commit == hub.commit_sha("hub-emulator/csv-once")
+    assert all_rows(source) == [{"id": 1, "text": "a"}, {"id": 2, "text": "b"}]
+    with pytest.raises(ValueError, match="commit sha"):
+        DatasetsStreamSource("hub-emulator/csv-once", revision="main", builder=object())
+
+
+def test_export_file_sizes_come_from_the_export_s_own_listing(hub: HubEmulator) -> None:
+    """The sizes and content ids of the export's files are those datasets listed while
+    resolving the export: no paths-info, and no repo info asked after that listing."""
+    repo_id = "hub-emulator/csv-sized"
+    data = parquet_bytes(ROWS)
+    make_repo(
+        hub.root,
+        repo_id,
+        {"data/train.csv": b"id,text\n1,a\n"},
+        parquet_export={"default/train/0000.parquet": data},
+    )
+    export = hub.commit_sha(repo_id, "refs/convert/parquet")
+    hub.reset_counters()
+    source = HuggingFaceShardedSource(repo_id)
+    asked = [r.endpoint for r in hub.log if r.revision == export]
+    listed = max(i for i, endpoint in enumerate(asked) if endpoint == "tree")
+    assert "paths-info" not in asked and "info" not in asked[listed:]
+    assert source.files.sizes == (len(data),) and all_rows(source) == ROWS
+
+
 # -- pinning -------------------------------------------------------------------------------------
 
 

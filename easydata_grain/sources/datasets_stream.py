@@ -49,7 +49,11 @@ class DatasetsStreamSource:
     is exact (``IterableDataset.skip``) but replays the shard up to the row. A transient fault
     while reading re-opens the shard at the next row, under ``retry`` (``datasets`` retries its
     own reads first). ``columns`` projects; ``token`` opens private and gated datasets.
-    ``why`` says, for ``repr``, why this source was chosen over an indexed one.
+    ``why`` says, for ``repr``, why this source was chosen over an indexed one. ``builder`` is
+    ``datasets``' builder for this name, subset, ``data_dir`` and ``data_files`` when one is
+    already made (by ``HuggingFaceShardedSource``'s resolution) at ``revision``, which must then
+    be its commit sha (None for a local directory): the commit is not looked up and the builder
+    not made again.
     """
 
     def __init__(
@@ -65,9 +69,10 @@ class DatasetsStreamSource:
         columns: Sequence[str] | None = None,
         retry: RetryPolicy | None = None,
         why: str | None = None,
+        builder: Any = None,
     ):
         # Lazy: huggingface.py may build this source, and its helpers give the Hub's errors.
-        from easydata_grain.sources.huggingface import _builder, _commit_of, _split_files
+        from easydata_grain.sources.huggingface import _SHA, _builder, _commit_of, _split_files
 
         if not isinstance(dataset_name, str) or not dataset_name:
             raise TypeError(f"dataset_name must be a repo id or a directory, got {dataset_name!r}")
@@ -83,20 +88,27 @@ class DatasetsStreamSource:
         self.stats = IOStats()
         """Rows delivered and retries (``datasets`` reads the bytes, uncounted)."""
         self.why = why
-        # _commit_of's first two values: the sha and whether the dataset is gated.
-        pinned = (None, False) if local else _commit_of(dataset_name, revision, token)[:2]
-        self.commit: str | None = pinned[0]
-        """The commit sha the files are read at (None for a local directory)."""
-        gated = bool(pinned[1])
-        builder = _builder(
-            dataset_name,
-            subset,
-            self.commit,
-            token,
-            gated=gated,
-            data_dir=data_dir,
-            data_files=data_files,
-        )
+        if builder is not None:
+            if not local and not _SHA.fullmatch(revision or ""):
+                raise ValueError(
+                    f"builder= is given, so revision= must be the commit sha it was made at, "
+                    f"got {revision!r}."
+                )
+            self.commit: str | None = revision
+            """The commit sha the files are read at (None for a local directory)."""
+        else:
+            # _commit_of's first two values: the sha and whether the dataset is gated.
+            pinned = (None, False) if local else _commit_of(dataset_name, revision, token)[:2]
+            self.commit = pinned[0]
+            builder = _builder(
+                dataset_name,
+                subset,
+                self.commit,
+                token,
+                gated=bool(pinned[1]),
+                data_dir=data_dir,
+                data_files=data_files,
+            )
         self.subset: str = builder.config.name
         self.format: str = builder.name
         """The ``datasets`` builder reading the files: ``"csv"``, ``"text"``, ``"arrow"``..."""

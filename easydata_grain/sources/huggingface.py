@@ -231,6 +231,31 @@ def _entries(
     return tuple(found[p][0] for p in paths), tuple(str(found[p][1]) for p in paths)
 
 
+def _listed_entries(
+    builder: Any, repo_id: str, commit: str, urls: Sequence[str]
+) -> dict[str, tuple[int, str]]:
+    """The size and content id (LFS sha256 or blob id) of each of the files ``urls`` (of
+    ``repo_id`` at ``commit``) that ``datasets`` listed while making ``builder``, by path in
+    the repo. Its listings stay in its ``HfFileSystem`` (fsspec keeps one instance per
+    arguments and thread, which ``datasets``' own URL preparation gives back), so no request is
+    made; a file not listed there is left out (``_entries`` asks the Hub for it)."""
+    from datasets import DownloadConfig
+    from datasets.utils.file_utils import _prepare_path_and_storage_options
+
+    config = DownloadConfig(token=builder.token, storage_options=builder.storage_options)
+    prefix = f"hf://datasets/{repo_id}@{commit}/"
+    found: dict[str, tuple[int, str]] = {}
+    for url in urls:
+        prepared, options = _prepare_path_and_storage_options(url, download_config=config)
+        fs, path = fsspec.core.url_to_fs(prepared, **options)
+        for entry in fs.dircache.get(fs._parent(path), ()):
+            if entry.get("name") == path and entry.get("size") is not None:
+                lfs = entry.get("lfs")
+                content = lfs["sha256"] if lfs else entry["blob_id"]
+                found[url.removeprefix(prefix)] = (entry["size"], content)
+    return found
+
+
 def _builder(
     repo_id: str,
     subset: str | None,
@@ -338,10 +363,11 @@ def resolve_hub_files(
     token: str | None = None,
     data_dir: str | None = None,
     data_files: Any = None,
-) -> HubFiles:
+) -> tuple[HubFiles, Any]:
     """The files ``datasets.load_dataset`` reads for this name, subset, split and revision,
     pinned to the commit the revision is at now; files of other formats are replaced by the
-    dataset's Parquet export when it has one, else left to ``datasets`` (kind ``"datasets"``)."""
+    dataset's Parquet export when it has one, else left to ``datasets`` (kind ``"datasets"``).
+    With them, the ``datasets`` builder that lists them (the export's for an export)."""
     local = os.path.isdir(dataset_name)
     if local and revision is not None:
         raise ValueError(f"{dataset_name!r} is a local directory: it has no revision= to pick.")
@@ -354,23 +380,22 @@ def resolve_hub_files(
     if kind is not None:
         origin = "its data files"
         if commit is None:
-            return HubFiles(dataset_name, name, split, commit, kind, urls, origin)
+            return HubFiles(dataset_name, name, split, commit, kind, urls, origin), builder
         entries = _entries(dataset_name, commit, urls, known, token)
-        return HubFiles(dataset_name, name, split, commit, kind, urls, origin, *entries)
+        return HubFiles(dataset_name, name, split, commit, kind, urls, origin, *entries), builder
     export = None if local else _parquet_export(dataset_name, token)
     if export is None:
         origin = (
             f"the repo holds {builder.name} files, which HuggingFaceShardedSource reads only as "
             f"Parquet or JSON, and it has no Parquet export ({_EXPORT})"
         )
-        return HubFiles(dataset_name, name, split, commit, STREAMED, urls, origin)
+        return HubFiles(dataset_name, name, split, commit, STREAMED, urls, origin), builder
     exported = _builder(dataset_name, None, export, token, gated=gated, data_dir=name)
     urls = _split_files(exported, dataset_name, split)
     origin = f"its Parquet export ({_EXPORT}; the repo holds {builder.name} files)"
-    entries = _entries(
-        dataset_name, export, urls, _commit_of(dataset_name, export, token)[2], token
-    )
-    return HubFiles(dataset_name, name, split, export, "parquet", urls, origin, *entries)
+    listed = _listed_entries(exported, dataset_name, export, urls)
+    entries = _entries(dataset_name, export, urls, listed, token)
+    return HubFiles(dataset_name, name, split, export, "parquet", urls, origin, *entries), exported
 
 
 def _download(files: HubFiles, cache_dir: str | None, token: str | None) -> list[str]:
@@ -572,10 +597,12 @@ def _resolution(
     data_dir: str | None,
     data_files: Any,
     cache_dir: str | None,
-) -> tuple[HubFiles, str | None, HubCache | None]:
+) -> tuple[HubFiles, str | None, HubCache | None, Any]:
     """What the request resolves to (from ``cache_dir``'s entry when there is one, else from
-    the Hub, once for all hosts), when the cached entry was made, and the cache."""
+    the Hub, once for all hosts), when the cached entry was made, the cache, and the
+    ``datasets`` builder of the files when this process resolved them (else None)."""
     asked = [dataset_name, subset, split, revision, data_dir, data_files]
+    made: list[Any] = []
     cache = None
     if cache_dir is not None and not os.path.isdir(dataset_name):
         from huggingface_hub import constants
@@ -592,7 +619,7 @@ def _resolution(
         if constants.is_offline_mode() and not os.path.isdir(dataset_name):
             raise _nothing_cached(dataset_name, cache_dir, None)
         try:
-            files = resolve_hub_files(
+            files, builder = resolve_hub_files(
                 dataset_name,
                 subset,
                 split,
@@ -607,6 +634,7 @@ def _resolution(
             if _unreachable(exc):
                 raise _nothing_cached(dataset_name, cache_dir, exc) from exc
             raise
+        made.append(builder)
         found = dataclasses.asdict(files)
         if cache is not None:
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -621,7 +649,7 @@ def _resolution(
     cached_at: str | None = resolved.pop("cached_at")
     fields = {**resolved, "urls": tuple(resolved["urls"])}
     fields.update(sizes=tuple(resolved["sizes"]), etags=tuple(resolved["etags"]))
-    return HubFiles(**fields), cached_at, cache
+    return HubFiles(**fields), cached_at, cache, made[0] if made else None
 
 
 class HuggingFaceShardedSource:
@@ -662,7 +690,7 @@ class HuggingFaceShardedSource:
         cache_dir = None if a["cache_dir"] is None else os.fspath(a["cache_dir"])
         asked = ("split", "subset", "revision", "token", "data_dir", "data_files")
         resolution = _resolution(a["dataset_name"], *(a[k] for k in asked), cache_dir)
-        files = resolution[0]
+        files, builder = resolution[0], resolution[3]
         if files.kind != STREAMED:
             self._resolution = resolution
             return self
@@ -679,6 +707,7 @@ class HuggingFaceShardedSource:
             columns=a["columns"],
             retry=a["retry"],
             why=files.origin,
+            builder=builder,
         )
 
     def __init__(
@@ -706,7 +735,7 @@ class HuggingFaceShardedSource:
         self.columns = None if columns is None else list(columns)
         self.revision = revision
         """The revision asked for (None: main), which ``files.commit`` pins."""
-        files, self.cached_at, cache = self.__dict__.pop("_resolution", None) or _resolution(
+        files, self.cached_at, cache, _ = self.__dict__.pop("_resolution", None) or _resolution(
             dataset_name, split, subset, revision, token, data_dir, data_files, self.cache_dir
         )
         """When the resolution read from ``cache_dir`` was made (UTC); None: resolved now."""

@@ -1,10 +1,11 @@
 """The core guarantee: a loader restored from a saved state continues exactly where it stopped.
 
 Property tests over random pipelines (several Parquet sources with odd row groups and empty
-shards, shuffle, filter, maps, prefetch, epochs, remainders) stopped at a random batch: in
-process (through JSON), several times in a row, with worker processes, and across fresh
-processes through a real Orbax ``CheckpointManager``. Plus indexed mode's epoch contract:
-every sample exactly once per epoch, each epoch in its own order.
+shards, shuffle, filters, maps, our field transforms and the batched tokenizer, chained or
+listed, prefetch, epochs, remainders) stopped at a random batch: in process (through JSON),
+several times in a row, with worker processes, across fresh processes through a real Orbax
+``CheckpointManager``, and on two real ``jax.distributed`` hosts. Plus indexed mode's epoch
+contract: every sample exactly once per epoch, each epoch in its own order.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,19 @@ def total_rows(layouts: list[dict[str, Any]]) -> int:
     return sum(sum(layout["shards"]) for layout in layouts)
 
 
+ROW_OPS = [
+    "map",
+    "random_map",
+    "function",
+    "tokenize",
+    "few_words",
+    "upper_field",
+    "round_trip",
+    "select",
+    "drop_tokens",
+]
+"""Transform names of ``resume_worker.TRANSFORMS`` a pipeline draws from (besides ``filter``)."""
+
 prefetch_settings = st.fixed_dictionaries(
     {
         "prefetch_enabled": st.booleans(),
@@ -103,14 +118,17 @@ prefetch_settings = st.fixed_dictionaries(
 
 
 @st.composite
-def pipelines(draw: st.DrawFn) -> dict[str, Any]:
+def pipelines(
+    draw: st.DrawFn,
+    host_choices: tuple[tuple[int, int], ...] = ((0, 1), (0, 1), (0, 2), (1, 2), (2, 3)),
+) -> dict[str, Any]:
     """A random pipeline spec (see ``tests/resume_worker.py``), minus the source paths: indexed
     or streaming sources, one host of 1 to 3, filters and maps, prefetch settings."""
     layouts = draw(source_layouts())
     rows = total_rows(layouts)
     stream = draw(st.booleans())
     num_epochs = 1 if stream else draw(st.integers(1, 3))  # a stream is read once per pass
-    hosts = draw(st.sampled_from([(0, 1), (0, 1), (0, 2), (1, 2), (2, 3)]))
+    hosts = draw(st.sampled_from(host_choices))
     drop_remainder = draw(st.booleans())
     batch_size = draw(st.integers(1, 17))
     if drop_remainder and batch_size * hosts[1] > rows * num_epochs:
@@ -121,14 +139,11 @@ def pipelines(draw: st.DrawFn) -> dict[str, Any]:
     transforms = []
     if draw(st.booleans()):
         transforms.append("filter")
-    transforms += draw(
-        st.lists(st.sampled_from(["map", "random_map", "function"]), max_size=2, unique=True)
-    )
-    if draw(st.booleans()):
-        transforms.reverse()
+    transforms += draw(st.lists(st.sampled_from(ROW_OPS), max_size=3, unique=True))
     return {
         "layouts": layouts,
-        "transforms": transforms,
+        "transforms": draw(st.permutations(transforms)),
+        "chained": draw(st.booleans()),
         "hosts": hosts,
         "stream": stream,
         "loader": {
@@ -308,9 +323,10 @@ def test_resume_with_worker_processes(datasets: Datasets, transforms: list[str])
 # -- fresh processes, real Orbax checkpoint -----------------------------------------------------
 
 
-def run_worker(*args: str) -> None:
+def worker(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m tests.resume_worker ARGS`` in a fresh process (CPU JAX), finished."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "tests.resume_worker", *args],
         cwd=REPO,
         env=env,
@@ -318,21 +334,63 @@ def run_worker(*args: str) -> None:
         text=True,
         timeout=120,
     )
+
+
+def run_worker(*args: str) -> None:
+    result = worker(*args)
     assert result.returncode == 0, f"worker {args[0]} failed:\n{result.stderr[-4000:]}"
+
+
+def run_slice_of(hosts: int, work: Path) -> Callable[..., None]:
+    """A runner of ``resume_worker`` commands on ``hosts`` real ``jax.distributed`` hosts."""
+    from tpu_scripts.simulate_multihost import run_slice
+
+    def run(*args: str) -> None:
+        result = run_slice(
+            hosts,
+            list(args),
+            script=REPO / "tests" / "resume_worker.py",
+            timeout=240,
+            work_dir=work / f"slice-{args[0]}",
+        )
+        assert result.ok, result.describe()
+
+    return run
+
+
+def _save_then_restore(
+    spec: dict[str, Any], k: int, work: Path, run: Callable[..., None]
+) -> tuple[Path, Path]:
+    """``run`` the save of ``k`` batches, then the restore; the head and tail pickle paths."""
+    spec_path = work / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    checkpoints = work / "checkpoints"
+    head, tail = work / "head.pkl", work / "tail.pkl"
+    run("save", str(spec_path), str(checkpoints), str(k), str(head))
+    run("restore", str(spec_path), str(checkpoints), str(tail))
+    return head, tail
 
 
 def save_and_restore(spec: dict[str, Any], k: int, work: Path) -> tuple[Any, Any]:
     """Run ``spec`` for ``k`` batches and save an Orbax checkpoint in one fresh process, restore
     it and run to the end in another; what each wrote (``resume_worker``'s pickles)."""
-    spec_path = work / "spec.json"
-    spec_path.write_text(json.dumps(spec))
-    checkpoints = work / "checkpoints"
-    run_worker("save", str(spec_path), str(checkpoints), str(k), str(work / "head.pkl"))
-    run_worker("restore", str(spec_path), str(checkpoints), str(work / "tail.pkl"))
-    return (
-        pickle.loads((work / "head.pkl").read_bytes()),
-        pickle.loads((work / "tail.pkl").read_bytes()),
-    )
+    head, tail = _save_then_restore(spec, k, work, run_worker)
+    return pickle.loads(head.read_bytes()), pickle.loads(tail.read_bytes())
+
+
+def save_and_restore_on_hosts(
+    spec: dict[str, Any], k: int, work: Path, hosts: int
+) -> list[tuple[Any, Any]]:
+    """``save_and_restore`` with each side a slice of ``hosts`` real ``jax.distributed``
+    processes: every host's (head, tail)."""
+    head, tail = _save_then_restore(spec, k, work, run_slice_of(hosts, work))
+    return [
+        (
+            pickle.loads(Path(f"{head}.host{h}").read_bytes()),
+            pickle.loads(Path(f"{tail}.host{h}").read_bytes()),
+        )
+        for h in range(hosts)
+    ]
 
 
 @pytest.mark.slow
@@ -355,6 +413,49 @@ def test_resume_in_a_fresh_process_from_an_orbax_checkpoint(
         assert tail["model"][key].dtype == value.dtype
     assert len(head["batches"]) == k
     assert_batches_equal(head["batches"] + tail["batches"], expected)
+
+
+@pytest.mark.slow
+def test_a_fresh_process_refuses_a_state_saved_with_another_tokenizer(
+    datasets: Datasets, tmp_path: Path
+) -> None:
+    """The tokenizer is in the fingerprint by its content: a state saved with one vocabulary is
+    refused, in a new process, by the same pipeline with another."""
+    layouts = [{"shards": [30, 14], "row_group_size": 8, "max_tokens": 6}]
+    spec = {
+        "sources": datasets.paths(layouts),
+        "transforms": ["tokenize", "few_words"],
+        "loader": {"batch_size": 4, "shuffle_buffer_size": 16, "pad": True},
+    }
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    run_worker("save", str(spec_path), str(tmp_path / "ckpt"), "3", str(tmp_path / "head.pkl"))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**spec, "tokenizer_vocab": 400}))
+    result = worker("restore", str(other), str(tmp_path / "ckpt"), str(tmp_path / "tail.pkl"))
+    assert result.returncode != 0
+    assert "LoaderStateError" in result.stderr and "transforms: saved" in result.stderr
+
+
+@pytest.mark.slow
+@settings(_settings, max_examples=4, phases=FAST_FAILURE)
+@given(pipeline=pipelines(host_choices=((0, 2),)), data=st.data())
+def test_resume_on_two_real_hosts_from_an_orbax_checkpoint(
+    datasets: Datasets,
+    tmp_path_factory: pytest.TempPathFactory,
+    pipeline: dict[str, Any],
+    data: st.DataObject,
+) -> None:
+    """Two ``jax.distributed`` processes run to a random step and save; two new ones restore
+    and run to the end: each host's batches are those of its uninterrupted part."""
+    spec = {key: value for key, value in with_paths(pipeline, datasets).items() if key != "hosts"}
+    expected = [list(build_loader({**spec, "hosts": [h, 2]})) for h in range(2)]
+    assert len(expected[0]) == len(expected[1])  # equal steps on every host
+    k = data.draw(st.integers(0, len(expected[0])), label="stop after k batches")
+    work = tmp_path_factory.mktemp("two-hosts")
+    for host, (head, tail) in enumerate(save_and_restore_on_hosts(spec, k, work, 2)):
+        assert tail["step"] == k and len(head["batches"]) == k
+        assert_batches_equal(head["batches"] + tail["batches"], expected[host])
 
 
 # -- indexed mode: the epoch contract -----------------------------------------------------------

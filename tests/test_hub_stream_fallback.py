@@ -28,6 +28,7 @@ from easydata_grain import (
     UnsupportedFormatError,
 )
 from easydata_grain.sources.protocol import IndexedSource, ShardedSource
+from easydata_grain.sources.transformed import TransformedShardedSource
 from ops.hub_emulator import HubEmulator, make_repo, repo_dir, write_files
 from tests.helpers import plain
 
@@ -286,6 +287,31 @@ def test_the_commit_is_pinned_and_in_the_fingerprint(hub: HubEmulator) -> None:
     )
     pinned.set_state(state)
     assert _ids(pinned) == rest
+
+
+def test_fluent_map_and_filter_stream_through_the_loader(
+    repos: dict[str, DatasetsStreamSource],
+) -> None:
+    """``source.map(...).filter(...)`` (the TransformableSource methods) is a streaming source
+    whose rows are the stream's, mapped and filtered, shard by shard and through the loader."""
+    source = repos["stream-fallback/csv"]
+    made = source.map(lambda row: {**row, "twice": row["id"] * 2}).filter(
+        lambda row: row["id"] % 3 == 0
+    )
+    assert isinstance(made, TransformedShardedSource) and not isinstance(made, IndexedSource)
+    assert made.source is source and len(made.transform.steps) == 2
+    expected = [
+        {**row, "twice": row["id"] * 2}
+        for row in reference("stream-fallback/csv")
+        if row["id"] % 3 == 0
+    ]
+    assert [row for shard in made.shard_names for row in made.open_shard(shard)] == expected
+    loader = AsyncDataLoader(made, batch_size=4, shuffle_buffer_size=8, seed=2, num_epochs=1)
+    batches = list(loader)
+    pairs = sorted(
+        (i, t) for b in batches for i, t in zip(plain(b["id"]), plain(b["twice"]), strict=True)
+    )
+    assert pairs == sorted((row["id"], row["twice"]) for row in expected)
 
 
 def test_columns_are_projected(repos: dict[str, DatasetsStreamSource]) -> None:

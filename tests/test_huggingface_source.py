@@ -388,6 +388,21 @@ def test_export_file_sizes_come_from_the_export_s_own_listing(hub: HubEmulator) 
     assert source.files.sizes == (len(data),) and all_rows(source) == ROWS
 
 
+def test_fluent_map_on_a_hub_source_stays_indexed(shaped: dict[str, ShapedRepo]) -> None:
+    """``HuggingFaceShardedSource(...).map(...)`` (TransformableSource) is an indexed source of
+    the mapped rows, seeks included, and the loader reads them in indexed mode."""
+    source = HuggingFaceShardedSource("HuggingFaceFW/fineweb", columns=["id", "text"])
+    mapped = source.map(lambda row: {**row, "chars": len(row["text"])})
+    assert isinstance(mapped, IndexedSource) and mapped.row_counts() == source.row_counts()
+    last = source.shard_names[-1]
+    want = [{**row, "chars": len(row["text"])} for row in source.open_shard_at_row(last, 5)]
+    assert list(mapped.open_shard_at_row(last, 5)) == want
+    loader = AsyncDataLoader(mapped, batch_size=8, shuffle_buffer_size=16, seed=4, num_epochs=1)
+    assert len(loader) == -(-len(source) // 8)
+    got = sorted((i, n) for b in loader for i, n in zip(b["id"], b["chars"], strict=True))
+    assert got == sorted((row["id"], len(row["text"])) for row in all_rows(source))
+
+
 # -- pinning -------------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import easydata_grain.sources.json as json_module
 from easydata_grain import (
+    AsyncDataLoader,
     CorruptShardError,
     JsonShardedSource,
     MalformedRowError,
@@ -27,6 +28,7 @@ from easydata_grain import (
 )
 from easydata_grain.io.remote_file import RemoteFile
 from easydata_grain.sources.json import SkippedRow
+from easydata_grain.sources.protocol import IndexedSource
 
 COMPRESSORS = {"": bytes, ".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}
 FAST_RETRY = RetryPolicy(max_retries=3, initial_backoff=0.0)
@@ -443,3 +445,41 @@ def test_bad_arguments_are_refused(tmp_path: Path, kwargs: dict[str, Any], error
     path = write(tmp_path / "a.jsonl", jsonl([{"i": 0}]))
     with pytest.raises(error):
         JsonShardedSource(path, index_cache_dir=tmp_path, **kwargs)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.integers(1, 30), min_size=1, max_size=3), st.data())
+def test_fluent_map_and_filter_keep_addresses_and_seek(
+    tmp_path: Path, sizes: list[int], data: st.DataObject
+) -> None:
+    """``source.map(...)`` (TransformableSource) is an indexed source of the mapped rows and
+    ``.filter(...)`` keeps every row's address: a seek to any row of any shard equals the mapped,
+    filtered suffix of that shard, and the loader reads the mapped rows once each."""
+    paths = []
+    for shard, size in enumerate(sizes):
+        rows = [{"i": 100 * shard + k, "ids": list(range(k % 4 + 1))} for k in range(size)]
+        paths.append(write(tmp_path / f"fluent-{len(sizes)}-{shard}.jsonl", jsonl(rows)))
+    source = JsonShardedSource(paths, index_cache_dir=tmp_path / "cache", batch_size=4)
+    mapped = source.map(lambda row: {**row, "n": len(row["ids"])})
+    kept = mapped.filter(lambda row: row["i"] % 2 == 0)
+    assert isinstance(mapped, IndexedSource) and mapped.row_counts() == sizes
+    shard = data.draw(st.integers(0, len(sizes) - 1))
+    row = data.draw(st.integers(0, sizes[shard]))
+    name = source.shard_names[shard]
+    want = [{**r, "n": len(r["ids"])} for r in source.open_shard_at_row(name, row)]
+    assert [plain_row(r) for r in mapped.open_shard_at_row(name, row)] == [
+        plain_row(r) for r in want
+    ]
+    assert [r["i"] for r in kept.open_shard_at_row(name, row)] == [
+        r["i"] for r in want if r["i"] % 2 == 0
+    ]
+    loader = AsyncDataLoader(mapped, batch_size=1, shuffle_buffer_size=8, seed=1, num_epochs=1)
+    seen = sorted((int(b["i"][0]), int(b["n"][0])) for b in loader)
+    assert len(loader) == sum(sizes)
+    assert seen == sorted((r["i"], len(r["ids"])) for p in paths for r in source.open_shard(p))
+
+
+def plain_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: plain(v) for k, v in row.items()}

@@ -27,6 +27,7 @@ from easydata_grain.io.errors import (
 )
 from easydata_grain.io.retry import RetryPolicy, storage_error
 from easydata_grain.io.stats import IOStats
+from easydata_grain.transforms.fluent import TransformableSource
 from easydata_grain.types import Row
 
 
@@ -36,7 +37,7 @@ def _local_identity(path: str) -> str:
     return f"{path}|{info.st_size}|{info.st_mtime_ns}"
 
 
-class DatasetsStreamSource:
+class DatasetsStreamSource(TransformableSource):
     """A split of a Hugging Face dataset streamed by ``datasets``, pinned to one commit; each
     data file is a shard. Streaming mode only (no row counts).
 

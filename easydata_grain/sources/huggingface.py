@@ -52,6 +52,7 @@ from easydata_grain.sources.in_memory import InMemorySource
 from easydata_grain.sources.json import JsonShardedSource
 from easydata_grain.sources.metadata_sharing import MetadataSharing, default_sharing
 from easydata_grain.sources.parquet import ParquetIndex, ParquetShardedSource
+from easydata_grain.transforms.fluent import TransformableSource
 from easydata_grain.types import Row
 
 logger = logging.getLogger(__name__)
@@ -652,7 +653,7 @@ def _resolution(
     return HubFiles(**fields), cached_at, cache, made[0] if made else None
 
 
-class HuggingFaceShardedSource:
+class HuggingFaceShardedSource(TransformableSource):
     """A split of a Hugging Face Hub dataset, its data files as shards, read in indexed mode.
 
     ``dataset_name`` is a repo id (``"HuggingFaceFW/fineweb"``) or a local directory laid out

@@ -31,6 +31,7 @@ from easydata_grain.sources.json_array import ArrayElements, ArrayIndex, scan_ar
 from easydata_grain.sources.line_index import IndexCache, LineIndex, default_cache_dir, scan_lines
 from easydata_grain.sources.metadata_sharing import MetadataSharing
 from easydata_grain.sources.skipped import SkippedRow, is_skipped
+from easydata_grain.transforms.fluent import TransformableSource
 
 logger = logging.getLogger(__name__)
 
@@ -343,7 +344,7 @@ def _ended_early(path: str, missing: int) -> CorruptShardError:
     )
 
 
-class JsonShardedSource(FileShardedSource):
+class JsonShardedSource(TransformableSource, FileShardedSource):
     """JSON Lines (or JSON array) files: a path, glob, directory or list; local or gs/s3/az.
 
     A directory lists the files ending in ``.jsonl``, ``.ndjson`` or ``.json``, optionally

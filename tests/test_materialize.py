@@ -5,6 +5,7 @@ corrupt shards and foreign pipelines detected, a read-only output refused, the c
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -29,6 +31,7 @@ from easydata_grain import (
     CorruptShardError,
     HeadSource,
     InMemorySource,
+    MalformedRowError,
     ParquetShardedSource,
     SchemaMismatchError,
     ShardNotFoundError,
@@ -44,6 +47,7 @@ from easydata_grain.materialize import (
     open_materialized,
     read_manifest,
 )
+from easydata_grain.materialize.arrow_table import rows_table
 from easydata_grain.materialize.settings import parse_size
 from easydata_grain.synthetic import tiny_tokenizer
 from easydata_grain.transforms.functions import FilterFunction
@@ -95,6 +99,39 @@ def read_back(output: str, fingerprint: Any = None, **options: Any) -> list[dict
 def fresh(tmp_path: Path) -> str:
     """A new output directory name under ``tmp_path`` (hypothesis reuses ``tmp_path``)."""
     return str(tmp_path / f"out-{uuid.uuid4().hex[:8]}")
+
+
+_IDS = st.lists(st.integers(-(2**31), 2**31 - 1), max_size=8).map(
+    lambda ids: np.array(ids, dtype=np.int32)
+)
+_ROW = st.fixed_dictionaries(
+    {
+        "input_ids": _IDS,
+        "maybe_ids": st.none() | _IDS,
+        "scores": st.lists(st.floats(allow_nan=False, width=32), max_size=4).map(
+            lambda v: np.array(v, dtype=np.float32)
+        ),
+        "n": st.integers(-(2**62), 2**62),
+        "text": st.none() | st.text(max_size=10),
+    }
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_ROW, min_size=1, max_size=40))
+def test_rows_become_a_table_with_their_values_and_types(rows: list[dict[str, Any]]) -> None:
+    table = rows_table(rows, "the rows")
+    assert table.to_pylist() == [plain(row) for row in rows]
+    assert table.schema.field("input_ids").type == pa.list_(pa.int32())
+    assert table.schema.field("scores").type == pa.list_(pa.float32())
+
+
+def test_rows_that_cannot_form_a_table_are_named() -> None:
+    with pytest.raises(MalformedRowError, match=r"Row 1 of the rows of positions 4\.\.5 has"):
+        rows_table([{"a": 1}, {"b": 1}], "the rows of positions 4..5")
+    flat_and_square = [{"a": np.zeros(2, np.int32)}, {"a": np.zeros((2, 2), np.int32)}]
+    with pytest.raises(MalformedRowError, match="The field 'a' of the rows cannot be stored"):
+        rows_table(flat_and_square, "the rows")
 
 
 def test_rows_read_back_exactly_in_the_loaders_order(rows: EpochRows, tmp_path: Path) -> None:
@@ -325,6 +362,9 @@ def test_a_corrupt_truncated_or_missing_shard_is_named(rows: EpochRows, tmp_path
         open_materialized(str(out))
     shard.write_bytes(good)
     assert read_back(str(out)) == read_back_rows(rows)
+    (out / "part-00007.parquet").write_bytes(good)
+    with pytest.raises(CorruptShardError, match=r"does not list: part-00007\.parquet"):
+        open_materialized(str(out))
 
 
 def test_another_pipelines_output_and_the_cache_lookup(
@@ -494,3 +534,15 @@ def test_a_manifest_that_is_not_ours_is_refused(rows: EpochRows, tmp_path: Path)
     manifest.unlink()
     with pytest.raises(ShardNotFoundError, match=r"has no manifest\.json"):
         open_materialized(str(out))
+
+
+def test_shard_names_sort_in_unit_order(rows: EpochRows, tmp_path: Path) -> None:
+    header = materialize(rows, str(tmp_path / "out"), workers=1).manifest.header()
+    wide = dataclasses.replace(header, positions=100_001, unit_rows=1)
+    assert [wide.shard_name(u) for u in (0, 99_999, 100_000)] == [
+        "part-000000.parquet",
+        "part-099999.parquet",
+        "part-100000.parquet",
+    ]
+    narrow = dataclasses.replace(header, positions=100_000, unit_rows=1)
+    assert narrow.shard_name(99_999) == "part-99999.parquet"

@@ -8,6 +8,7 @@ error naming its positions.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,19 +22,22 @@ _INT32_OFFSETS = 1 << 31
 
 
 def _numeric_lists(values: Sequence[Any]) -> pa.Array | None:
-    """A column of 1-d numeric numpy arrays of one dtype as a list array; None otherwise."""
+    """A column of 1-d numeric numpy arrays of one dtype as a list array, from one
+    concatenation; None for any other column (converted value by value)."""
     first = values[0]
     if not (isinstance(first, np.ndarray) and first.ndim == 1 and first.dtype.kind in "iuf"):
         return None
-    dtype = first.dtype
-    if not all(isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype == dtype for v in values):
-        return None
     offsets = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum([len(v) for v in values], out=offsets[1:])
-    flat = pa.array(np.concatenate(values))
+    try:
+        np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)), out=offsets[1:])
+        flat = np.concatenate(values)
+    except (TypeError, ValueError):  # a None, a number, an array of another shape
+        return None
+    if flat.dtype != first.dtype or flat.ndim != 1 or len(flat) != offsets[-1]:
+        return None  # arrays of several dtypes, or lists of other lengths than their values
     if offsets[-1] < _INT32_OFFSETS:
-        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), flat)
-    return pa.LargeListArray.from_arrays(pa.array(offsets), flat)
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat))
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat))
 
 
 def rows_table(rows: Sequence[Mapping[str, Any]], where: str) -> pa.Table:
@@ -41,22 +45,33 @@ def rows_table(rows: Sequence[Mapping[str, Any]], where: str) -> pa.Table:
     rows (their positions) in the error for a row whose fields differ."""
     if not rows:
         return pa.table({})
-    names = list(rows[0])
-    expected = set(names)
+    keys = rows[0].keys()
     for k, row in enumerate(rows):
-        if not isinstance(row, Mapping) or set(row) != expected:
+        if not isinstance(row, dict) or row.keys() != keys:
             got = sorted(row) if isinstance(row, Mapping) else type(row).__name__
             raise MalformedRowError(
-                f"Row {k} of {where} has the fields {got}, but row 0 has {sorted(expected)}: "
+                f"Row {k} of {where} has the fields {got}, but row 0 has {sorted(keys)}: "
                 "every row of a materialized output needs the same fields.",
                 hint="Give every row the same fields (AddField or a map that fills them).",
             )
     columns = {}
-    for name in names:
-        values = [row[name] for row in rows]
+    for name in keys:
+        values = list(map(operator.itemgetter(name), rows))
         column = _numeric_lists(values)
-        columns[name] = column if column is not None else pa.array(values)
+        columns[name] = column if column is not None else _column(values, name, where)
     return pa.table(columns)
+
+
+def _column(values: list[Any], name: str, where: str) -> pa.Array:
+    """A field's values as one Arrow array; a ``MalformedRowError`` naming it when they cannot
+    be one (values of several types, arrays of two dimensions)."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise MalformedRowError(
+            f"The field {name!r} of {where} cannot be stored as one Parquet column: {exc}.",
+            hint="Give the field one type in every row (one-dimensional lists for arrays).",
+        ) from exc
 
 
 def conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:

@@ -6,7 +6,8 @@ worker count writes the same bytes. Its header (the manifest without ``shards``)
 record of a run in progress, so that an interrupted run resumes only with the same layout.
 
 Unit ``u`` covers the positions ``[u * unit_rows, min(positions, (u + 1) * unit_rows))`` of
-the rows and is written to ``part-{u:05d}.parquet``.
+the rows and is written to ``part-{u:05d}.parquet`` (more digits when there are more than
+100,000 units: all names of an output have one width, so they sort in unit order).
 """
 
 from __future__ import annotations
@@ -27,11 +28,6 @@ WRITER_VERSION = 1
 """The layout version this code writes (and the newest it reads)."""
 MANIFEST_NAME = "manifest.json"
 """The manifest's name in the output directory."""
-
-
-def shard_name(unit: int) -> str:
-    """The file name of unit ``unit``'s shard."""
-    return f"part-{unit:05d}.parquet"
 
 
 def json_value(value: Any) -> Any:
@@ -97,7 +93,7 @@ class Manifest:
     schema: pa.Schema
     """Every shard's Arrow schema."""
     created_with: dict[str, str]
-    """The writer's library versions (Parquet bytes depend on them)."""
+    """The version of the Parquet writer (pyarrow), which the bytes depend on."""
     shards: tuple[ShardRecord, ...] = ()
     """The shards, unit by unit (empty in the header of a run in progress)."""
     writer_version: int = WRITER_VERSION
@@ -111,6 +107,11 @@ class Manifest:
     def num_units(self) -> int:
         """Units (shards) of the output."""
         return -(-self.positions // self.unit_rows)
+
+    def shard_name(self, unit: int) -> str:
+        """The file name of unit ``unit``'s shard."""
+        width = max(5, len(str(self.num_units - 1)))
+        return f"part-{unit:0{width}d}.parquet"
 
     def unit_range(self, unit: int) -> tuple[int, int]:
         """The positions ``[start, stop)`` of unit ``unit``."""

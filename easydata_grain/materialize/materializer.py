@@ -14,9 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import io
-import os
 import re
 from typing import Any, Literal
 
@@ -102,7 +100,7 @@ def materialize(
     if settings.engine == "ray":
         results = run_ray(rows, job, units, settings.workers, ray or RayOptions())
     else:
-        results = run_local(rows, job, units, settings.workers or os.cpu_count() or 1)
+        results = run_local(rows, job, units, settings.workers or 1)
     return commit(job, results)
 
 
@@ -130,10 +128,7 @@ def plan(
         row_group_rows=settings.row_group_rows,
         max_shard_size=None if settings.unit_rows else settings.max_shard_bytes,
         schema=schema,
-        created_with={
-            "easydata-grain": importlib.metadata.version("easydata-grain"),
-            "pyarrow": pa.__version__,
-        },
+        created_with={"pyarrow": pa.__version__},
     )
     if settings.unit_rows is None:
         header = dataclasses.replace(header, unit_rows=_units_rows(sample, header))

@@ -120,12 +120,20 @@ def open_materialized(
     if expected_fingerprint is not None:
         _check_fingerprint(store, manifest, expected_fingerprint)
     verify_shards(store, manifest, verify)
-    return ParquetShardedSource(
-        [store.path(shard.name) for shard in manifest.shards],
-        storage_options,
-        columns,
-        retry=policy,
-    )
+    source = ParquetShardedSource(
+        store.path("part-*.parquet"), storage_options, columns, retry=policy
+    )  # one listing, however many shards
+    names = [name.rsplit("/", 1)[-1] for name in source.shard_names]
+    if names != [shard.name for shard in manifest.shards]:  # so some are not in the manifest
+        extra = sorted(set(names) - {shard.name for shard in manifest.shards})
+        raise CorruptShardError(
+            f"{store.url} holds shards its manifest does not list: {', '.join(extra[:3])}"
+            f"{', ...' if len(extra) > 3 else ''}.",
+            path=store.path(extra[0]),
+            hint="They were added after the output was written: remove them, or materialize "
+            "again with overwrite=True.",
+        )
+    return source
 
 
 def materialized_path(cache_dir: str, fingerprint: Any) -> str:

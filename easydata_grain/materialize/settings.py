@@ -43,8 +43,8 @@ class MaterializeSettings(Config):
     engine: Literal["local", "ray"] = "local"
     """``local``: processes on this host; ``ray``: tasks on a Ray cluster."""
     workers: int | None = bounded(None, minimum=1)
-    """Units written at once: processes (1: in this process) or Ray tasks in flight; None: the
-    CPUs of this host (local) or of the Ray cluster."""
+    """Units written at once: local processes (1: in this process, the default) or Ray tasks
+    in flight (default: the cluster's CPUs)."""
     unit_rows: int | None = bounded(None, minimum=1)
     """Positions per shard; None: as many as fit in ``max_shard_size`` (estimated from the
     first rows)."""

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from easydata_grain.io.errors import CorruptShardError
 from easydata_grain.materialize.arrow_table import conform
-from easydata_grain.materialize.manifest import Manifest, ShardRecord, shard_name
+from easydata_grain.materialize.manifest import Manifest, ShardRecord
 from easydata_grain.materialize.protocol import MaterializableRows
 from easydata_grain.materialize.store import OutputStore
 
@@ -26,11 +26,6 @@ PROGRESS_DIR = "_materializing"
 """The folder of a run in progress: its header (``job.json``) and one record per shard."""
 JOB_NAME = f"{PROGRESS_DIR}/job.json"
 """The header of the run in progress (the manifest without shards)."""
-
-
-def progress_name(unit: int) -> str:
-    """The progress record of unit ``unit``'s finished shard."""
-    return f"{PROGRESS_DIR}/{shard_name(unit)}.json"
 
 
 def write_parquet(table: pa.Table, handle: IO[bytes], header: Manifest) -> None:
@@ -69,10 +64,14 @@ class ShardJob:
         start, stop = self.header.unit_range(unit)
         return f"unit {unit} (positions {start}..{stop - 1}) of {self.store.url}"
 
+    def progress_name(self, unit: int) -> str:
+        """The progress record of unit ``unit``'s finished shard."""
+        return f"{PROGRESS_DIR}/{self.header.shard_name(unit)}.json"
+
     def finished(self, unit: int) -> ShardRecord | None:
         """The shard of ``unit`` as an earlier run finished it, if its bytes still match its
         progress record; None when it has to be written (again)."""
-        data = self.store.read(progress_name(unit))
+        data = self.store.read(self.progress_name(unit))
         if data is None:
             return None
         start, stop = self.header.unit_range(unit)
@@ -81,11 +80,11 @@ class ShardJob:
             if not isinstance(document, dict):
                 return None
             digest = document.pop("fingerprint_digest", None)
-            record = ShardRecord.from_dict(document, self.store.path(progress_name(unit)))
+            record = ShardRecord.from_dict(document, self.store.path(self.progress_name(unit)))
         except (ValueError, CorruptShardError):
             return None  # a damaged record: the shard is written again
         expected = (digest, record.name, record.first_position, record.positions)
-        if expected != (self.header.digest, shard_name(unit), start, stop - start):
+        if expected != (self.header.digest, self.header.shard_name(unit), start, stop - start):
             return None
         if self.store.checksum(record.name) != (record.bytes, record.sha256):
             return None
@@ -98,11 +97,13 @@ class ShardJob:
             return UnitResult(kept, False)
         start, stop = self.header.unit_range(unit)
         table = conform(rows.table(start, stop), self.header.schema, self.where(unit))
-        name = shard_name(unit)
+        name = self.header.shard_name(unit)
         size, sha256 = self.store.write(
             name, lambda handle: write_parquet(table, handle, self.header)
         )
         record = ShardRecord(name, start, stop - start, table.num_rows, size, sha256)
         progress = {"fingerprint_digest": self.header.digest, **record.to_dict()}
-        self.store.write_bytes(progress_name(unit), json.dumps(progress, sort_keys=True).encode())
+        self.store.write_bytes(
+            self.progress_name(unit), json.dumps(progress, sort_keys=True).encode()
+        )
         return UnitResult(record, True)

@@ -156,7 +156,9 @@ class ParquetShardedSource(TransformableSource, FileShardedSource):
 
     @property
     def column_names(self) -> list[str]:
-        """The columns of its rows (``columns`` when given), from the first footer."""
+        """The columns of its rows (``columns`` when given), from the footers (read once, and
+        on several hosts by host 0 alone: see ``all_meta``)."""
+        self.all_meta()
         return list(self.schema.names)
 
     def with_columns(self, columns: Collection[str]) -> ParquetShardedSource:

@@ -73,14 +73,22 @@ def _feistel_table(bits: int, key: int) -> np.ndarray:
     widths = [lo_bits if r % 2 else hi_bits for r in range(len(keys))]
     functions &= np.array([(1 << width) - 1 for width in widths], dtype=np.uint64)[:, None]
     functions = functions.astype(np.intp)
-    # Round 1 on the grid: hi varies down the rows, lo along them (lo is every value).
-    hi = np.arange(1 << lo_bits, dtype=np.intp)[None, :]
-    lo = functions[0] ^ np.arange(1 << hi_bits, dtype=np.intp)[:, None]
+    # The rounds write into three buffers instead of two new arrays a round. Round 1 on the
+    # grid: hi varies down the rows, lo along them (lo is every value).
+    grid = (1 << hi_bits, 1 << lo_bits)
+    hi = np.empty(grid, dtype=np.intp)
+    hi[:] = np.arange(1 << lo_bits, dtype=np.intp)
+    lo = np.bitwise_xor(functions[0], np.arange(1 << hi_bits, dtype=np.intp)[:, None])
+    looked_up = np.empty(grid, dtype=np.intp)
     for function in functions[1:]:
-        hi, lo = lo, hi ^ function.take(lo)
-    table = np.left_shift(np.broadcast_to(hi, lo.shape), lo_bits)
-    table |= lo
-    return table.ravel()
+        # Every half is below len(function), so "wrap" never wraps; it only skips the bounds
+        # check that "raise" makes, and the copy it makes with ``out``.
+        function.take(lo, out=looked_up, mode="wrap")
+        hi ^= looked_up
+        hi, lo = lo, hi
+    hi <<= lo_bits
+    hi |= lo
+    return hi.ravel()
 
 
 def _permute_window(length: int, key: int) -> np.ndarray:
@@ -96,10 +104,11 @@ def _permute_window(length: int, key: int) -> np.ndarray:
             key,
         ).astype(np.int64)
     table = _feistel_table(bits, key)
-    y = table[:length].copy()
+    # The walk reads the table only at points >= length, so it can write below in place.
+    y = table[:length]
     outside = np.flatnonzero(y >= length)
     while outside.size:
-        walked = table[y[outside]]
+        walked = table.take(y.take(outside))
         y[outside] = walked
         outside = outside[walked >= length]
     return y.astype(np.int64, copy=False)
@@ -241,8 +250,9 @@ class EpochOrder:
         length = min(self._window, self.shard_sizes[shard] - start)
         if not self.shuffle:
             return np.arange(start, start + length, dtype=np.int64)
-        key = self._window_key(epoch, shard, window)
-        return _permute_window(length, key) + start
+        rows = _permute_window(length, self._window_key(epoch, shard, window))
+        rows += start
+        return rows
 
     def _window_key(self, epoch: int, shard: int, window: int) -> int:
         """The Feistel key of one window (``_shuffle_rows`` computes the same, vectorised)."""

@@ -8,15 +8,18 @@ with repeats, over several epochs, shuffled (any window) or not, with read threa
 
 from __future__ import annotations
 
+import collections
 import itertools
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
+from easydata_grain.order import EpochOrder
 from easydata_grain.sources.arrow_rows import batch_to_rows
 
 
@@ -100,3 +103,34 @@ def test_every_way_of_reading_gives_the_rows_at_the_addresses(
         assert [row.tolist() for row in rows] == [[i] * (i % 4) for i in expected]
         assert [row["id"] for row in dataset._getitems(indices)] == expected
         assert [dataset[i]["id"] for i in indices] == expected
+
+
+@pytest.mark.parametrize("read_threads", [0, 2])
+@pytest.mark.parametrize("batch_size", [1, 7, 300])
+def test_each_window_is_permuted_once_per_epoch(monkeypatch, read_threads, batch_size):
+    # Batches smaller than a window share its permutation (the segment keeps it).
+    calls: collections.Counter = collections.Counter()
+    window_rows = EpochOrder.window_rows
+
+    def counted(order: EpochOrder, epoch: int, shard: int, window: int) -> np.ndarray:
+        calls[epoch, shard, window] += 1
+        return window_rows(order, epoch, shard, window)
+
+    monkeypatch.setattr(EpochOrder, "window_rows", counted)
+    sizes, window = [5000, 4100, 2000], 4096
+    dataset = IndexedSourceDataset(
+        TableShards(sizes, 1000),
+        seed=3,
+        window_size=window,
+        num_epochs=2,
+        read_threads=read_threads,
+    )
+    ids = []
+    for start in range(0, len(dataset), batch_size):
+        stop = min(start + batch_size, len(dataset))
+        ids += dataset._gather_columns(range(start, stop))["id"].tolist()
+    assert ids == _expected_ids(dataset, list(range(len(dataset))))
+    windows = [
+        (e, s, w) for e in (0, 1) for s, n in enumerate(sizes) for w in range(-(-n // window))
+    ]
+    assert calls == collections.Counter(windows)

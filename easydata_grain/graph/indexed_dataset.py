@@ -207,18 +207,19 @@ class IndexedSourceDataset(grain.MapDataset):
         return self.order.addresses(epoch, positions)[1]
 
     def _new_segment(self, first: int, shard: int, rows: np.ndarray, low: int) -> _Segment:
-        """The segment of ``rows`` (a permutation of the shard's rows ``low ..``), cached."""
+        """The segment of ``rows`` (a permutation of the shard's rows ``low ..``, a new array
+        that becomes the offsets in place), cached."""
         starts = self._block_starts(shard)
         low_block = bisect.bisect_right(starts, low) - 1
         high_block = bisect.bisect_right(starts, low + len(rows) - 1) - 1
         if low_block == high_block:
             ids = None
-            offsets = rows - starts[low_block]
+            rows -= starts[low_block]
         else:
             mine = starts[low_block : high_block + 1]
             ids = np.searchsorted(mine, rows, side="right") - 1
-            offsets = rows - mine[ids]
-        segment = _Segment(first, shard, tuple(range(low_block, high_block + 1)), ids, offsets)
+            rows -= mine[ids]
+        segment = _Segment(first, shard, tuple(range(low_block, high_block + 1)), ids, rows)
         if len(self._segments) >= _CACHED_SEGMENTS:
             self._segments.pop(next(iter(self._segments)))
         self._segments[first] = segment

@@ -1,18 +1,30 @@
-"""The mixture order: global position ``p`` -> ``(component, that component's position)``, a
-pure function, like the epoch order (``order.py``).
+"""The mixture order: global position ``p`` -> ``(component, that component's row)``, a pure
+function, like the epoch order (``order.py``).
 
-Positions are cut into blocks of ``block_size``. The weights of a block are the schedule's at
-the training step of its first position (``position // global_batch_size``, the global batch
-index, so every host agrees). Within a run of blocks of equal weights, the first ``H`` rows
-go to the components as Webster's (Sainte-Laguë) apportionment of ``H`` seats: seat ``j`` of
-component ``c`` costs ``(j + 1/2) / w_c`` and the ``H`` cheapest seats are taken (ties by
-component). That rule is house-monotone (one more row never takes one from another component)
-and stays within one row of the target ``H * w_c`` for two components and close to it for
-more, with no drift over a run. A block's rows are then placed in a keyed permutation of the
-block, so components interleave randomly inside it and every block holds its share.
+**Targets.** Positions are cut into blocks of ``block_size``. Block ``b`` mixes by the weights
+at its training step, ``b * block_size // global_batch_size`` (the global batch index of its
+first position, so every host agrees). Component ``c``'s cumulative target ``T_c(s)``, the rows
+it should have had in positions ``[0, s)``, grows by ``w_c(b)`` per position of block ``b``.
 
-Nothing is stored: the counts before any block are computed from the weights (in O(1) for fixed
-weights and ``step`` schedules, and once per block of an interpolated stretch, cached).
+**Rounding.** Row ``j`` of component ``c`` is due at the position where ``T_c`` reaches
+``j + 1/2``; the first ``S`` positions go to the ``S`` rows due first (ties by component). This
+rounds the *cumulative* target, so what one block rounds away is carried into the next instead
+of piling up: after any ``S`` positions each component's count is within a row or so of
+``T_c(S)`` (exactly: every count is ``T_c(t)`` rounded, for one ``t`` near ``S``), however long
+the run and whatever the schedule. With fixed weights this is Webster's (Sainte-Laguë)
+apportionment of ``S`` seats. The rule is house-monotone (one more position never takes a row
+from another component), so every block's counts are whole and non-negative; largest-remainder
+rounding of the cumulative target is not (the Alabama paradox), which is why it is not used.
+
+**Interleaving.** A block's rows are placed by a keyed permutation of the block (``order.py``'s
+Feistel bijection), so components interleave randomly inside it, each component's rows in
+increasing order; component ``c``'s row at position ``p`` is how many times ``c`` was chosen
+before ``p``.
+
+**Cost.** Nothing is stored per row. ``T`` is piecewise linear: with fixed weights or a
+``step`` schedule a few pieces, so any position is located in O(1); with a ``linear`` or
+``cosine`` schedule one piece per block until the last point, their prefix sums computed
+vectorised, ``_CHUNK`` blocks at a time, on first need and kept (O(blocks) once, O(log) after).
 """
 
 from __future__ import annotations
@@ -20,105 +32,136 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Literal
+from collections.abc import Sequence
 
 import numpy as np
 
-from easydata_grain.order import _mix, _permute_window
+from easydata_grain.mix_schedule import WeightSchedule
+from easydata_grain.order import _GOLDEN, _MASK64, _mix, _permute_window
 
 _TAG_MIX = 0x3C6EF372FE94F82B
 _CACHED_BLOCKS = 8
-
-ScheduleType = Literal["step", "linear", "cosine"]
-
-
-def webster(seats: int, weights: np.ndarray) -> np.ndarray:
-    """The ``seats`` cheapest seats (seat ``j`` of ``c`` costs ``(j + 0.5) / w_c``, ties by
-    ``c``) counted per component; components of weight 0 get none."""
-    positive = weights > 0
-    counts = np.where(positive, np.floor(seats * weights + 0.5), 0).astype(np.int64)
-    with np.errstate(divide="ignore", over="ignore"):
-        inverse = np.where(positive, 1.0 / np.where(positive, weights, 1.0), np.inf)
-    while True:
-        total = int(counts.sum())
-        next_cost = (counts + 0.5) * inverse
-        last_cost = np.where(counts > 0, (counts - 0.5) * inverse, -np.inf)
-        if total < seats:
-            counts[int(np.argmin(next_cost))] += 1
-        elif total > seats:
-            counts[len(counts) - 1 - int(np.argmax(last_cost[::-1]))] -= 1
-        else:
-            high = len(counts) - 1 - int(np.argmax(last_cost[::-1]))
-            low = int(np.argmin(next_cost))
-            if (last_cost[high], high) <= (next_cost[low], low):
-                return counts
-            counts[high] -= 1  # a dearer seat taken over a cheaper one (rounding): swap
-            counts[low] += 1
+_CACHED_CHUNKS = 4
+_CHUNK = 1 << 12
+# Rows due this far on (a weight of 1e-300, say) are never given: positions are int64.
+_NEVER = float(1 << 62)
 
 
 @dataclasses.dataclass(frozen=True)
-class WeightSchedule:
-    """Weights per component as a function of the training step.
+class _Pieces:
+    """Stretches of blocks of equal weights: piece ``i`` starts at block ``first[i]`` with
+    weights ``weights[i]`` and cumulative targets ``before[i]`` (rows per component before
+    its first position); the last piece ends at block ``stop`` (None: never)."""
 
-    ``points`` are ``(step, weights)`` in increasing step order, the first at step 0. ``step``
-    keeps each point's weights until the next point; ``linear`` and ``cosine`` interpolate
-    between points; after the last point its weights hold. Weights are normalised to sum to 1.
-    """
+    first: np.ndarray
+    weights: np.ndarray
+    before: np.ndarray
+    stop: int | None
 
-    points: tuple[tuple[int, tuple[float, ...]], ...]
-    kind: ScheduleType = "step"
 
-    def __post_init__(self) -> None:
-        if self.kind not in ("step", "linear", "cosine"):
-            raise ValueError(f"kind must be step, linear or cosine, got {self.kind!r}")
-        if not self.points or self.points[0][0] != 0:
-            raise ValueError("a weight schedule needs a first point at step 0")
-        width = len(self.points[0][1])
-        for i, (step, weights) in enumerate(self.points):
-            if i and step <= self.points[i - 1][0]:
-                raise ValueError(
-                    f"schedule steps must increase: {step} after {self.points[i - 1][0]}"
-                )
-            if len(weights) != width:
-                raise ValueError(f"schedule point {i} has {len(weights)} weights, point 0 {width}")
-            if any(not math.isfinite(w) or w < 0 for w in weights) or not any(weights):
-                raise ValueError(
-                    f"schedule point {i}: weights must be finite, >= 0 and not all 0, "
-                    f"got {list(weights)}"
-                )
+class CumulativeTarget:
+    """``T_c(s)`` of the module docstring, and its inverse (when row ``j`` is due)."""
 
-    @classmethod
-    def fixed(cls, weights: Sequence[float]) -> WeightSchedule:
-        """One set of weights for every step."""
-        return cls(((0, tuple(float(w) for w in weights)),))
+    def __init__(self, schedule: WeightSchedule, *, block_size: int, global_batch_size: int):
+        self.schedule = schedule
+        self.block_size = block_size
+        self.global_batch_size = global_batch_size
+        # Blocks from `tail` on have the last point's weights: one piece for ever.
+        self.tail = self._block_of_step(schedule.last_change)
+        if schedule.kind == "step" or len(schedule.points) == 1:
+            starts = sorted({self._block_of_step(s) for s in schedule.steps} - {self.tail})
+            self._chunk = max(1, self.tail)  # one chunk holds every piece before the tail
+            self._starts = {0: np.asarray(starts, dtype=np.int64)}
+        else:
+            self._chunk = _CHUNK  # one piece per block
+            self._starts = {}
+        # Cumulative targets at each chunk's first block (filled in order, on first need).
+        self._bounds: tuple[np.ndarray, ...] = (np.zeros(schedule.num_components),)
+        self._chunks: dict[int, _Pieces] = {}
+
+    def _block_of_step(self, step: int) -> int:
+        """The first block whose first position is at ``step`` or later."""
+        return -(-step * self.global_batch_size // self.block_size)
 
     @property
-    def steps(self) -> list[int]:
-        """The steps of the points."""
-        return [step for step, _ in self.points]
+    def _num_chunks(self) -> int:
+        return -(-self.tail // self._chunk)
 
-    def at(self, step: int) -> np.ndarray:
-        """The normalised weights at ``step``."""
-        i = bisect.bisect_right(self.steps, step) - 1
-        weights = np.asarray(self.points[i][1], dtype=np.float64)
-        if self.kind != "step" and i + 1 < len(self.points):
-            start, end = self.points[i][0], self.points[i + 1][0]
-            t = (step - start) / (end - start)
-            if self.kind == "cosine":
-                t = (1 - math.cos(math.pi * t)) / 2
-            weights = (1 - t) * weights + t * np.asarray(self.points[i + 1][1], dtype=np.float64)
-        return weights / weights.sum()
+    def _pieces(self, chunk: int) -> _Pieces:
+        """The pieces of blocks ``[chunk * _chunk, ...)`` before the tail; ``chunk ==
+        _num_chunks``: the tail."""
+        cached = self._chunks.get(chunk)
+        if cached is not None:
+            return cached
+        before = self._bound(chunk)
+        if chunk == self._num_chunks:
+            first = np.asarray([self.tail], dtype=np.int64)
+            stop = None
+        else:
+            low = chunk * self._chunk
+            stop = min(self.tail, low + self._chunk)
+            first = self._starts.get(chunk)
+            if first is None:
+                first = np.arange(low, stop, dtype=np.int64)
+        weights = self.schedule.at_steps(first * self.block_size // self.global_batch_size)
+        befores = np.empty_like(weights)
+        befores[0] = before
+        if len(first) > 1:
+            grown = np.diff(first)[:, None] * self.block_size * weights[:-1]
+            befores[1:] = before + np.cumsum(grown, axis=0)
+        pieces = _Pieces(first, weights, befores, stop)
+        # Copy on write: readers in other threads never see a dict being changed.
+        kept = list(self._chunks.items())[1 - _CACHED_CHUNKS :]
+        self._chunks = {**dict(kept), chunk: pieces}
+        return pieces
 
+    def _bound(self, chunk: int) -> np.ndarray:
+        """The cumulative targets at the first block of ``chunk`` (all chunks before it are
+        summed once, in order, so every process sums them the same way)."""
+        while len(bounds := self._bounds) <= chunk:
+            pieces = self._pieces(len(bounds) - 1)
+            grown = (pieces.stop - pieces.first[-1]) * self.block_size * pieces.weights[-1]
+            # A new tuple: a thread extending it meanwhile never sees a half-made one.
+            self._bounds = (*bounds, pieces.before[-1] + grown)
+        return bounds[chunk]
 
-@dataclasses.dataclass(frozen=True)
-class _Run:
-    """Blocks ``first ..`` of equal weights; ``base`` rows per component before them."""
+    def _chunk_of_block(self, block: int) -> int:
+        return self._num_chunks if block >= self.tail else block // self._chunk
 
-    first: int
-    weights: np.ndarray
-    base: np.ndarray
+    def at(self, position: int) -> np.ndarray:
+        """``T(position)``: each component's target rows in positions ``[0, position)``."""
+        pieces = self._pieces(self._chunk_of_block(position // self.block_size))
+        i = int(np.searchsorted(pieces.first, position // self.block_size, side="right")) - 1
+        return (
+            pieces.before[i]
+            + (position - int(pieces.first[i]) * self.block_size) * (pieces.weights[i])
+        )
+
+    def due(self, component: int, row: int) -> float:
+        """The position where ``T_component`` reaches ``row + 1/2`` (inf: never, or past
+        ``2**62``)."""
+        if row < 0:
+            return -math.inf
+        target = row + 0.5
+        last = self._num_chunks
+        while len(self._bounds) <= last and self._bounds[-1][component] < target:
+            self._bound(len(self._bounds))
+        # The last chunk whose first block's target is below ``target`` (the tail if all are).
+        chunk = bisect.bisect_left(self._bounds, target, key=lambda b: b[component]) - 1
+        pieces = self._pieces(chunk)
+        i = int(np.searchsorted(pieces.before[:, component], target, side="left")) - 1
+        weight = pieces.weights[i, component]
+        low = int(pieces.first[i]) * self.block_size
+        if i + 1 < len(pieces.first):
+            high = float(pieces.first[i + 1] * self.block_size)
+        elif pieces.stop is not None:
+            high = float(pieces.stop * self.block_size)
+        elif weight == 0:
+            return math.inf
+        else:
+            high = math.inf
+        due = min(high, max(low, low + (target - pieces.before[i, component]) / weight))
+        return math.inf if due >= _NEVER else due
 
 
 class MixtureOrder:
@@ -139,101 +182,12 @@ class MixtureOrder:
         self.block_size = block_size
         self.global_batch_size = global_batch_size
         self.seed = seed
-        self.num_components = len(schedule.points[0][1])
-        self._runs: list[_Run] = [
-            _Run(0, schedule.at(0), np.zeros(self.num_components, dtype=np.int64))
-        ]
-        # The first block after the schedule's last change: one run from there on.
-        self._last_change = self._block_of_step(schedule.steps[-1])
-        self._blocks: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-
-    def _block_of_step(self, step: int) -> int:
-        """The first block whose first position is at ``step`` or later."""
-        return -(-step * self.global_batch_size // self.block_size)
-
-    def _weights_of_block(self, block: int) -> np.ndarray:
-        return self.schedule.at(block * self.block_size // self.global_batch_size)
-
-    def _next_run_start(self, block: int) -> int | None:
-        """The block where the run after the one holding ``block`` starts (None: never)."""
-        if block >= self._last_change:
-            return None
-        if self.schedule.kind == "step":
-            starts = [self._block_of_step(s) for s in self.schedule.steps]
-            return next((s for s in starts if s > block), None)
-        return block + 1  # interpolated: every block has its own weights
-
-    def _run(self, block: int) -> _Run:
-        """The run holding ``block``, extending the cached runs as needed."""
-        while True:
-            last = self._runs[-1]
-            start = self._next_run_start(last.first)
-            if start is None or block < start:
-                break
-            if start == last.first:
-                break
-            counts = last.base + webster((start - last.first) * self.block_size, last.weights)
-            self._runs.append(_Run(start, self._weights_of_block(start), counts))
-        i = bisect.bisect_right([r.first for r in self._runs], block) - 1
-        return self._runs[i]
-
-    def counts_before_block(self, block: int) -> np.ndarray:
-        """Rows each component got in positions ``[0, block * block_size)``."""
-        run = self._run(block)
-        return run.base + webster((block - run.first) * self.block_size, run.weights)
-
-    def block(self, block: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(components, rows)`` of the block's positions, in position order."""
-        cached = self._blocks.get(block)
-        if cached is not None:
-            self._blocks.move_to_end(block)
-            return cached
-        run = self._run(block)
-        seats = (block - run.first) * self.block_size
-        before = webster(seats, run.weights)
-        after = webster(seats + self.block_size, run.weights)
-        labels = np.repeat(np.arange(self.num_components), after - before)
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            costs = np.concatenate(
-                [
-                    (np.arange(before[c], after[c]) + 0.5) / run.weights[c]
-                    for c in range(len(before))
-                ]
-            )
-        labels = labels[np.lexsort((labels, costs))]
-        key = _mix((self.seed * 0x9E3779B97F4A7C15 ^ _TAG_MIX ^ _mix(block + 1)) & ((1 << 64) - 1))
-        placed = np.empty_like(labels)
-        placed[_permute_window(self.block_size, key)] = labels
-        rows = np.empty(self.block_size, dtype=np.int64)
-        start = run.base + before
-        for c in range(self.num_components):
-            mine = np.flatnonzero(placed == c)
-            rows[mine] = start[c] + np.arange(len(mine))
-        result = (placed, rows)
-        self._blocks[block] = result
-        if len(self._blocks) > _CACHED_BLOCKS:
-            self._blocks.popitem(last=False)
-        return result
-
-    def locate(self, position: int) -> tuple[int, int]:
-        """The component and its row at ``position``."""
-        block, offset = divmod(position, self.block_size)
-        components, rows = self.block(block)
-        return int(components[offset]), int(rows[offset])
-
-    def locate_many(self, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """``locate`` of many positions (a batch)."""
-        positions = np.asarray(positions, dtype=np.int64)
-        components = np.empty(len(positions), dtype=np.int64)
-        rows = np.empty(len(positions), dtype=np.int64)
-        blocks = positions // self.block_size
-        for block in np.unique(blocks):
-            where = np.flatnonzero(blocks == block)
-            labels, numbers = self.block(int(block))
-            offsets = positions[where] - block * self.block_size
-            components[where] = labels[offsets]
-            rows[where] = numbers[offsets]
-        return components, rows
+        self.num_components = schedule.num_components
+        self.target = CumulativeTarget(
+            schedule, block_size=block_size, global_batch_size=global_batch_size
+        )
+        self._counts: dict[int, np.ndarray] = {}
+        self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def counts_before(self, position: int) -> np.ndarray:
         """Rows each component got in positions ``[0, position)`` (the realized mixture)."""
@@ -244,66 +198,97 @@ class MixtureOrder:
             counts = counts + np.bincount(labels[:offset], minlength=self.num_components)
         return counts
 
-    def ever_chosen(self, component: int) -> bool:
-        """Whether the component gets rows past every change of the schedule."""
-        return bool(self._run(self._last_change).weights[component] > 0)
+    def counts_before_block(self, block: int) -> np.ndarray:
+        """Rows each component got in positions ``[0, block * block_size)``: the rows due
+        first (see the module docstring), found from the rounded targets in a few steps."""
+        cached = self._counts.get(block)
+        if cached is not None:
+            return cached
+        seats = block * self.block_size
+        due = self.target.due
+        k = self.num_components
+        counts = np.floor(self.target.at(seats) + 0.5).astype(np.int64).clip(0)
+        nexts = [due(c, int(counts[c])) for c in range(k)]
+        lasts = [due(c, int(counts[c]) - 1) for c in range(k)]
+        while True:
+            low = min(range(k), key=lambda c: (nexts[c], c))  # the next row due
+            high = max(range(k), key=lambda c: (lasts[c], c))  # the last row taken
+            total = int(counts.sum())
+            if total == seats and (lasts[high], high) <= (nexts[low], low):
+                break
+            if total <= seats:  # take the next row due (when equal: in place of `high`)
+                counts[low] += 1
+                lasts[low], nexts[low] = nexts[low], due(low, int(counts[low]))
+            if total >= seats:
+                counts[high] -= 1
+                nexts[high], lasts[high] = lasts[high], due(high, int(counts[high]) - 1)
+        counts.flags.writeable = False
+        kept = list(self._counts.items())[1 - 2 * _CACHED_BLOCKS :]
+        self._counts = {**dict(kept), block: counts}
+        return counts
+
+    def block(self, block: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(components, rows)`` of the block's positions, in position order."""
+        cached = self._blocks.get(block)
+        if cached is not None:
+            return cached
+        before = self.counts_before_block(block)
+        sizes = self.counts_before_block(block + 1) - before
+        key = _mix((self.seed * _GOLDEN ^ _TAG_MIX ^ _mix(block + 1)) & _MASK64)
+        components = np.empty(self.block_size, dtype=np.int64)
+        places = _permute_window(self.block_size, key)
+        components[places] = np.repeat(np.arange(self.num_components), sizes)
+        # Each component's rows in position order: its places, sorted, get before[c], ...
+        by_component = np.argsort(components, kind="stable")
+        rows = np.empty(self.block_size, dtype=np.int64)
+        firsts = np.cumsum(sizes) - sizes
+        rows[by_component] = np.arange(self.block_size) + np.repeat(before - firsts, sizes)
+        components.flags.writeable = rows.flags.writeable = False
+        kept = list(self._blocks.items())[1 - _CACHED_BLOCKS :]
+        self._blocks = {**dict(kept), block: (components, rows)}
+        return components, rows
+
+    def locate(self, position: int) -> tuple[int, int]:
+        """The component and its row at ``position``."""
+        block, offset = divmod(position, self.block_size)
+        components, rows = self.block(block)
+        return int(components[offset]), int(rows[offset])
+
+    def locate_many(self, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``locate`` of many positions (a batch)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        blocks = positions // self.block_size
+        offsets = positions - blocks * self.block_size
+        low, high = int(blocks.min(initial=0)), int(blocks.max(initial=0))
+        if low == high:  # a batch inside one block
+            components, rows = self.block(low)
+            return components[offsets], rows[offsets]
+        components = np.empty(len(positions), dtype=np.int64)
+        rows = np.empty(len(positions), dtype=np.int64)
+        for block in np.unique(blocks).tolist():
+            where = np.flatnonzero(blocks == block)
+            labels, numbers = self.block(block)
+            components[where] = labels[offsets[where]]
+            rows[where] = numbers[offsets[where]]
+        return components, rows
 
     def position_of(self, component: int, row: int) -> int | None:
         """The position where ``component`` gets its row ``row`` (None: it never does)."""
-        last = self._run(self._last_change)
-        if (
-            last.weights[component] == 0
-            and self.counts_before_block(self._last_change)[component] <= row
-        ):
+        due = self.target.due(component, row)
+        if math.isinf(due):
             return None
-        high = 1
-        while self.counts_before_block(high)[component] <= row:
-            high *= 2
-        low = 0  # counts_before_block(low) <= row < counts_before_block(high)
-        while high - low > 1:
-            middle = (low + high) // 2
-            if self.counts_before_block(middle)[component] <= row:
-                low = middle
-            else:
-                high = middle
-        labels, numbers = self.block(low)
-        offset = int(np.flatnonzero((labels == component) & (numbers == row))[0])
+
+        def taken(block: int) -> bool:  # whether the row was given before ``block``
+            return int(self.counts_before_block(block)[component]) > row
+
+        # The row is given within a few rows of where it is due: search around there.
+        guess = int(due) // self.block_size
+        low, high = max(0, guess - 1), guess + 2
+        while low and taken(low):
+            low = max(0, 2 * low - guess - 1)
+        while not taken(high):
+            high = 2 * high - guess
+        low = bisect.bisect_left(range(low, high), True, key=taken) + low - 1
+        components, rows = self.block(low)
+        offset = int(np.flatnonzero((components == component) & (rows == row))[0])
         return low * self.block_size + offset
-
-
-def schedule_from(
-    names: Sequence[str],
-    weights: Mapping[str, float] | Sequence[float] | None,
-    points: Sequence[tuple[int, Mapping[str, float]]] | None = None,
-    kind: ScheduleType = "step",
-) -> WeightSchedule:
-    """A ``WeightSchedule`` over ``names`` from weights by name (or in order), or from
-    ``(step, weights by name)`` points; None and no points: equal weights."""
-
-    def vector(given: Mapping[str, float] | Sequence[float], where: str) -> tuple[float, ...]:
-        if isinstance(given, Mapping):
-            unknown = sorted(set(given) - set(names))
-            if unknown:
-                raise ValueError(
-                    f"{where}: no component is named {unknown[0]!r} (names: {list(names)})"
-                )
-            missing = [n for n in names if n not in given]
-            if missing:
-                raise ValueError(
-                    f"{where}: no weight for {missing}; give each a weight (0 leaves one out)"
-                )
-            return tuple(float(given[n]) for n in names)
-        if len(given) != len(names):
-            raise ValueError(f"{where}: {len(given)} weights for {len(names)} components")
-        return tuple(float(w) for w in given)
-
-    if points:
-        if weights is not None:
-            raise ValueError("give weights or a weight schedule, not both")
-        return WeightSchedule(
-            tuple((int(s), vector(w, f"weight_schedule[{i}]")) for i, (s, w) in enumerate(points)),
-            kind,
-        )
-    if weights is None:
-        return WeightSchedule.fixed([1.0] * len(names))
-    return WeightSchedule.fixed(vector(weights, "weights"))

@@ -5,17 +5,19 @@ function of the position, so the state is the position and resume is O(1), exact
 Each component is an ``IndexedSourceDataset`` over its own epochs (``num_epochs=None``), so a
 component that runs out continues with its next epoch in its own order.
 
-How long the mixture is depends on the stop strategy and the loader's ``num_epochs`` (``E``):
-``restart``: endless when ``E`` is None, else ``E`` times the rows of all components together;
-``first_exhausted``: until the first component would need a row past its ``E`` epochs;
-``all_exhausted``: until every component has given all rows of its ``E`` epochs (the others
-restarting meanwhile).
+How long the mixture is depends on the stop strategy and ``num_epochs`` (``E``), counting only
+the components that are ever chosen (a weight > 0 at some step): ``restart``: endless when
+``E`` is None, else ``E`` times their rows together (so the pass is as long as reading each
+``E`` times, in the weights' proportions); ``first_exhausted``: up to the first position that
+would need a row past a component's ``E`` epochs; ``all_exhausted``: up to the position that
+gives the last component its last row of ``E`` epochs (the others restarting meanwhile).
+``MixedMapDataset.from_datasets`` mixes plain Grain datasets the same way.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import grain
@@ -25,6 +27,7 @@ import pyarrow as pa
 from easydata_grain.batch_format import Column, ColumnarRows
 from easydata_grain.graph.columns import gather
 from easydata_grain.mix_order import MixtureOrder
+from easydata_grain.mix_schedule import ScheduleType, schedule_from
 
 _CACHED_BLOCK_COLUMNS = 2
 
@@ -40,10 +43,13 @@ def mixture_length(
     names: Sequence[str],
 ) -> int | None:
     """Positions in one pass of the mixture (None: endless); raises for a mixture that could
-    never stop or never start."""
+    never stop or never start. Components that are never chosen (weight 0 throughout) take no
+    part: they count for no stop strategy."""
     if stop_strategy not in STOP_STRATEGIES:
         raise ValueError(f"stop_strategy must be one of {STOP_STRATEGIES}, got {stop_strategy!r}")
-    chosen = [c for c in range(len(names)) if order.ever_chosen(c)]
+    if num_epochs is not None and (isinstance(num_epochs, bool) or num_epochs < 1):
+        raise ValueError(f"num_epochs must be None or an int >= 1, got {num_epochs!r}")
+    chosen = [c for c in range(len(names)) if order.position_of(c, 0) is not None]
     for c in chosen:
         if rows_per_epoch[c] == 0 and stop_strategy != "first_exhausted":
             raise ValueError(
@@ -52,31 +58,32 @@ def mixture_length(
                 "Give it weight 0 or data."
             )
     if stop_strategy == "restart":
-        return None if num_epochs is None else num_epochs * sum(rows_per_epoch)
+        return None if num_epochs is None else num_epochs * sum(rows_per_epoch[c] for c in chosen)
     if num_epochs is None:
         raise ValueError(
             f"stop_strategy={stop_strategy!r} with num_epochs=None would never stop: components "
             "repeat forever. Use stop_strategy='restart' for an endless mixture."
         )
-    ends = {c: num_epochs * rows_per_epoch[c] for c in range(len(names))}
+    ends = [num_epochs * rows_per_epoch[c] for c in range(len(names))]
     if stop_strategy == "first_exhausted":
+        # The first position that asks a component for a row past its epochs.
         found = [order.position_of(c, ends[c]) for c in chosen]
         length = min(p for p in found if p is not None)
     else:
-        never = [names[c] for c in range(len(names)) if ends[c] and c not in chosen]
+        # One past the position that gives the last component its last row.
+        lasts = {c: order.position_of(c, ends[c] - 1) for c in chosen}
+        never = [names[c] for c, p in lasts.items() if p is None]
         if never:
             raise ValueError(
-                f"Components {never} have weight 0 after the schedule's last point: under "
-                "stop_strategy='all_exhausted' they would never be read through."
+                f"Components {never} stop being chosen (weight 0 from some step on) before "
+                "all their rows are read: under stop_strategy='all_exhausted' the mixture "
+                "would never end. Keep their weight > 0, or use first_exhausted or restart."
             )
-        length = max(
-            ((order.position_of(c, ends[c] - 1) or 0) + 1 for c in range(len(names)) if ends[c]),
-            default=0,
-        )
+        length = max(p + 1 for p in lasts.values())
     if length == 0:
         raise ValueError(
-            "The mixture has no rows: its components are empty, or (first_exhausted) one "
-            "with a weight has none."
+            "The mixture has no rows: a component with a weight is empty "
+            "(stop_strategy='first_exhausted' stops before its first row)."
         )
     return length
 
@@ -107,6 +114,51 @@ class MixedMapDataset(grain.MapDataset):
         self._offset = offset
         self._source_field = source_field
         self._columns: dict[int, dict[str, Column]] = {}
+
+    @classmethod
+    def from_datasets(
+        cls,
+        datasets: Mapping[str, grain.MapDataset] | Sequence[grain.MapDataset],
+        weights: Mapping[str, float] | Sequence[float] | None = None,
+        *,
+        block_size: int = 1000,
+        seed: int = 0,
+        stop_strategy: StopStrategy = "restart",
+        num_epochs: int | None = 1,
+        global_batch_size: int = 1,
+        weight_schedule: Sequence[tuple[int, Mapping[str, float]]] | None = None,
+        weight_schedule_type: ScheduleType = "step",
+        source_field: str | None = None,
+        rows_per_epoch: Sequence[int] | None = None,
+    ) -> MixedMapDataset:
+        """Grain datasets (a dict by name, or a list named ``dataset_{i}``) mixed by weight.
+
+        Without ``rows_per_epoch`` each dataset is finite, one epoch long, and is repeated
+        (``MapDataset.repeat``: a shuffled one reshuffles every epoch); with it, the datasets
+        are endless already (element ``e * rows + i`` is row ``i`` of epoch ``e``).
+        ``num_epochs`` and ``stop_strategy`` give the length (module docstring); each step of
+        a ``weight_schedule`` is ``global_batch_size`` positions."""
+        named = (
+            dict(datasets)
+            if isinstance(datasets, Mapping)
+            else {f"dataset_{i}": d for i, d in enumerate(datasets)}
+        )
+        names = list(named)
+        order = MixtureOrder(
+            schedule_from(names, weights, weight_schedule, weight_schedule_type),
+            block_size=block_size,
+            global_batch_size=global_batch_size,
+            seed=seed,
+        )
+        if rows_per_epoch is None:
+            sizes = [len(d) for d in named.values()]
+            datasets = [d.repeat() if n else d for d, n in zip(named.values(), sizes, strict=True)]
+        else:
+            if len(rows_per_epoch) != len(named):
+                raise ValueError(f"{len(rows_per_epoch)} rows_per_epoch for {len(named)} datasets")
+            sizes, datasets = list(rows_per_epoch), list(named.values())
+        length = mixture_length(order, sizes, stop_strategy, num_epochs, names)
+        return cls(datasets, order, length=length, names=names, source_field=source_field)
 
     def __len__(self) -> int:
         return sys.maxsize if self._length is None else self._length
@@ -182,17 +234,21 @@ class MixedMapDataset(grain.MapDataset):
         columns = gather(pieces, len(components))
         if self._source_field is not None:
             columns[self._source_field] = [self._names[c] for c in components.tolist()]
-        self._columns[block] = columns
-        if len(self._columns) > _CACHED_BLOCK_COLUMNS:
-            self._columns.pop(next(iter(self._columns)))
+        # Copy on write: readers in other threads never see a dict being changed.
+        kept = list(self._columns.items())[1 - _CACHED_BLOCK_COLUMNS :]
+        self._columns = {**dict(kept), block: columns}
         return columns
 
-    def realized(self, position: int) -> dict[str, int]:
-        """Rows each component gave in this pass's positions ``[0, position)``."""
-        counts = self.order.counts_before(self._offset + position) - self.order.counts_before(
-            self._offset
-        )
-        return dict(zip(self._names, counts.tolist(), strict=True))
+    def realized(self, position: int) -> dict[str, tuple[int, float]]:
+        """Each component's rows in this pass's positions ``[0, position)``, next to its
+        target (the weights' rows there, before rounding)."""
+        start, stop = self._offset, self._offset + position
+        counts = self.order.counts_before(stop) - self.order.counts_before(start)
+        targets = self.order.target.at(stop) - self.order.target.at(start)
+        return {
+            name: (int(n), float(t))
+            for name, n, t in zip(self._names, counts.tolist(), targets.tolist(), strict=True)
+        }
 
     def __str__(self) -> str:
         return f"MixedMapDataset({len(self._components)} components, offset={self._offset})"

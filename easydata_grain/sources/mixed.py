@@ -19,7 +19,8 @@ import pyarrow as pa
 from easydata_grain.fingerprint import digest
 from easydata_grain.graph.mix import STOP_STRATEGIES, StopStrategy
 from easydata_grain.io.stats import IOStats
-from easydata_grain.mix_order import MixtureOrder, ScheduleType, WeightSchedule, schedule_from
+from easydata_grain.mix_order import MixtureOrder
+from easydata_grain.mix_schedule import ScheduleType, WeightSchedule, schedule_from
 from easydata_grain.sources.protocol import ColumnarSource, IndexedSource
 from easydata_grain.sources.resolve import resolve_source
 from easydata_grain.types import Row

@@ -8,11 +8,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from easydata_grain.io.errors import MalformedRowError
 from easydata_grain.synthetic import tiny_tokenizer
 from easydata_grain.transforms.chat import ChatTemplateTransform
 from easydata_grain.transforms.tokenizer_identity import tokenizer_fingerprint
+from tests.helpers import plain
 
 OPENAI = [{"role": "user", "content": "the fox"}, {"role": "assistant", "content": "and the dog"}]
 
@@ -151,3 +154,52 @@ def test_fingerprint_is_the_tokenizer_content(tokenizer: Any) -> None:
     op = ChatTemplateTransform(tokenizer, assistant_mask_field="m")
     copy = pickle.loads(pickle.dumps(op))
     assert copy.fingerprint() == op.fingerprint() and copy.map({"messages": OPENAI})["m"].sum() > 0
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    layouts=st.lists(st.sampled_from(["openai", "sharegpt", "alpaca", "none"]), max_size=12),
+    mask=st.booleans(),
+)
+def test_map_batch_equals_map_row_by_row(tokenizer: Any, layouts: list[str], mask: bool) -> None:
+    """The batched path (one template call per list: the loader's) gives ``map``'s rows."""
+    rows: list[dict[str, Any]] = []
+    for i, layout in enumerate(layouts):
+        turns = [{**turn, "content": f"{turn['content']} {i}"} for turn in OPENAI]
+        if layout == "openai":
+            rows.append({"id": i, "messages": turns})
+        elif layout == "sharegpt":
+            roles = {"user": "human", "assistant": "gpt"}
+            rows.append(
+                {
+                    "conversations": [
+                        {"from": roles[t["role"]], "value": t["content"]} for t in turns
+                    ]
+                }
+            )
+        elif layout == "alpaca":
+            rows.append({"instruction": f"say {i}", "input": "", "output": f"ok {i}"})
+        else:
+            rows.append({"id": i})
+    op = ChatTemplateTransform(
+        tokenizer, assistant_mask_field="loss_mask" if mask else None, pass_through=True
+    )
+    batched, single = op.map_batch(rows), [op.map(row) for row in rows]
+    assert [list(r) for r in batched] == [list(r) for r in single]
+    assert plain(batched) == plain(single)
+
+
+def test_map_batch_raises_the_failing_rows_error(tokenizer: Any) -> None:
+    strict = ChatTemplateTransform(
+        tokenizer,
+        chat_template=(
+            "{% for m in messages %}{% if m.role != 'user' %}"
+            "{{ raise_exception('Unsupported role ' + m.role) }}{% endif %}{{ m.content }}{% endfor %}"
+        ),
+    )
+    rows = [{"messages": [{"role": "user", "content": str(i)}]} for i in range(5)]
+    rows[3] = {"id": 3, "messages": [{"role": "tool", "content": "x"}]}
+    with pytest.raises(MalformedRowError, match=r"fields \['id', 'messages'\] .* role tool"):
+        strict.map_batch(rows)
+    with pytest.raises(MalformedRowError, match="no conversation"):
+        ChatTemplateTransform(tokenizer).map_batch([{"id": 1}])

@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 
 from easydata_grain import (
     AsyncDataLoader,
+    ChatTemplateTransform,
     ConcatSource,
+    DropFields,
     FilterByField,
     Hosts,
     InMemorySource,
@@ -498,3 +500,17 @@ def test_loader_transforms_equal_a_transformed_source(
     assert len(first) == len(second)
     for a, b in itertools.zip_longest(first, second):
         assert a == b
+
+
+def test_the_chat_template_is_batched_in_the_loader() -> None:
+    rows = [
+        {"id": i, "messages": [{"role": "user", "content": f"the fox {i}"}]} for i in range(300)
+    ]
+    source = InMemorySource.from_rows(rows)
+    ops = [ChatTemplateTransform(TOKENIZER), DropFields("messages")]
+    loader = AsyncDataLoader(source, batch_size=50, transforms=ops)
+    assert "ChatTemplateTransform on 1000 rows per call" in loader.describe()
+    got = batches(loader)
+    fluent = source.apply_chat_template(TOKENIZER).drop_fields("messages")
+    assert got == batches(AsyncDataLoader(fluent, batch_size=50))
+    assert got[0]["text"][3] == "<|im_start|>user\nthe fox 3<|im_end|>"

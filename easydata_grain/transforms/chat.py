@@ -3,7 +3,9 @@
 ``ChatTemplateTransform`` finds the conversation in any of the layouts of chatml.py (the
 ``messages_field``, a ``conversations`` field, OpenAI or ShareGPT turns, or an Alpaca row) and
 writes the rendered text. A template that fails raises ``MalformedRowError`` with the template's
-own message, never a silent fallback to some other format.
+own message, never a silent fallback to some other format. It is a ``BatchMap``: ``map_batch``
+renders (and, for the assistant mask, tokenizes) a list of rows' conversations in one
+``apply_chat_template`` call, which the loader uses.
 """
 
 from __future__ import annotations
@@ -151,7 +153,8 @@ class ChatTemplateTransform(FieldMap):
             return "alpaca", alpaca_messages(row, system_prompt=self.system_prompt)
         return None
 
-    def _render(self, messages: list[dict[str, Any]], tokenize: bool) -> Any:
+    def _render(self, messages: list[Any], tokenize: bool) -> Any:
+        """``apply_chat_template`` on one conversation or a list of them."""
         return self.tokenizer.apply_chat_template(
             messages,
             tools=self.tools,
@@ -163,33 +166,64 @@ class ChatTemplateTransform(FieldMap):
             **self.template_kwargs,
         )
 
-    def map(self, element: Row) -> Row:
-        """The row with the rendered conversation (and its ids and mask, when asked)."""
+    def _conversation(self, element: Row) -> tuple[str, list[dict[str, Any]]] | None:
+        """``messages(element)``; a row without a conversation is an error unless
+        ``pass_through`` (then None)."""
         found = self.messages(element)
-        if found is None:
-            if self.pass_through:
-                return element
+        if found is None and not self.pass_through:
             raise MalformedRowError(
                 f"ChatTemplateTransform found no conversation in {describe_row(element)}: "
                 f"expected {self.messages_field!r} or 'conversations' (OpenAI role/content or "
                 "ShareGPT from/value turns), or Alpaca fields (instruction, input, output).",
                 hint="Pass messages_field=..., convert the row first, or pass_through=True.",
             )
+        return found
+
+    def _outputs(self, conversations: list[Any]) -> list[dict[str, Any]]:
+        """The fields written for each conversation: the text, the ids and the mask."""
+        outputs: list[dict[str, Any]] = [{} for _ in conversations]
+        if self.output_field is not None:
+            texts = self._render(conversations, tokenize=False)
+            for out, text in zip(outputs, texts, strict=True):
+                out[self.output_field] = text
+        if self.assistant_mask_field is not None:
+            encoded = self._render(conversations, tokenize=True)
+            for out, ids, mask in zip(
+                outputs, encoded["input_ids"], encoded["assistant_masks"], strict=True
+            ):
+                out[self.input_ids_field] = np.asarray(ids, dtype=np.int32)
+                out[self.assistant_mask_field] = np.asarray(mask, dtype=np.int32)
+        return outputs
+
+    def map(self, element: Row) -> Row:
+        """The row with the rendered conversation (and its ids and mask, when asked)."""
+        found = self._conversation(element)
+        if found is None:
+            return element
         layout, messages = found
-        out = dict(element)
         try:
-            if self.output_field is not None:
-                out[self.output_field] = self._render(messages, tokenize=False)
-            if self.assistant_mask_field is not None:
-                encoded = self._render(messages, tokenize=True)
-                out[self.input_ids_field] = np.asarray(encoded["input_ids"], dtype=np.int32)
-                out[self.assistant_mask_field] = np.asarray(
-                    encoded["assistant_masks"], dtype=np.int32
-                )
+            (written,) = self._outputs([messages])
         except Exception as error:
             raise MalformedRowError(
                 f"The chat template failed on {describe_row(element)} ({layout} layout, "
                 f"{len(messages)} messages, roles {[m.get('role') for m in messages]}): "
                 f"{type(error).__name__}: {error}"
             ) from error
+        return {**element, **written}
+
+    def map_batch(self, elements: list[Row]) -> list[Row]:
+        """Many rows, their conversations rendered (and tokenized, for the mask) in one call
+        each (the ``BatchMap`` protocol); when that fails, the failing row's error as ``map``
+        raises it."""
+        found = [self._conversation(row) for row in elements]
+        todo = [i for i, f in enumerate(found) if f is not None]
+        try:
+            written = self._outputs([found[i][1] for i in todo]) if todo else []  # type: ignore[index]
+        except Exception:
+            for i in todo:
+                self.map(elements[i])  # raises, naming the row
+            raise
+        out = list(elements)
+        for i, fields in zip(todo, written, strict=True):
+            out[i] = {**elements[i], **fields}
         return out

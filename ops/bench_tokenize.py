@@ -22,7 +22,8 @@ machine only slows a run down). Prints texts/s for:
 5. ``ChunkedMapDataset`` (chunks of ``--chunk`` rows) over the rows in memory, iterated
    without Grain's read threads (as the loader iterates);
 6. chat template rows/s: ``ChatTemplateTransform`` on Alpaca rows, text only and with the
-   assistant-token mask (which tokenizes too).
+   assistant-token mask (which tokenizes too), one row per call (``map``) and in lists
+   (``map_batch``, as the loader calls it).
 
 The loader cases are timed from their first batch on (after read threads or worker processes
 have started), over the other ``--texts`` minus one batch; the others over everything.
@@ -186,11 +187,20 @@ def main() -> None:
     ]
     chat_text = ChatTemplateTransform(tokenizer)
     chat_mask = ChatTemplateTransform(tokenizer, output_field=None, assistant_mask_field="mask")
+    lists = [alpaca[i : i + args.chunk] for i in range(0, len(alpaca), args.chunk)]
     chat_rates = best_rate(
         {
-            "ChatTemplateTransform (text)": lambda: sum(1 for r in alpaca if chat_text.map(r)),
-            "ChatTemplateTransform (ids + assistant mask)": lambda: sum(
+            "ChatTemplateTransform (text), map per row": lambda: sum(
+                1 for r in alpaca if chat_text.map(r)
+            ),
+            f"ChatTemplateTransform (text), map_batch of {args.chunk}": lambda: sum(
+                len(chat_text.map_batch(rows)) for rows in lists
+            ),
+            "ChatTemplateTransform (ids + assistant mask), map per row": lambda: sum(
                 1 for r in alpaca if chat_mask.map(r)
+            ),
+            f"ChatTemplateTransform (ids + assistant mask), map_batch of {args.chunk}": lambda: sum(
+                len(chat_mask.map_batch(rows)) for rows in lists
             ),
         },
         args.rounds,
@@ -198,12 +208,12 @@ def main() -> None:
 
     target = rates[f"tokenizer(list of {args.chunk}) directly"]
     single = rates["tokenizer(text), one call per text"]
-    print(f"\n{'case':<58} {'texts/s':>10} {'vs direct':>10} {'vs 1/text':>10}")
+    print(f"\n{'case':<66} {'texts/s':>10} {'vs direct':>10} {'vs 1/text':>10}")
     for name, rate in rates.items():
-        print(f"{name:<58} {rate:>10,.0f} {rate / target:>9.2f}x {rate / single:>9.1f}x")
-    print(f"\n{'chat template (Alpaca rows)':<58} {'rows/s':>10}")
+        print(f"{name:<66} {rate:>10,.0f} {rate / target:>9.2f}x {rate / single:>9.1f}x")
+    print(f"\n{'chat template (Alpaca rows)':<66} {'rows/s':>10}")
     for name, rate in chat_rates.items():
-        print(f"{name:<58} {rate:>10,.0f}")
+        print(f"{name:<66} {rate:>10,.0f}")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,12 @@ by their parameters (the generation time is kept with them and printed). Prints:
    against three pyarrow readers of the same files and columns: into Python rows
    (``ParquetFile.iter_batches`` + ``to_pylist``), straight to numpy (no per-row Python), and
    the very batches the unshuffled loader makes (256 consecutive rows, lists padded with a
-   mask; checked equal to the loader's); every reader ``--rounds`` times, round-robin, the
-   best round counts (other work on a shared machine only slows runs down);
+   mask; checked equal to the loader's); every reader ``--rounds`` times, round-robin (the
+   order reversed every other round), each time for at least ``--min-seconds`` (whole passes
+   repeated), so that a short reader is not favoured by a quiet moment; the best and the
+   median round of each are printed, and the issue's targets as best against best, median
+   against median and the median of each round's own ratio (other work on a shared machine
+   only slows runs down, and moves the baselines as much as the loader);
 2. resume latency at 0%, 50% and 99% of the epoch: a fresh source and ``AsyncDataLoader`` +
    ``set_state`` (states saved by ``get_state`` during the shuffled run of 1, as JSON) to the
    first batch, which is checked against the batch that followed the save;
@@ -315,29 +319,79 @@ LOADERS = (  # batch size, shuffle, prefetch_workers
 )
 
 
-def throughput(case: Case, save_at: list[int], rounds: int) -> Saved:
+PYLIST = "pyarrow iter_batches + to_pylist"
+NUMPY = "pyarrow iter_batches + to_numpy"
+BATCHES = f"pyarrow, the loader's batches (batch {BATCH_SIZE}, no shuffle)"
+
+
+def _loader_name(batch_size: int, shuffle: bool, workers: int) -> str:
+    """The name of a loader case in part 1's tables."""
+    return (
+        f"loader batch {batch_size:<4} shuffle={'on ' if shuffle else 'off'} "
+        f"prefetch_workers={workers}"
+    )
+
+
+TARGETS = {  # the issue's targets, shuffle on: (loader, baseline, ratio)
+    "light rows": (
+        (_loader_name(BATCH_SIZE, True, 2), PYLIST, 1.0),
+        (_loader_name(4096, True, 2), NUMPY, 0.3),
+    ),
+    "heavy rows": ((_loader_name(BATCH_SIZE, True, 2), BATCHES, 0.8),),
+}
+
+
+def _rate(run: Callable[[], tuple[int, float]], min_seconds: float) -> tuple[int, float]:
+    """Rows per pass, and rows/s over whole passes of ``run`` repeated for ``min_seconds``."""
+    rows = passes = 0
+    seconds = 0.0
+    while not passes or seconds < min_seconds:
+        pass_rows, pass_seconds = run()
+        rows += pass_rows
+        seconds += pass_seconds
+        passes += 1
+    return rows // passes, rows / seconds
+
+
+def _targets(case: Case, rates: dict[str, list[float]]) -> None:
+    """The issue's targets for these columns (heavy: a list column), the default loader with
+    shuffle on: best against best, median against median, and the median of the ratios
+    within each round."""
+    schema = pq.read_schema(case.paths[0])
+    names = case.columns or schema.names
+    types = [schema.field(name).type for name in names]
+    heavy = any(pa.types.is_list(t) or pa.types.is_large_list(t) for t in types)
+    what = "heavy rows" if heavy else "light rows"
+    print(f"targets, {what} (best / best, median / median, median of each round's own ratio):")
+    for loader, base, target in TARGETS[what]:
+        ours, theirs = rates[loader], rates[base]
+        rounds = statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+        print(
+            f"  {loader.split(' prefetch')[0]} against {base} (target {target}x): "
+            f"{max(ours) / max(theirs):.2f}x, "
+            f"{statistics.median(ours) / statistics.median(theirs):.2f}x, {rounds:.2f}x"
+        )
+
+
+def throughput(case: Case, save_at: list[int], rounds: int, min_seconds: float) -> Saved:
     """Loader rows/s against three pyarrow readers; returns the states saved on the way.
 
-    Every reader reads the whole epoch once per round, round-robin; the best round counts
-    (other work on a shared machine only ever slows a run down).
+    Every reader reads whole epochs for at least ``min_seconds`` per round, round-robin (the
+    order reversed every other round); the best and the median round are printed (other work
+    on a shared machine only ever slows a run down).
     """
     batches = _check_same_batches(case)
     print(
         f"\n## 1. One epoch, columns {case.columns}, pad=True, shuffle window "
-        f"{case.shuffle_buffer} (same run; best of {rounds} rounds, round-robin; the pyarrow "
-        f"batches equal the unshuffled loader's, all {batches:,} checked)"
+        f"{case.shuffle_buffer} (same run; {rounds} rounds, round-robin, each reader for at "
+        f"least {min_seconds:g} s a round; the pyarrow batches equal the unshuffled loader's, "
+        f"all {batches:,} checked)"
     )
     paths, columns = case.paths, case.columns
     readers: list[tuple[str, Callable[[], tuple[int, float]]]] = [
-        ("pyarrow iter_batches + to_pylist", lambda: _time_rows(_pyarrow_rows(paths, columns))),
-        (
-            "pyarrow iter_batches + to_numpy",
-            lambda: _time_batches(_pyarrow_numpy(paths, columns)),
-        ),
-        (
-            f"pyarrow, the loader's batches (batch {BATCH_SIZE}, no shuffle)",
-            lambda: _time_batches(_pyarrow_batches(paths, columns)),
-        ),
+        (PYLIST, lambda: _time_rows(_pyarrow_rows(paths, columns))),
+        (NUMPY, lambda: _time_batches(_pyarrow_numpy(paths, columns))),
+        (BATCHES, lambda: _time_batches(_pyarrow_batches(paths, columns))),
         (
             "ParquetShardedSource.open_shard (no loader)",
             lambda: _time_rows(_source_rows(paths, columns)),
@@ -353,30 +407,28 @@ def throughput(case: Case, save_at: list[int], rounds: int) -> Saved:
             saved.update(states)
             return rows, seconds
 
-        name = (
-            f"loader batch {batch_size:<4} shuffle={'on ' if shuffle else 'off'} "
-            f"prefetch_workers={workers}"
-        )
-        readers.append((name, run))
+        readers.append((_loader_name(batch_size, shuffle, workers), run))
     rates: dict[str, list[float]] = {name: [] for name, _ in readers}
     rows = 0
     for round_ in range(rounds):
-        for name, run in readers:
-            rows, seconds = run()
-            rates[name].append(rows / seconds)
-            print(f"  round {round_ + 1}: {name:<52} {rows / seconds:>11,.0f} rows/s", flush=True)
-    bases = [max(rates[name]) for name, _ in readers[:3]]
+        for name, run in readers if round_ % 2 == 0 else readers[::-1]:
+            rows, rate = _rate(run, min_seconds)
+            rates[name].append(rate)
+            print(f"  round {round_ + 1}: {name:<52} {rate:>11,.0f} rows/s", flush=True)
+    bases = [rates[name] for name in (PYLIST, NUMPY, BATCHES)]
     print(
-        f"{'reader':<52} {'rows/s':>11} {'seconds':>7} {'vs rows':>7} {'vs numpy':>8} "
-        f"{'vs batches':>10}  rounds (rows/s)"
+        f"{'reader':<52} {'best rows/s':>11} {'median':>11} {'s/pass':>6} {'vs rows':>11} "
+        f"{'vs numpy':>11} {'vs batches':>11}  rounds (rows/s)\n"
+        f"{'':<83}(each: best / best, median / median)"
     )
     for name, _ in readers:
-        best = max(rates[name])
+        best, median = max(rates[name]), statistics.median(rates[name])
         every = " / ".join(f"{rate / 1000:,.0f}k" for rate in rates[name])
         ratios = " ".join(
-            f"{best / base:>{w}.2f}x" for base, w in zip(bases, (6, 7, 9), strict=True)
+            f"{best / max(base):>5.2f} {median / statistics.median(base):>5.2f}" for base in bases
         )
-        print(f"{name:<52} {best:>11,.0f} {rows / best:>7.2f} {ratios}  {every}")
+        print(f"{name:<52} {best:>11,.0f} {median:>11,.0f} {rows / best:>6.2f} {ratios}  {every}")
+    _targets(case, rates)
     print(_load())
     return saved
 
@@ -770,6 +822,12 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=2, help="throughput and profile rounds (best counts)"
     )
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=0.5,
+        help="part 1: each reader reads whole epochs for at least this long a round",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="resume repeats")
     parser.add_argument("--skip", nargs="*", default=[], choices=["1", "2", "3", "4"])
     parser.add_argument("--profile", action="store_true", help="also cProfile the loader")
@@ -816,7 +874,7 @@ def main() -> None:
     save_at = sorted({min(int(f * total_batches), total_batches - 1) for f in RESUME_POINTS})
     saved: Saved = {}
     if "1" not in args.skip:
-        saved = throughput(case, save_at, args.rounds)
+        saved = throughput(case, save_at, args.rounds, args.min_seconds)
     if "2" not in args.skip:
         if not saved:
             _, _, saved = _time_loader(_loader(case, shuffle=True), save_at)

@@ -33,6 +33,7 @@ import bisect
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -68,6 +69,9 @@ class CumulativeTarget:
         self.global_batch_size = global_batch_size
         # Blocks from `tail` on have the last point's weights: one piece for ever.
         self.tail = self._block_of_step(schedule.last_change)
+        step = self.tail * block_size // global_batch_size
+        self._tail_weights = schedule.at_steps(np.asarray([step]))
+        self._tail_list = self._tail_weights[0].tolist()
         if schedule.kind == "step" or len(schedule.points) == 1:
             starts = sorted({self._block_of_step(s) for s in schedule.steps} - {self.tail})
             self._chunk = max(1, self.tail)  # one chunk holds every piece before the tail
@@ -75,6 +79,7 @@ class CumulativeTarget:
         else:
             self._chunk = _CHUNK  # one piece per block
             self._starts = {}
+        self._last = -(-self.tail // self._chunk)  # the tail's chunk
         # Cumulative targets at each chunk's first block (filled in order, on first need).
         self._bounds: tuple[np.ndarray, ...] = (np.zeros(schedule.num_components),)
         self._chunks: dict[int, _Pieces] = {}
@@ -83,27 +88,24 @@ class CumulativeTarget:
         """The first block whose first position is at ``step`` or later."""
         return -(-step * self.global_batch_size // self.block_size)
 
-    @property
-    def _num_chunks(self) -> int:
-        return -(-self.tail // self._chunk)
-
     def _pieces(self, chunk: int) -> _Pieces:
         """The pieces of blocks ``[chunk * _chunk, ...)`` before the tail; ``chunk ==
-        _num_chunks``: the tail."""
+        _last``: the tail."""
         cached = self._chunks.get(chunk)
         if cached is not None:
             return cached
         before = self._bound(chunk)
-        if chunk == self._num_chunks:
+        if chunk == self._last:
             first = np.asarray([self.tail], dtype=np.int64)
             stop = None
+            weights = self._tail_weights
         else:
             low = chunk * self._chunk
             stop = min(self.tail, low + self._chunk)
             first = self._starts.get(chunk)
             if first is None:
                 first = np.arange(low, stop, dtype=np.int64)
-        weights = self.schedule.at_steps(first * self.block_size // self.global_batch_size)
+            weights = self.schedule.at_steps(first * self.block_size // self.global_batch_size)
         befores = np.empty_like(weights)
         befores[0] = before
         if len(first) > 1:
@@ -126,7 +128,7 @@ class CumulativeTarget:
         return bounds[chunk]
 
     def _chunk_of_block(self, block: int) -> int:
-        return self._num_chunks if block >= self.tail else block // self._chunk
+        return self._last if block >= self.tail else block // self._chunk
 
     def at(self, position: int) -> np.ndarray:
         """``T(position)``: each component's target rows in positions ``[0, position)``."""
@@ -143,25 +145,43 @@ class CumulativeTarget:
         if row < 0:
             return -math.inf
         target = row + 0.5
-        last = self._num_chunks
+        last = self._last
         while len(self._bounds) <= last and self._bounds[-1][component] < target:
             self._bound(len(self._bounds))
-        # The last chunk whose first block's target is below ``target`` (the tail if all are).
-        chunk = bisect.bisect_left(self._bounds, target, key=lambda b: b[component]) - 1
-        pieces = self._pieces(chunk)
-        i = int(np.searchsorted(pieces.before[:, component], target, side="left")) - 1
-        weight = pieces.weights[i, component]
-        low = int(pieces.first[i]) * self.block_size
-        if i + 1 < len(pieces.first):
-            high = float(pieces.first[i + 1] * self.block_size)
-        elif pieces.stop is not None:
-            high = float(pieces.stop * self.block_size)
-        elif weight == 0:
-            return math.inf
-        else:
-            high = math.inf
-        due = min(high, max(low, low + (target - pieces.before[i, component]) / weight))
+        bounds = self._bounds
+        if len(bounds) > last and bounds[last][component] < target:  # in the tail
+            weight = self._tail_list[component]
+            if weight == 0:
+                return math.inf
+            low, high, before = self.tail * self.block_size, math.inf, bounds[last][component]
+        else:  # in the last chunk whose first block's target is below ``target``
+            chunk = bisect.bisect_left(bounds, target, key=lambda b: b[component]) - 1
+            pieces = self._pieces(chunk)
+            i = int(np.searchsorted(pieces.before[:, component], target, side="left")) - 1
+            weight = pieces.weights[i, component]
+            before = pieces.before[i, component]
+            low = int(pieces.first[i]) * self.block_size
+            end = pieces.first[i + 1] if i + 1 < len(pieces.first) else pieces.stop
+            high = float(end * self.block_size)
+        due = min(high, max(low, low + (target - before) / weight))
         return math.inf if due >= _NEVER else due
+
+
+class MixingBlock(NamedTuple):
+    """One block of the mixture order (arrays over the block's positions or components)."""
+
+    components: np.ndarray
+    """The component at each position."""
+    rows: np.ndarray
+    """The row of its component at each position."""
+    before: np.ndarray
+    """Rows each component got before the block."""
+    sizes: np.ndarray
+    """Rows each component gets in the block."""
+    places: np.ndarray
+    """The positions by component, then row: component ``c``'s rows ``before[c] ..`` take
+    positions ``places[firsts[c]:firsts[c] + sizes[c]]`` (``firsts``: ``sizes``' running
+    sum before ``c``)."""
 
 
 class MixtureOrder:
@@ -187,15 +207,15 @@ class MixtureOrder:
             schedule, block_size=block_size, global_batch_size=global_batch_size
         )
         self._counts: dict[int, np.ndarray] = {}
-        self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._blocks: dict[int, MixingBlock] = {}
 
     def counts_before(self, position: int) -> np.ndarray:
         """Rows each component got in positions ``[0, position)`` (the realized mixture)."""
         block, offset = divmod(position, self.block_size)
         counts = self.counts_before_block(block)
         if offset:
-            labels, _ = self.block(block)
-            counts = counts + np.bincount(labels[:offset], minlength=self.num_components)
+            components = self.block(block).components[:offset]
+            counts = counts + np.bincount(components, minlength=self.num_components)
         return counts
 
     def counts_before_block(self, block: int) -> np.ndarray:
@@ -206,29 +226,31 @@ class MixtureOrder:
             return cached
         seats = block * self.block_size
         due = self.target.due
-        k = self.num_components
-        counts = np.floor(self.target.at(seats) + 0.5).astype(np.int64).clip(0)
-        nexts = [due(c, int(counts[c])) for c in range(k)]
-        lasts = [due(c, int(counts[c]) - 1) for c in range(k)]
+        k = range(self.num_components)
+        counts = [math.floor(t + 0.5) for t in self.target.at(seats).tolist()]
+        nexts = [due(c, counts[c]) for c in k]
+        lasts = [due(c, counts[c] - 1) for c in k]
+        total = sum(counts)
         while True:
-            low = min(range(k), key=lambda c: (nexts[c], c))  # the next row due
-            high = max(range(k), key=lambda c: (lasts[c], c))  # the last row taken
-            total = int(counts.sum())
+            low = min(k, key=lambda c: (nexts[c], c))  # the next row due
+            high = max(k, key=lambda c: (lasts[c], c))  # the last row taken
             if total == seats and (lasts[high], high) <= (nexts[low], low):
                 break
             if total <= seats:  # take the next row due (when equal: in place of `high`)
                 counts[low] += 1
-                lasts[low], nexts[low] = nexts[low], due(low, int(counts[low]))
+                lasts[low], nexts[low] = nexts[low], due(low, counts[low])
             if total >= seats:
                 counts[high] -= 1
-                nexts[high], lasts[high] = lasts[high], due(high, int(counts[high]) - 1)
+                nexts[high], lasts[high] = lasts[high], due(high, counts[high] - 1)
+            total = sum(counts)
+        counts = np.asarray(counts, dtype=np.int64)
         counts.flags.writeable = False
         kept = list(self._counts.items())[1 - 2 * _CACHED_BLOCKS :]
         self._counts = {**dict(kept), block: counts}
         return counts
 
-    def block(self, block: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(components, rows)`` of the block's positions, in position order."""
+    def block(self, block: int) -> MixingBlock:
+        """Block ``block``: which component and row each of its positions takes."""
         cached = self._blocks.get(block)
         if cached is not None:
             return cached
@@ -236,23 +258,26 @@ class MixtureOrder:
         sizes = self.counts_before_block(block + 1) - before
         key = _mix((self.seed * _GOLDEN ^ _TAG_MIX ^ _mix(block + 1)) & _MASK64)
         components = np.empty(self.block_size, dtype=np.int64)
-        places = _permute_window(self.block_size, key)
-        components[places] = np.repeat(np.arange(self.num_components), sizes)
-        # Each component's rows in position order: its places, sorted, get before[c], ...
-        by_component = np.argsort(components, kind="stable")
+        components[_permute_window(self.block_size, key)] = np.repeat(
+            np.arange(self.num_components), sizes
+        )
+        # Each component's places in position order get its rows before[c], before[c] + 1, ...
+        places = np.argsort(components, kind="stable")
         rows = np.empty(self.block_size, dtype=np.int64)
         firsts = np.cumsum(sizes) - sizes
-        rows[by_component] = np.arange(self.block_size) + np.repeat(before - firsts, sizes)
-        components.flags.writeable = rows.flags.writeable = False
+        rows[places] = np.arange(self.block_size) + np.repeat(before - firsts, sizes)
+        for array in (components, rows, sizes, places):
+            array.flags.writeable = False
+        result = MixingBlock(components, rows, before, sizes, places)
         kept = list(self._blocks.items())[1 - _CACHED_BLOCKS :]
-        self._blocks = {**dict(kept), block: (components, rows)}
-        return components, rows
+        self._blocks = {**dict(kept), block: result}
+        return result
 
     def locate(self, position: int) -> tuple[int, int]:
         """The component and its row at ``position``."""
         block, offset = divmod(position, self.block_size)
-        components, rows = self.block(block)
-        return int(components[offset]), int(rows[offset])
+        found = self.block(block)
+        return int(found.components[offset]), int(found.rows[offset])
 
     def locate_many(self, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """``locate`` of many positions (a batch)."""
@@ -261,15 +286,15 @@ class MixtureOrder:
         offsets = positions - blocks * self.block_size
         low, high = int(blocks.min(initial=0)), int(blocks.max(initial=0))
         if low == high:  # a batch inside one block
-            components, rows = self.block(low)
-            return components[offsets], rows[offsets]
+            found = self.block(low)
+            return found.components[offsets], found.rows[offsets]
         components = np.empty(len(positions), dtype=np.int64)
         rows = np.empty(len(positions), dtype=np.int64)
         for block in np.unique(blocks).tolist():
             where = np.flatnonzero(blocks == block)
-            labels, numbers = self.block(block)
-            components[where] = labels[offsets[where]]
-            rows[where] = numbers[offsets[where]]
+            found = self.block(block)
+            components[where] = found.components[offsets[where]]
+            rows[where] = found.rows[offsets[where]]
         return components, rows
 
     def position_of(self, component: int, row: int) -> int | None:
@@ -289,6 +314,6 @@ class MixtureOrder:
         while not taken(high):
             high = 2 * high - guess
         low = bisect.bisect_left(range(low, high), True, key=taken) + low - 1
-        components, rows = self.block(low)
-        offset = int(np.flatnonzero((components == component) & (rows == row))[0])
+        found = self.block(low)
+        offset = int(np.flatnonzero((found.components == component) & (found.rows == row))[0])
         return low * self.block_size + offset

@@ -109,7 +109,7 @@ def test_every_block_boundary_holds_the_cumulative_target_up_to_rounding(
     bound = (k - 1) / 2 if fixed else (k + 1) / 2
     first = data.draw(st.integers(0, 10_000))
     for block in [*range(8), *range(first, first + 8)]:
-        labels, rows = order.block(block)
+        labels, rows, *_ = order.block(block)
         counts = np.bincount(labels, minlength=k)
         before = order.counts_before_block(block)
         after = order.counts_before_block(block + 1)
@@ -187,7 +187,7 @@ def test_schedules_follow_the_training_step(
     schedule = WeightSchedule(((0, (1.0, 0.0)), (change, (0.0, 1.0))), kind)  # type: ignore[arg-type]
     order = MixtureOrder(schedule, block_size=block_size, global_batch_size=batch, seed=0)
     for block in range(40):
-        labels, _ = order.block(block)
+        labels = order.block(block).components
         step = block * block_size // batch
         counts = np.bincount(labels, minlength=2)
         if step >= change:

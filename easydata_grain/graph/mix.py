@@ -202,13 +202,14 @@ class MixedMapDataset(grain.MapDataset):
 
     def _gather_columns(self, indices: Sequence[int]) -> dict[str, Column] | None:
         """The rows at ``indices`` column by column, sliced from whole mixing blocks gathered
-        once (``_block_columns``)."""
+        once (``_block_columns``): gathering a block's many small pieces once and slicing it
+        per batch costs less than gathering them per batch, even for token rows."""
         positions = np.asarray(indices, dtype=np.int64) + self._offset
         size = self.order.block_size
         blocks = positions // size
         pieces = []
-        for block in np.unique(blocks):
-            columns = self._block_columns(int(block))
+        for block in np.unique(blocks).tolist():
+            columns = self._block_columns(block)
             if columns is None:
                 return None
             where = np.flatnonzero(blocks == block)
@@ -216,24 +217,29 @@ class MixedMapDataset(grain.MapDataset):
         return gather(pieces, len(positions))
 
     def _block_columns(self, block: int) -> dict[str, Column] | None:
-        """A whole mixing block's rows as columns: each component's blocks gathered into the
-        positions its rows take, once per mixing block (a batch then takes one slice)."""
+        """A whole mixing block's rows as columns: each component's rows (consecutive in its
+        own order) gathered from its blocks into the positions they take; None when a block
+        has no columns to gather."""
         cached = self._columns.get(block)
         if cached is not None:
             return cached
-        components, rows = self.order.block(block)
+        found = self.order.block(block)
         pieces = []
-        for c in np.unique(components):
-            where = np.flatnonzero(components == c)
-            for source_block, slots, offsets in self._components[int(c)]._pieces(
-                rows[where].tolist()
+        start = 0
+        for c, (first, size) in enumerate(
+            zip(found.before.tolist(), found.sizes.tolist(), strict=True)
+        ):
+            places = found.places[start : start + size]
+            start += size
+            for source_block, slots, offsets in self._components[c]._pieces(
+                range(first, first + size)
             ):
                 if source_block.columns is None:
                     return None
-                pieces.append((source_block.columns, where[slots], offsets))
-        columns = gather(pieces, len(components))
+                pieces.append((source_block.columns, places[slots], offsets))
+        columns = gather(pieces, self.order.block_size)
         if self._source_field is not None:
-            columns[self._source_field] = [self._names[c] for c in components.tolist()]
+            columns[self._source_field] = [self._names[c] for c in found.components.tolist()]
         # Copy on write: readers in other threads never see a dict being changed.
         kept = list(self._columns.items())[1 - _CACHED_BLOCK_COLUMNS :]
         self._columns = {**dict(kept), block: columns}

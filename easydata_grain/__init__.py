@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from easydata_grain.device_loader import DeviceLoader
     from easydata_grain.distributed import Hosts, make_global_batch
     from easydata_grain.graph.chunked_map import ChunkedMapDataset, ChunkedMapIterDataset
+    from easydata_grain.graph.mix import MixedMapDataset
     from easydata_grain.graph.pack import Pack, PackIterDataset
     from easydata_grain.io.errors import (
         AccessDeniedError,
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
     from easydata_grain.sources.huggingface import HuggingFaceShardedSource
     from easydata_grain.sources.in_memory import InMemorySource
     from easydata_grain.sources.json import JsonShardedSource
-    from easydata_grain.sources.mixed import MixedShardedSource
+    from easydata_grain.sources.mixed import MixedShardedSource, MixtureSource
     from easydata_grain.sources.parquet import ParquetShardedSource
     from easydata_grain.sources.protocol import (
         ColumnarSource,
@@ -119,6 +120,7 @@ _MODULE_OF = {
     "make_global_batch": "easydata_grain.distributed",
     "ChunkedMapDataset": "easydata_grain.graph.chunked_map",
     "ChunkedMapIterDataset": "easydata_grain.graph.chunked_map",
+    "MixedMapDataset": "easydata_grain.graph.mix",
     "Pack": "easydata_grain.graph.pack",
     "PackIterDataset": "easydata_grain.graph.pack",
     "AccessDeniedError": "easydata_grain.io.errors",
@@ -157,6 +159,7 @@ _MODULE_OF = {
     "InMemorySource": "easydata_grain.sources.in_memory",
     "JsonShardedSource": "easydata_grain.sources.json",
     "MixedShardedSource": "easydata_grain.sources.mixed",
+    "MixtureSource": "easydata_grain.sources.mixed",
     "ParquetShardedSource": "easydata_grain.sources.parquet",
     "ColumnarSource": "easydata_grain.sources.protocol",
     "DescribedSource": "easydata_grain.sources.protocol",
@@ -259,7 +262,9 @@ __all__ = [
     "MapFunction",
     "MissingColumnError",
     "MixStageConfig",
+    "MixedMapDataset",
     "MixedShardedSource",
+    "MixtureSource",
     "NoFilesMatchedError",
     "NotResumableError",
     "NotSupportedYetError",

@@ -21,11 +21,12 @@ from hypothesis import strategies as st
 from easydata_grain import AsyncDataLoader, InMemorySource
 from easydata_grain.config import DatasetConfig, LoadStageConfig, MixStageConfig, PipelineConfig
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
-from easydata_grain.graph.mix import MixedMapDataset
+from easydata_grain.graph.mix import MixedMapDataset, mixture_length
 from easydata_grain.mix_order import MixtureOrder
 from easydata_grain.mix_schedule import WeightSchedule
 from easydata_grain.pipeline import Pipeline
-from easydata_grain.sources.mixed import MixedShardedSource
+from easydata_grain.sources.mixed import MixedShardedSource, MixtureSource
+from easydata_grain.sources.protocol import ShardedSource
 from easydata_grain.synthetic import write_parquet_dataset
 from tests.test_loader_resume import save_and_restore
 
@@ -460,6 +461,29 @@ def test_the_source_field_names_each_rows_component() -> None:
     assert "from" not in next(
         iter(AsyncDataLoader(MixedShardedSource(parts([3, 3])), batch_size=2))
     )
+
+
+@settings(_settings, max_examples=20)
+@given(
+    sizes=st.lists(st.integers(1, 40), min_size=2, max_size=3),
+    strategy=st.sampled_from(["restart", "first_exhausted", "all_exhausted"]),
+    data=st.data(),
+)
+def test_the_source_iterated_directly_is_the_mixture(
+    sizes: list[int], strategy: str, data: st.DataObject
+) -> None:
+    mix = MixedShardedSource(parts(sizes), block_size=7, stop_strategy=strategy, seed=4)  # type: ignore[arg-type]
+    assert isinstance(mix, MixtureSource) and isinstance(mix, ShardedSource)
+    rows = pairs(mix.open_shard("mixture"))
+    order = mix.order(1, 0)
+    located = [order.locate(p) for p in range(len(rows))]
+    assert rows == [(c, q % sizes[c]) for c, q in located]  # file order, epoch after epoch
+    expected = mixture_length(order, sizes, strategy, 1, mix.names)  # type: ignore[arg-type]
+    assert len(rows) == expected
+    start = data.draw(st.integers(0, len(rows)))
+    assert pairs(mix.open_shard_at_row("mixture", start)) == rows[start:]
+    with pytest.raises(KeyError, match="one shard"):
+        mix.open_shard("shard-0")
 
 
 def test_bad_mixtures_are_clear_errors() -> None:

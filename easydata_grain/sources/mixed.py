@@ -12,7 +12,7 @@ mixture of the components in file order, one training step per row.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -31,8 +31,34 @@ if TYPE_CHECKING:
 SHARD = "mixture"
 
 
+@runtime_checkable
+class MixtureSource(Protocol):
+    """What the compiler needs of a mixture to build it in indexed mode: one
+    ``IndexedSourceDataset`` per component (``sources``, endless, each its own epoch order),
+    mixed by ``order(global batch size, seed)`` through ``graph.mix.MixedMapDataset``, with
+    ``graph.mix.mixture_length`` giving a pass's positions from ``stop_strategy``."""
+
+    names: list[str]
+    """The components' names, in order."""
+    sources: list[Any]
+    """The components (each an ``IndexedSource``), in order."""
+    stop_strategy: StopStrategy
+    """When a pass ends (``graph/mix.py``)."""
+    source_field: str | None
+    """The field that names each row's component (None: rows unchanged)."""
+
+    def order(self, global_batch_size: int, seed: int) -> MixtureOrder:
+        """The mixture order for a loader's global batch and seed."""
+        ...
+
+    def targets(self, step: int = 0) -> dict[str, float]:
+        """Each component's normalised weight at a training step."""
+        ...
+
+
 class MixedShardedSource:
-    """``sources`` (a dict by name, or a list named ``dataset_{i}``) mixed by ``weights``.
+    """``sources`` (a dict by name, or a list named ``dataset_{i}``) mixed by ``weights``: a
+    ``MixtureSource``, and a ``ShardedSource`` of one shard when iterated directly.
 
     ``weights``: by name (or in order), normalised; None: equal. ``weight_schedule``:
     ``[(step, weights by name), ...]`` from step 0, interpolated per ``weight_schedule_type``
@@ -132,26 +158,31 @@ class MixedShardedSource:
         return self.open_shard_at_row(shard, 0)
 
     def open_shard_at_row(self, shard: str, row: int) -> Iterator[Row]:
-        """The mixture's rows from position ``row`` on."""
+        """The mixture's rows from position ``row`` on (a bad shard or row raises here)."""
         from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
-        from easydata_grain.graph.mix import MixedMapDataset, mixture_length
+        from easydata_grain.graph.mix import MixedMapDataset
 
         if shard != SHARD:
             raise KeyError(f"A MixedShardedSource has one shard, {SHARD!r}; got {shard!r}")
-        order = self.order(1, 0)
-        components = [IndexedSourceDataset(s, shuffle=False, num_epochs=None) for s in self.sources]
-        length = mixture_length(
-            order, [sum(s.row_counts()) for s in self.sources], self.stop_strategy, 1, self.names
-        )
-        dataset = MixedMapDataset(
-            components,
-            order,
-            length=length,
-            names=self.names,
+        if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+            raise ValueError(f"row must be an int >= 0, got {row!r}")
+        dataset = MixedMapDataset.from_datasets(
+            {
+                name: IndexedSourceDataset(source, shuffle=False, num_epochs=None)
+                for name, source in zip(self.names, self.sources, strict=True)
+            },
+            block_size=self.block_size,
+            seed=0 if self.seed is None else self.seed,
+            stop_strategy=self.stop_strategy,
+            weight_schedule=[
+                (step, dict(zip(self.names, weights, strict=True)))
+                for step, weights in self.schedule.points
+            ],
+            weight_schedule_type=self.schedule.kind,
             source_field=self.source_field,
+            rows_per_epoch=[sum(s.row_counts()) for s in self.sources],
         )
-        for position in range(row, len(dataset)):
-            yield dataset[position]
+        return (dataset[position] for position in range(row, len(dataset)))
 
     # -- what the compiler and the fingerprint need --------------------------------------------
 

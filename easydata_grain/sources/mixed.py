@@ -51,6 +51,12 @@ class MixtureSource(Protocol):
         """The mixture order for a loader's global batch and seed."""
         ...
 
+    @property
+    def block_schema(self) -> pa.Schema | None:
+        """The components' common Arrow schema (with the source field) when batches can be
+        gathered column by column; None otherwise."""
+        ...
+
     def targets(self, step: int = 0) -> dict[str, float]:
         """Each component's normalised weight at a training step."""
         ...
@@ -107,6 +113,7 @@ class MixedShardedSource:
         self.seed = seed
         self.stop_strategy = stop_strategy
         self.source_field = source_field
+        self._orders: dict[tuple[int, int], MixtureOrder] = {}
 
     @classmethod
     def from_config(
@@ -134,13 +141,19 @@ class MixedShardedSource:
         return f"MixedShardedSource({dict(zip(self.names, self.sources, strict=True))!r})"
 
     def order(self, global_batch_size: int, seed: int) -> MixtureOrder:
-        """The mixture order for a loader's global batch and seed (``self.seed`` wins)."""
-        return MixtureOrder(
-            self.schedule,
-            block_size=self.block_size,
-            global_batch_size=global_batch_size,
-            seed=seed if self.seed is None else self.seed,
-        )
+        """The mixture order for a loader's global batch and seed (``self.seed`` wins); one
+        per pair, kept, so its cached prefix sums serve every later call (stats, passes)."""
+        seed = seed if self.seed is None else self.seed
+        order = self._orders.get((global_batch_size, seed))
+        if order is None:
+            order = MixtureOrder(
+                self.schedule,
+                block_size=self.block_size,
+                global_batch_size=global_batch_size,
+                seed=seed,
+            )
+            self._orders = {**self._orders, (global_batch_size, seed): order}
+        return order
 
     def targets(self, step: int = 0) -> dict[str, float]:
         """The normalised weights at a training step."""

@@ -685,6 +685,12 @@ def stages(case: Case, rows: int, batch_size: int, repeats: int) -> None:
                 block_columns(table)
                 yield table.num_rows
 
+    def permutations() -> Iterable[int]:
+        order = batched()._parent.order
+        for shard, size in enumerate(order.shard_sizes):
+            for window in range(-(-size // order.window_length)):
+                yield len(order.window_rows(0, shard, window))
+
     def gathered() -> Iterable[int]:
         dataset = batched()
         parent = dataset._parent
@@ -708,6 +714,7 @@ def stages(case: Case, rows: int, batch_size: int, repeats: int) -> None:
         "pyarrow iter_batches + to_numpy (reference)",
         lambda: map(_batch_rows, _pyarrow_numpy(paths, columns)),
     )
+    stage("(the order's window permutations alone, in 2: window_rows)", permutations)
     step = stage("1 read_block_table + block_columns, every row group", blocks)
     step = stage("2 IndexedSourceDataset._gather_columns per batch (order)", gathered, step)
     step = stage("3 + Collate.columns: BatchedMapDataset[i]", collated, step)

@@ -67,6 +67,7 @@ class Pipeline:
             )
         self.config = config
         self._stages = _Stages()
+        self._tokenizers = _Tokenizers()
         _refuse_unsupported(config)
 
     @classmethod
@@ -163,6 +164,7 @@ class Pipeline:
         """The loader: an ``AsyncDataLoader`` over the stages called (the config's ``load``
         stage when ``load()`` was not called); with ``prefetch_to_device`` a
         ``DeviceLoader`` yielding global ``jax.Array`` batches on ``mesh``."""
+        self._tokenizers = _Tokenizers()
         sources = self.sources()
         if len(sources) > 1 and self._stages.mix is None:
             raise ValueError(
@@ -175,7 +177,7 @@ class Pipeline:
         options: dict[str, Any] = {}
         pack = self._stages.pack
         if pack is not None and pack.enabled:
-            options["pack"] = _pack_of(pack, self.config, self._stages.tokenize)
+            options["pack"] = _pack_of(pack, self.config, self._stages.tokenize, self._tokenizers)
         if self._stages.tokenize is not None:
             options["worker_processes"] = self._stages.tokenize.num_workers
         loader = AsyncDataLoader(
@@ -236,7 +238,7 @@ class Pipeline:
             steps.append(SelectFields(list(ds.columns)))
         tokenize = self._stages.tokenize
         if tokenize is not None:
-            steps.extend(_tokenize_steps(ds, self.config, tokenize))
+            steps.extend(_tokenize_steps(ds, self.config, tokenize, self._tokenizers))
         if not steps:
             return source
         chunk = tokenize.batch_size if tokenize is not None else DEFAULT_CHUNK_ROWS
@@ -316,6 +318,21 @@ def _load_tokenizer(config: TokenizerConfig, kwargs: Mapping[str, Any] | None) -
     )
 
 
+class _Tokenizers:
+    """The tokenizers one ``build()`` loads, each once (datasets that share one, and the pack
+    stage's EOS lookup, get the same object)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Any] = {}
+
+    def load(self, config: TokenizerConfig, kwargs: Mapping[str, Any] | None) -> Any:
+        """The tokenizer of ``config`` with ``kwargs``, loaded on first use."""
+        key = repr((config.name_or_path, config.trust_remote_code, sorted((kwargs or {}).items())))
+        if key not in self._loaded:
+            self._loaded[key] = _load_tokenizer(config, kwargs)
+        return self._loaded[key]
+
+
 def _tokenizer_config(
     ds: DatasetConfig, config: PipelineConfig, stage: TokenizeStageConfig
 ) -> TokenizerConfig | None:
@@ -328,7 +345,7 @@ def _tokenizer_config(
 
 
 def _tokenize_steps(
-    ds: DatasetConfig, config: PipelineConfig, stage: TokenizeStageConfig
+    ds: DatasetConfig, config: PipelineConfig, stage: TokenizeStageConfig, tokenizers: _Tokenizers
 ) -> list[Any]:
     """The tokenize stage's transforms for one dataset: tokenize, keep, drop."""
     chosen = _tokenizer_config(ds, config, stage)
@@ -339,7 +356,7 @@ def _tokenize_steps(
         )
     steps: list[Any] = [
         TokenizeTransform(
-            _load_tokenizer(chosen, ds.tokenizer_kwargs),
+            tokenizers.load(chosen, ds.tokenizer_kwargs),
             text_field=ds.content_field,
             max_length=chosen.max_length,
             truncation=chosen.truncation,
@@ -356,7 +373,10 @@ def _tokenize_steps(
 
 
 def _pack_of(
-    stage: PackStageConfig, config: PipelineConfig, tokenize: TokenizeStageConfig | None
+    stage: PackStageConfig,
+    config: PipelineConfig,
+    tokenize: TokenizeStageConfig | None,
+    tokenizers: _Tokenizers,
 ) -> Any:
     """The loader's ``Pack``; without an ``eos_token_id`` the first dataset's tokenizer's."""
     from easydata_grain.graph.pack import Pack
@@ -372,5 +392,5 @@ def _pack_of(
         first = config.datasets[0]
         chosen = _tokenizer_config(first, config, tokenize)
         if chosen is not None:
-            eos = _load_tokenizer(chosen, first.tokenizer_kwargs).eos_token_id
+            eos = tokenizers.load(chosen, first.tokenizer_kwargs).eos_token_id
     return Pack.from_config(stage, eos_token_id=eos)

@@ -23,7 +23,9 @@ from easydata_grain.graph.plan import Mode, Plan, Resume
 from easydata_grain.io.errors import LoaderStateError
 from easydata_grain.sources.protocol import IdentifiedSource, ShardedSource
 
-STATE_VERSION = 3
+STATE_VERSION = 4
+"""The state's format. 4: transforms and tokenizers are fingerprinted by content (3: by name),
+so a version-3 state could not be matched to its pipeline and is refused as older."""
 _FIELDS = frozenset(
     {
         "version",
@@ -176,7 +178,12 @@ def _check_fields(state: Any) -> None:
     if unknown := sorted(set(state) - _FIELDS):
         raise LoaderStateError(f"The loader state has unknown fields {unknown}.")
     if state["version"] != STATE_VERSION or isinstance(state["version"], bool):
-        raise LoaderStateError(f"Loader state version {state['version']!r} is not {STATE_VERSION}.")
+        raise LoaderStateError(
+            f"Loader state version {state['version']!r} is not {STATE_VERSION}: it was saved by "
+            "another version of easydata-grain, whose states this one cannot match to a "
+            "pipeline. Resume with the version that saved it, or start the loader afresh (or "
+            "at a step with set_state from a state this version saved)."
+        )
     if not isinstance(state["fingerprint"], dict):
         raise LoaderStateError(
             f"The loader state is corrupted: its fingerprint is a "

@@ -3,6 +3,7 @@ a fresh process from Orbax), bad input named by row, and the pipeline's pack sta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from easydata_grain import (
 )
 from easydata_grain.config import DatasetConfig, LoadStageConfig, PackStageConfig, PipelineConfig
 from easydata_grain.graph.pack import padding_batch
+from easydata_grain.graph.window_shuffle import WindowShuffleIterDataset
 from easydata_grain.io.errors import NotSupportedYetError
 from easydata_grain.pipeline import Pipeline
 from easydata_grain.synthetic import tiny_tokenizer, write_parquet_dataset
@@ -188,7 +190,40 @@ def token_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
 
 @_settings
 @given(
-    pack=packs,
+    elements=st.lists(st.integers(), max_size=40),
+    window=st.integers(1, 12),
+    seed=st.integers(0, 3),
+    data=st.data(),
+)
+def test_window_shuffle_permutes_within_windows_and_resumes_anywhere(
+    elements: list[int], window: int, seed: int, data: st.DataObject
+) -> None:
+    dataset = WindowShuffleIterDataset(
+        grain.MapDataset.source(elements).to_iter_dataset(), window, seed=seed
+    )
+    out = list(dataset)
+    for start in range(0, len(elements), window):  # each window is a permutation of itself
+        assert sorted(out[start : start + window]) == sorted(elements[start : start + window])
+    if len(set(elements)) == len(elements) >= 12:  # distinct elements do move
+        assert out != elements or window == 1
+    k = data.draw(st.integers(0, len(out)))
+    first = iter(dataset)
+    head = [next(first) for _ in range(k)]
+    state = json.loads(json.dumps(first.get_state()))
+    assert set(state) == {"window_start", "window", "returned"}  # positions only
+    second = iter(dataset)
+    second.set_state(state)
+    assert head + list(second) == out
+
+
+loader_packs = st.tuples(packs, st.sampled_from([0, 1, 3, 8])).map(
+    lambda p: dataclasses.replace(p[0], shuffle_rows=p[1])
+)
+
+
+@_settings
+@given(
+    pack=loader_packs,
     batch=st.integers(1, 8),
     shuffle=st.sampled_from([0, 32]),
     data=st.data(),
@@ -216,6 +251,24 @@ def test_the_loader_packs_and_resumes_exactly(
     for a, b in zip(head + rest, expected, strict=True):
         assert np.array_equal(a["input_ids"], b["input_ids"])
         assert np.array_equal(a["segment_ids"], b["segment_ids"])
+
+
+def test_shuffled_packed_rows_are_the_same_rows_in_another_order() -> None:
+    source = InMemorySource.from_rows(token_rows(300))
+
+    def rows(pack: Pack) -> list[tuple[int, ...]]:
+        loader = AsyncDataLoader(source, batch_size=4, seed=3, pack=pack)
+        return [tuple(row) for batch in loader for row in batch["input_ids"].tolist()]
+
+    plain = rows(Pack(32, eos_token_id=0))
+    shuffled = rows(Pack(32, eos_token_id=0, shuffle_rows=16))
+    assert shuffled != plain and sorted(shuffled) == sorted(plain)
+    for start in range(0, len(plain), 16):  # a row moves only within its window of 16
+        assert sorted(shuffled[start : start + 16]) == sorted(plain[start : start + 16])
+    loader = AsyncDataLoader(source, batch_size=4, pack=Pack(32, shuffle_rows=16))
+    assert "shuffled in windows of 16" in loader.describe()
+    with pytest.raises(ValueError, match="shuffle_rows must be an int >= 0"):
+        Pack(32, shuffle_rows=-1)
 
 
 def test_packing_states_are_per_host_and_refused_on_other_hosts() -> None:

@@ -31,6 +31,7 @@ from easydata_grain.graph.plan import Batching, Mode, Plan, Resume, Settings, Sp
 from easydata_grain.graph.shuffle_buffer import ShuffleBufferIterDataset
 from easydata_grain.graph.stream_source import SourceIterDataset, not_resumable_reason
 from easydata_grain.graph.thread_prefetch import PrefetchThreadIterDataset
+from easydata_grain.graph.window_shuffle import WindowShuffleIterDataset
 from easydata_grain.graph.worker_processes import prefetch_in_processes
 from easydata_grain.op_protocols import BatchMap, FieldTransform
 from easydata_grain.sources.mixed import MixedShardedSource
@@ -354,6 +355,10 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
         )
     if s.pack is not None:
         dataset = PackIterDataset(dataset, s.pack)
+        if s.pack.shuffle_rows:
+            dataset = WindowShuffleIterDataset(
+                dataset, s.pack.shuffle_rows, seed=s.seed + pass_number
+            )
     if not plan.batches_random_access:
         dataset = dataset.batch(s.batch_size, drop_remainder=s.drop_remainder, batch_fn=s.collate)
     if s.worker_processes:

@@ -60,7 +60,10 @@ class Pack:
 
     ``field``: the token ids of each input row; ``mask_field``: an optional per-token 0/1
     mask ANDed into ``loss_mask`` (ChatTemplateTransform's assistant mask); ``vocab_size``:
-    when given, a token outside ``[0, vocab_size)`` is an error naming the row.
+    when given, a token outside ``[0, vocab_size)`` is an error naming the row;
+    ``shuffle_rows``: when > 0, the packed rows are shuffled in windows of this many rows,
+    keyed by the loader's seed (``graph/window_shuffle.py``: nothing but positions is saved,
+    and a restore packs at most one window again).
     """
 
     seq_length: int
@@ -74,6 +77,7 @@ class Pack:
     include_segment_ids: bool = True
     vocab_size: int | None = None
     max_held_documents: int = 4096
+    shuffle_rows: int = 0
 
     def __post_init__(self) -> None:
         for name in ("seq_length", "num_packers", "max_held_documents"):
@@ -86,12 +90,10 @@ class Pack:
                 isinstance(value, bool) or not isinstance(value, int) or value < 0
             ):
                 raise ValueError(f"Pack.{name} must be None or an int >= 0, got {value!r}")
-        if (
-            isinstance(self.pad_token_id, bool)
-            or not isinstance(self.pad_token_id, int)
-            or self.pad_token_id < 0
-        ):
-            raise ValueError(f"Pack.pad_token_id must be an int >= 0, got {self.pad_token_id!r}")
+        for name in ("pad_token_id", "shuffle_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"Pack.{name} must be an int >= 0, got {value!r}")
         if self.strategy not in ("greedy", "first_fit"):
             raise ValueError(
                 f"Pack.strategy must be 'greedy' or 'first_fit', got {self.strategy!r}"
@@ -109,8 +111,16 @@ class Pack:
             )
 
     @classmethod
-    def from_config(cls, config: Any, eos_token_id: int | None = None) -> Pack:
-        """From a ``PackStageConfig``; ``eos_token_id`` (a tokenizer's) when it sets none."""
+    def from_config(
+        cls, config: Any, eos_token_id: int | None = None, batch_size: int | None = None
+    ) -> Pack:
+        """From a ``PackStageConfig``; ``eos_token_id`` (a tokenizer's) when it sets none;
+        ``batch_size`` (rows per batch) sizes the window of ``shuffle_packed``."""
+        shuffle_rows = 0
+        if config.shuffle_packed:
+            if batch_size is None:
+                raise ValueError("shuffle_packed needs the batch size (rows per window)")
+            shuffle_rows = config.shuffle_buffer_factor * batch_size
         return cls(
             seq_length=config.seq_length,
             eos_token_id=config.eos_token_id if config.eos_token_id is not None else eos_token_id,
@@ -118,6 +128,7 @@ class Pack:
             strategy=config.strategy,
             num_packers=config.num_packers,
             include_segment_ids=config.include_segment_ids,
+            shuffle_rows=shuffle_rows,
         )
 
     def fingerprint(self) -> str:

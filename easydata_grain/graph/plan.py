@@ -234,9 +234,15 @@ class Plan:
             if self.hosts.count > 1
             else ""
         )
+        shuffled = (
+            f"; packed rows shuffled in windows of {pack.shuffle_rows} (a restore packs at most "
+            "one window again)"
+            if pack.shuffle_rows
+            else ""
+        )
         return (
             f"{pack.field} into rows of {pack.seq_length} tokens: {how}{eos}; no token dropped"
-            f"{' (truncate=True cuts documents)' if pack.truncate else ''}{hosts}"
+            f"{' (truncate=True cuts documents)' if pack.truncate else ''}{shuffled}{hosts}"
         )
 
     def _split_text(self) -> str:

@@ -255,6 +255,40 @@ def test_the_reads_fetch_only_the_columns_the_transforms_need(wide: str) -> None
     print(f"bytes read: {read:,} projected, {read_all:,} without the projection")
 
 
+def test_a_transformed_source_projects_its_inner_source(wide: str) -> None:
+    """Transforms held by the source (``TransformedShardedSource``, the fluent methods) are
+    walked like the loader's: the Parquet reads fetch only what they and the batch need."""
+    wrapped = TransformedShardedSource(ParquetShardedSource(wide), PROJECTED)
+    fluent = (
+        ParquetShardedSource(wide)
+        .filter(lambda row: row["id"] % 2 == 0)
+        .select_fields(["id", "input_ids"])
+    )
+    tail = AsyncDataLoader(
+        TransformedShardedSource(ParquetShardedSource(wide), PROJECTED[0]),
+        batch_size=10,
+        pad=True,
+        transforms=[PROJECTED[1]],
+    )
+    reference = AsyncDataLoader(
+        ParquetShardedSource(wide), batch_size=10, pad=True, transforms=PROJECTED
+    )
+    expected = batches(reference)
+    for source_or_loader, projected in ((wrapped, True), (fluent, False), (tail, True)):
+        loader = (
+            source_or_loader
+            if isinstance(source_or_loader, AsyncDataLoader)
+            else AsyncDataLoader(source_or_loader, batch_size=10, pad=True)
+        )
+        assert batches(loader) == expected
+        if projected:
+            assert loader.plan.columns == ("id", "input_ids")
+            assert loader.stats()["bytes_read"] == chunk_bytes([wide], ["id", "input_ids"])
+        else:  # a filter by a function may read any field: every column is read
+            assert loader.plan.columns is None
+            assert loader.stats()["bytes_read"] == chunk_bytes([wide], None)
+
+
 def test_the_projection_on_a_store_fetches_fewer_bytes(
     wide: str, s3_store: StoreEndpoint, fault_proxy: Callable[[StoreEndpoint], FaultProxy]
 ) -> None:

@@ -40,6 +40,7 @@ from easydata_grain.sources.protocol import (
     IndexedSource,
     ProjectableSource,
     SkippingSource,
+    WrappingSource,
     missing_members,
 )
 
@@ -185,7 +186,15 @@ def _projection(
     source: Any, settings: Settings, row_ops: tuple[Any, ...]
 ) -> tuple[Any, tuple[str, ...] | None, str]:
     """The source reading only the columns the pipeline needs (``ProjectableSource``), the
-    columns kept (None: all) and why, in words (empty when the source cannot project)."""
+    columns kept (None: all) and why, in words (empty when the source cannot project). A
+    ``WrappingSource`` (transforms over a source) projects its inner source through its steps
+    and then ``row_ops``."""
+    if isinstance(source, WrappingSource):
+        steps = tuple(source.row_steps)
+        inner, columns, reason = _projection(source.inner_source, settings, steps + row_ops)
+        if columns is None:
+            return source, None, reason
+        return source.with_inner_source(inner), columns, reason
     if not isinstance(source, ProjectableSource):
         return source, None, ""
     names = source.column_names

@@ -113,6 +113,26 @@ class ProjectableSource(Protocol):
         ...
 
 
+@runtime_checkable
+class WrappingSource(Protocol):
+    """A source whose rows are another source's rows through row operations (a
+    ``TransformedShardedSource``): the compiler walks its steps to project the inner source."""
+
+    @property
+    def inner_source(self) -> Any:
+        """The source whose rows the steps transform."""
+        ...
+
+    @property
+    def row_steps(self) -> tuple[Any, ...]:
+        """The row operations, in order."""
+        ...
+
+    def with_inner_source(self, source: Any) -> Any:
+        """The same wrapper (steps, settings) around ``source`` (a projection of its own)."""
+        ...
+
+
 def columns_to_keep(names: Sequence[str], columns: Collection[str], where: str) -> list[str]:
     """The ``names`` that are in ``columns``, in their order (``with_columns``'s argument
     checked: a column not among ``names`` raises ``MissingColumnError`` naming ``where``)."""

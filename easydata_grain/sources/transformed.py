@@ -96,6 +96,22 @@ class TransformedShardedSource(TransformableSource):
         """The transforms, flattened into one chain (its ``steps``)."""
         self.chunk_rows = chunk_rows
 
+    # -- the WrappingSource protocol (projection push-down) -------------------------------------
+
+    @property
+    def inner_source(self) -> Any:
+        """The source whose rows are transformed."""
+        return self.source
+
+    @property
+    def row_steps(self) -> tuple[Any, ...]:
+        """The transforms, in order."""
+        return self.transform.steps
+
+    def with_inner_source(self, source: Any) -> TransformedShardedSource:
+        """The same transforms and ``chunk_rows`` over ``source``."""
+        return TransformedShardedSource(source, self.transform, chunk_rows=self.chunk_rows)
+
     # -- the ShardedSource protocol ------------------------------------------------------------
 
     @property

@@ -1,13 +1,17 @@
 """``Pipeline``: a ``PipelineConfig`` compiled, stage by stage, into one ``AsyncDataLoader``.
 
-``Pipeline.from_config(config).source().tokenize().mix().pack().load().build()`` records each
-stage (with the config's stage config, or one given to the call) and ``build()`` compiles them:
-each dataset becomes a source (``num_rows`` exact through ``HeadSource``), its rows go through
-its renames, callback and tokenizer as a ``TransformedShardedSource`` (indexed sources stay
-indexed: shuffled, exact and elastic O(1) resume), several datasets are mixed by
-``MixedShardedSource``, and the load stage's settings make the loader. Stages must come in
+``Pipeline.from_config(config).source().tokenize().cache().mix().pack().load().build()``
+records each stage (with the config's stage config, or one given to the call) and ``build()``
+compiles them: each dataset becomes a source (``num_rows`` exact through ``HeadSource``), its
+rows go through its renames, callback and tokenizer as a ``TransformedShardedSource`` (indexed
+sources stay indexed: shuffled, exact and elastic O(1) resume), a cached dataset is read from
+its materialized Parquet instead (computed there first on a miss), several datasets are mixed
+by ``MixedShardedSource``, and the load stage's settings make the loader. Stages must come in
 that order, ``source()`` first; stages not called do nothing, and several datasets without
 ``mix()`` are an error rather than the first dataset.
+
+``save()`` writes the pipeline's rows (epoch 0 in the loader's order, mixed and packed, before
+batching) with ``materialize()``; ``rows()`` gives them as ``MaterializableRows``.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from easydata_grain.config import (
+    CacheStageConfig,
     DatasetConfig,
     LoadStageConfig,
     MixStageConfig,
@@ -42,7 +47,10 @@ from easydata_grain.transforms.fields import DropFields, RenameFields, SelectFie
 from easydata_grain.transforms.functions import MapFunction
 from easydata_grain.transforms.tokenize import TokenizeTransform
 
-_ORDER = ("source", "tokenize", "mix", "pack", "load")
+if TYPE_CHECKING:
+    from easydata_grain.materialize import MaterializableRows, Materialized
+
+_ORDER = ("source", "tokenize", "cache", "mix", "pack", "load")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +59,7 @@ class _Stages:
 
     source: SourceStageConfig | None = None
     tokenize: TokenizeStageConfig | None = None
+    cache: CacheStageConfig | None = None
     mix: MixStageConfig | None = None
     pack: PackStageConfig | None = None
     load: LoadStageConfig | None = None
@@ -116,6 +125,13 @@ class Pipeline:
         """Tokenize each dataset's ``content_field`` with its tokenizer (batched calls)."""
         return self._add("tokenize", config, self.config.tokenize, TokenizeStageConfig)
 
+    def cache(self, config: CacheStageConfig | Mapping[str, Any] | None = None) -> Pipeline:
+        """Read each dataset's processed rows from the cache (``cache_dir``, or the dataset's
+        ``cache_path``), materializing them there first on a miss (``docs/caching.md``)."""
+        self._add("cache", config, self.config.cache, CacheStageConfig)
+        _refuse_cache(self._stages.cache)  # type: ignore[arg-type]
+        return self
+
     def mix(self, config: MixStageConfig | Mapping[str, Any] | None = None) -> Pipeline:
         """Mix the datasets by their weights (needed for more than one dataset)."""
         return self._add("mix", config, self.config.mix, MixStageConfig)
@@ -130,8 +146,9 @@ class Pipeline:
 
     def configured(self) -> Pipeline:
         """Every stage the config asks for, in order: ``source()``, ``tokenize()`` when a
-        tokenizer is set, ``mix()`` for several datasets, ``pack()`` when enabled, ``load()``
-        (what ``easydata-grain run CONFIG`` builds)."""
+        tokenizer is set, ``cache()`` when the config sets any cache field, ``mix()`` for
+        several datasets, ``pack()`` when enabled, ``load()`` (what ``easydata-grain run
+        CONFIG`` builds)."""
         config = self.config
         self.source()
         if (
@@ -140,17 +157,45 @@ class Pipeline:
             or any(ds.tokenizer is not None for ds in config.datasets)
         ):
             self.tokenize()
+        if config.cache != CacheStageConfig():
+            self.cache()
         if len(config.datasets) > 1:
             self.mix()
         if config.pack.enabled:
             self.pack()
         return self.load()
 
-    def save(self, config: SaveStageConfig | Mapping[str, Any] | None = None) -> Pipeline:
-        """Write the processed rows to Parquet shards: issue 12, not supported yet."""
-        raise NotSupportedYetError(
-            "Pipeline.save() (materializing rows to Parquet) is not supported yet."
-        )
+    def save(
+        self,
+        config: SaveStageConfig | Mapping[str, Any] | None = None,
+        *,
+        engine: Literal["local", "ray"] | None = None,
+        workers: int | None = None,
+    ) -> Materialized:
+        """Write the pipeline's rows (``rows()``: after the source, tokenize, cache, mix and
+        pack stages called, before batching) to ``config.output_dir`` (the config's ``save``
+        stage by default) as Parquet shards and a manifest, and each dataset with a
+        ``save_path`` to it. ``engine`` and ``workers`` replace the config's (``ray.enabled``
+        and ``ray.num_workers``; local: ``tokenize.num_workers`` processes, at least 1).
+        Returns the pipeline output's ``Materialized`` (its manifest: shards, rows, bytes)."""
+        if config is None:
+            config = self.config.save
+        elif isinstance(config, Mapping):
+            config = SaveStageConfig.from_dict(config)
+        if not isinstance(config, SaveStageConfig):
+            raise TypeError(f"save() takes a SaveStageConfig (or a dict of one), got {config!r}")
+        _refuse_save(config)
+        self._tokenizers = _Tokenizers()
+        sources = self.sources()
+        self._save_datasets(sources, config, engine, workers)
+        return self._write(self._rows_of(sources), config.output_dir, config, engine, workers)
+
+    def rows(self) -> MaterializableRows:
+        """The pipeline's rows before batching, by ranges of positions: epoch 0 (one pass of
+        a mixture) in the order the loader reads it on one host, packed when the pack stage is
+        called (each ``materialize()`` unit packed on its own: ``PackedRows``)."""
+        self._tokenizers = _Tokenizers()
+        return self._rows_of(self.sources())
 
     # -- compile ----------------------------------------------------------------------------
 
@@ -166,13 +211,10 @@ class Pipeline:
         ``DeviceLoader`` yielding global ``jax.Array`` batches on ``mesh``."""
         self._tokenizers = _Tokenizers()
         sources = self.sources()
-        if len(sources) > 1 and self._stages.mix is None:
-            raise ValueError(
-                f"The pipeline has {len(sources)} datasets ({', '.join(sources)}) but no mix "
-                "stage: call mix() to interleave them by weight (build() never silently keeps "
-                "one)."
-            )
-        source = next(iter(sources.values())) if len(sources) == 1 else self._mixed(sources)
+        self._save_datasets(sources, self.config.save, None, None)
+        if self.config.save.enabled:
+            self._write(self._rows_of(sources), self.config.save.output_dir, self.config.save)
+        source = self._combined(sources)
         load = self._stages.load or self.config.load
         options: dict[str, Any] = {}
         pack = self._stages.pack
@@ -224,6 +266,124 @@ class Pipeline:
             return dict.fromkeys(fields, length)
         return load.pad
 
+    def _combined(self, sources: dict[str, Any]) -> Any:
+        """The one dataset's source, or the datasets mixed by the mix stage."""
+        if len(sources) > 1 and self._stages.mix is None:
+            raise ValueError(
+                f"The pipeline has {len(sources)} datasets ({', '.join(sources)}) but no mix "
+                "stage: call mix() to interleave them by weight (build() never silently keeps "
+                "one)."
+            )
+        return next(iter(sources.values())) if len(sources) == 1 else self._mixed(sources)
+
+    def _rows_of(self, sources: dict[str, Any]) -> MaterializableRows:
+        """``rows()`` of these sources (see there)."""
+        from easydata_grain.materialize import EpochRows
+        from easydata_grain.materialize.mixture_rows import MixtureRows
+        from easydata_grain.materialize.packed_rows import PackedRows
+
+        source = self._combined(sources)
+        load = self._stages.load or self.config.load
+        window = load.shuffle_buffer_size or 0
+        seed = self.config.seed
+        if len(sources) > 1:
+            rows: Any = MixtureRows(
+                source, global_batch_size=load.batch_size, seed=seed, shuffle_buffer_size=window
+            )
+        else:
+            rows = EpochRows(source, seed=seed, shuffle=window > 0, window_size=max(1, window))
+        pack = self._stages.pack
+        if pack is not None and pack.enabled:
+            rows = PackedRows(
+                rows, _pack_of(pack, self.config, self._stages.tokenize, self._tokenizers)
+            )
+        return rows
+
+    def _write_options(
+        self, engine: Literal["local", "ray"] | None, workers: int | None
+    ) -> dict[str, Any]:
+        """``materialize()``'s engine, workers, store options and retry policy."""
+        from easydata_grain.materialize import RayOptions
+
+        ray = self.config.ray
+        stage = self._stages.source or self.config.source
+        options: dict[str, Any] = {
+            "storage_options": stage.dask_storage_options,
+            "retry": stage.retry_policy(),
+        }
+        if engine == "ray" or (engine is None and ray.enabled):
+            return {
+                **options,
+                "engine": "ray",
+                "workers": workers or ray.num_workers,
+                "ray": RayOptions.from_config(ray),
+            }
+        tokenize = self._stages.tokenize
+        processes = tokenize.num_workers if tokenize is not None else 0
+        return {**options, "engine": "local", "workers": workers or max(1, processes)}
+
+    def _write(
+        self,
+        rows: MaterializableRows,
+        output: str,
+        stage: SaveStageConfig,
+        engine: Literal["local", "ray"] | None = None,
+        workers: int | None = None,
+    ) -> Materialized:
+        """``rows`` materialized to ``output`` with the save stage's settings."""
+        from easydata_grain.materialize import materialize
+
+        settings: dict[str, Any] = {
+            "compression": stage.compression or "zstd",
+            "max_shard_size": stage.max_shard_size,
+            "overwrite": stage.overwrite,
+        }
+        if stage.num_shards is not None:
+            settings["unit_rows"] = max(1, -(-rows.num_positions() // stage.num_shards))
+        return materialize(rows, output, **settings, **self._write_options(engine, workers))
+
+    def _save_datasets(
+        self,
+        sources: dict[str, Any],
+        stage: SaveStageConfig,
+        engine: Literal["local", "ray"] | None,
+        workers: int | None,
+    ) -> None:
+        """Each dataset with a ``save_path``: its processed rows, in its files' order."""
+        from easydata_grain.materialize import EpochRows
+
+        for ds in self.config.datasets:
+            if ds.save_path is not None:
+                rows = EpochRows(sources[ds.name])  # type: ignore[index]
+                self._write(rows, ds.save_path, stage, engine, workers)
+
+    def _cache_of(self, ds: DatasetConfig) -> tuple[str, CacheStageConfig] | None:
+        """Where ``ds`` is cached and with which settings; None when it is not."""
+        stage = self._stages.cache or self.config.cache
+        if not ds.cache_enabled or not stage.enabled:
+            return None
+        if ds.cache_path is not None:
+            return ds.cache_path, stage
+        return (stage.cache_dir, stage) if self._stages.cache is not None else None
+
+    def _cached(self, ds: DatasetConfig, source: Any) -> Any:
+        """``source`` (``ds``'s processed rows) read from its cache, made there on a miss."""
+        from easydata_grain.materialize import EpochRows
+        from easydata_grain.materialize.cache import cached_rows
+
+        found = self._cache_of(ds)
+        if found is None:
+            return source
+        cache_dir, stage = found
+        _refuse_cache(stage)
+        return cached_rows(
+            EpochRows(source),
+            cache_dir,
+            expiry_seconds=stage.disk_cache_expiry,
+            compression=stage.compression,
+            **self._write_options(None, None),
+        )
+
     def _dataset_source(self, ds: DatasetConfig) -> Any:
         """One dataset's source with its per-row transforms."""
         source = _open(ds, self.config, self._stages.source or self.config.source)
@@ -239,10 +399,10 @@ class Pipeline:
         tokenize = self._stages.tokenize
         if tokenize is not None:
             steps.extend(_tokenize_steps(ds, self.config, tokenize, self._tokenizers))
-        if not steps:
-            return source
-        chunk = tokenize.batch_size if tokenize is not None else DEFAULT_CHUNK_ROWS
-        return TransformedShardedSource(source, steps, chunk_rows=chunk)
+        if steps:
+            chunk = tokenize.batch_size if tokenize is not None else DEFAULT_CHUNK_ROWS
+            source = TransformedShardedSource(source, steps, chunk_rows=chunk)
+        return self._cached(ds, source)
 
     def _mixed(self, sources: dict[str, Any]) -> Any:
         from easydata_grain.sources.mixed import MixedShardedSource
@@ -253,21 +413,60 @@ class Pipeline:
 
 
 def _refuse_unsupported(config: PipelineConfig) -> None:
-    """Raise for fields whose feature has not landed (issue 12), rather than ignore them."""
-    problems = []
-    for i, ds in enumerate(config.datasets):
-        if ds.cache_path is not None:
-            problems.append(f"datasets[{i}].cache_path (caching processed rows)")
-        if ds.save_path is not None:
-            problems.append(f"datasets[{i}].save_path (saving processed rows)")
+    """Raise for fields the pipeline will use but whose feature does not exist, rather than
+    ignore them."""
     if config.save.enabled:
-        problems.append("save.enabled (materializing rows to Parquet)")
-    if config.ray.enabled:
-        problems.append("ray.enabled (Ray Data as the materialization engine)")
-    if problems:
+        _refuse_save(config.save)
+    for i, ds in enumerate(config.datasets):
+        if ds.save_path is not None:
+            fmt = ds.save_format or config.save.format
+            if fmt != "parquet":
+                field = "save_format" if ds.save_format else "save.format"
+                raise NotSupportedYetError(
+                    f"datasets[{i}].save_path: the format {fmt!r} ({field}) is not supported "
+                    "yet: only 'parquet' is written; set it to parquet (convert with pyarrow)."
+                )
+    if any(ds.cache_path is not None for ds in config.datasets) or config.cache != (
+        CacheStageConfig()
+    ):
+        _refuse_cache(config.cache)
+
+
+def _refuse_save(stage: SaveStageConfig) -> None:
+    """NotSupportedYetError for save settings whose feature does not exist."""
+    if stage.format != "parquet":
         raise NotSupportedYetError(
-            f"Not supported yet: {'; '.join(problems)}. Remove these fields: the pipeline "
-            "would otherwise run without them."
+            f"save.format={stage.format!r} is not supported yet: only 'parquet' is written "
+            "(Parquet shards and a JSON manifest). Set format: parquet, and convert the shards "
+            "with pyarrow if another format is needed."
+        )
+    if stage.push_to_hub:
+        raise NotSupportedYetError(
+            "save.push_to_hub=True is not supported yet: set it to false and upload "
+            "output_dir with huggingface_hub.HfApi().upload_folder(repo_type='dataset')."
+        )
+
+
+def _refuse_cache(stage: CacheStageConfig) -> None:
+    """NotSupportedYetError for cache settings that Parquet materialization cannot honour."""
+    default = CacheStageConfig()
+    if stage.cache_type == "memory":
+        raise NotSupportedYetError(
+            "cache.cache_type='memory' is not supported yet: the cache is materialized "
+            "Parquet on disk or a store. Use cache_type: disk (or streaming: false to hold "
+            "the rows in memory)."
+        )
+    if stage.memory_cache_size != default.memory_cache_size:
+        raise NotSupportedYetError(
+            f"cache.memory_cache_size={stage.memory_cache_size} is not supported yet: there is "
+            "no in-memory item cache (the cache is Parquet; the loader's block cache and the "
+            "OS page cache hold recent reads). Remove the field."
+        )
+    if stage.hash_fn != default.hash_fn:
+        raise NotSupportedYetError(
+            f"cache.hash_fn={stage.hash_fn!r} is not supported yet: the cache key is "
+            "'combined' (each shard's path with its size and etag or mtime, the transforms and "
+            "the tokenizer's content). Remove the field."
         )
 
 

@@ -219,16 +219,24 @@ def test_stages_must_come_in_order(shards: str) -> None:
         Pipeline.from_config(config).source().load({"prefetch_bufer_size": 2})
 
 
-def test_features_not_landed_are_refused_not_ignored(shards: str) -> None:
-    for dataset in (
-        {"data_files": f"{shards}/*.parquet", "cache_path": "/tmp/x"},
-        {"data_files": f"{shards}/*.parquet", "save_path": "/tmp/x"},
+def test_fields_without_a_feature_are_refused_not_ignored(shards: str) -> None:
+    files = f"{shards}/*.parquet"
+    for extra, field in (
+        ({"save": {"enabled": True, "format": "jsonl"}}, "save.format='jsonl'"),
+        ({"save": {"enabled": True, "push_to_hub": True, "hub_repo_id": "a/b"}}, "push_to_hub"),
+        ({"cache": {"cache_type": "memory"}}, "cache_type='memory'"),
+        ({"cache": {"memory_cache_size": 5}}, "memory_cache_size=5"),
+        ({"cache": {"hash_fn": "path"}}, "hash_fn='path'"),
     ):
-        with pytest.raises(NotSupportedYetError, match="Not supported yet"):
-            Pipeline.from_config({"datasets": [dataset]})
-    for extra in ({"save": {"enabled": True}}, {"ray": {"enabled": True}}):
-        with pytest.raises(NotSupportedYetError):
-            Pipeline.from_config({"datasets": [{"data_files": f"{shards}/*.parquet"}], **extra})
+        with pytest.raises(NotSupportedYetError, match=field):
+            Pipeline.from_config({"datasets": [{"data_files": files}], **extra})
+    with pytest.raises(NotSupportedYetError, match=r"datasets\[0\].save_path: the format 'arrow'"):
+        Pipeline.from_config(
+            {"datasets": [{"data_files": files, "save_path": "/x", "save_format": "arrow"}]}
+        )
+    pipeline = Pipeline.from_config({"datasets": [{"data_files": files}]}).source()
+    with pytest.raises(NotSupportedYetError, match="save.format='arrow'"):
+        pipeline.save({"format": "arrow"})
 
 
 def test_the_state_resumes_exactly(shards: str) -> None:

@@ -75,16 +75,19 @@ class DatasetConfig(Config):
     """Extra keyword arguments of ``AutoTokenizer.from_pretrained`` for this dataset's
     tokenizer (``{"revision": "main"}``)."""
     cache_path: str | None = None
-    """Where this dataset's processed rows are cached (issue 12: the Pipeline refuses it
-    until then)."""
+    """The cache directory of this dataset's processed rows (after its transforms and
+    tokenizer): set, the dataset is cached there even without a cache stage (the cache
+    stage's ``cache_dir`` otherwise)."""
     cache_enabled: bool = True
-    """Whether the cache stage caches this dataset (issue 12); without ``cache_path`` and a
-    cache stage it does nothing."""
+    """Whether this dataset is cached (by ``cache_path`` or the cache stage); without either
+    it does nothing."""
     save_path: str | None = None
-    """Where this dataset's processed rows are saved (issue 12: the Pipeline refuses it until
-    then)."""
+    """Where ``Pipeline.save()`` (and ``build()``) writes this dataset's processed rows (after
+    its transforms and tokenizer, in its files' order) as Parquet, with the save stage's
+    settings."""
     save_format: Literal["parquet", "arrow", "jsonl"] | None = None
-    """The format of ``save_path`` (issue 12); None: the save stage's ``format``."""
+    """The format of ``save_path``; None: the save stage's ``format`` (only ``parquet`` is
+    written: the others raise NotSupportedYetError)."""
     content_field: str = "text"
     """The field holding the text the tokenize stage reads."""
     additional_fields: tuple[str, ...] | None = None

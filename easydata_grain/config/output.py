@@ -1,8 +1,9 @@
 """What a pipeline writes: its cache, its saved output and the Ray engine that writes them.
 
-Their stages land with issue 12 (caching and materialization): until then these configs are
-accepted and checked, and the Pipeline refuses to run a cache or save stage or a Ray engine
-with a clear "not supported yet" error.
+``Pipeline.cache()`` and ``Pipeline.save()`` read these (``docs/caching.md``). A field whose
+feature does not exist for Parquet materialization (an in-memory cache, a cache keyed by paths
+only, formats other than Parquet, the Hub upload) is accepted here and refused by the Pipeline
+with a ``NotSupportedYetError`` when set to anything but its default: never ignored.
 """
 
 from __future__ import annotations
@@ -18,46 +19,59 @@ _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 
 @dataclasses.dataclass(frozen=True)
 class CacheStageConfig(Config):
-    """How ``Pipeline.cache()`` stores processed rows, keyed by a fingerprint of the sources,
-    transforms and tokenizer, so a second run reuses them (issue 12)."""
+    """How ``Pipeline.cache()`` stores each dataset's processed rows (after its transforms and
+    tokenizer) as materialized Parquet, keyed by a fingerprint of the sources, transforms and
+    tokenizer content, so a second run reads them instead of recomputing."""
 
     enabled: bool = True
-    """Whether ``Pipeline.cache()`` caches; False: the stage passes rows through."""
+    """Whether ``Pipeline.cache()`` caches; False: the stage passes rows through (a dataset's
+    own ``cache_path`` included)."""
     cache_type: Literal["memory", "disk", "hierarchical"] = "hierarchical"
-    """``memory``: an LRU of ``memory_cache_size`` items; ``disk``: files under ``cache_dir``;
-    ``hierarchical``: memory in front of disk."""
+    """``disk``: Parquet under ``cache_dir``; ``hierarchical`` (the default) is the same (the
+    memory in front is the loader's block cache and the OS page cache); ``memory`` is not
+    supported (NotSupportedYetError): use ``streaming: false`` to hold rows in memory."""
     cache_dir: str = ".cache/easydata_grain_pipeline"
-    """The disk cache's directory (EasyData: ``.cache/easydel_pipeline``)."""
+    """The cache's directory, local or ``s3://``, ``gs://``, ``az://`` (EasyData:
+    ``.cache/easydel_pipeline``); a dataset's ``cache_path`` replaces it for that dataset."""
     memory_cache_size: int = bounded(100, minimum=0)
-    """Items kept in the memory cache."""
+    """Items of an in-memory LRU: only the default is accepted (there is none; see
+    ``cache_type``)."""
     disk_cache_expiry: int = bounded(86400, minimum=0)
-    """Seconds before a disk cache entry is made again."""
+    """Seconds after which a cache entry is made again (its manifest's modification time;
+    a store that gives none never expires)."""
     compression: Literal["none", "gzip", "lz4", "zstd"] = "none"
-    """How disk cache files are compressed."""
+    """The Parquet codec of the cached shards."""
     hash_fn: Literal["content", "path", "combined"] = "combined"
-    """What the cache key hashes: the data's content, its paths, or both."""
+    """What the cache key hashes: ``combined`` (the default: each shard's path with its size,
+    etag or mtime, and the transforms and tokenizer content) is the one supported; ``content``
+    and ``path`` raise NotSupportedYetError."""
 
 
 @dataclasses.dataclass(frozen=True)
 class SaveStageConfig(Config):
-    """How ``Pipeline.save()`` writes the processed rows (issue 12)."""
+    """How ``Pipeline.save()`` writes the pipeline's rows (after mixing and packing, before
+    batching) with ``materialize()``: Parquet shards and a JSON manifest."""
 
     enabled: bool = False
-    """Whether ``Pipeline.save()`` writes; False: the stage passes rows through."""
+    """Whether ``Pipeline.build()`` saves before building the loader (``Pipeline.save()``
+    called directly always writes)."""
     output_dir: str = "./output"
-    """Where the files go."""
+    """Where the files go: a local path or ``s3://``, ``gs://``, ``az://``."""
     format: Literal["parquet", "arrow", "jsonl"] = "parquet"
-    """The files' format."""
+    """The files' format: ``parquet``; ``arrow`` and ``jsonl`` raise NotSupportedYetError."""
     num_shards: int | None = bounded(None, minimum=1)
-    """Files to write; None: as many as ``max_shard_size`` needs."""
+    """Files to write (``ceil(positions / num_shards)`` positions each, so fewer when that
+    rounding leaves the last ones empty); None: as many as ``max_shard_size`` needs."""
     compression: str | None = None
-    """The files' compression codec (``"zstd"``); None: the format's default."""
+    """The Parquet codec (``zstd``, ``snappy``, ``gzip``, ``brotli``, ``lz4``, ``none``);
+    None: ``zstd``."""
     max_shard_size: str | int = "500MB"
     """The largest file, in bytes or as ``"500MB"``, ``"2GiB"``."""
     overwrite: bool = False
     """Replace files already in ``output_dir``; False: existing output is an error."""
     push_to_hub: bool = False
-    """Upload the files to the Hub as ``hub_repo_id``."""
+    """Upload the files to the Hub as ``hub_repo_id``: not supported yet (True raises
+    NotSupportedYetError; upload ``output_dir`` with ``huggingface_hub.upload_folder``)."""
     hub_repo_id: str | None = None
     """The Hub dataset repo to upload to."""
     hub_private: bool = False
@@ -83,12 +97,15 @@ class SaveStageConfig(Config):
 
 @dataclasses.dataclass(frozen=True)
 class RayConfig(Config):
-    """Ray as the engine that materializes a pipeline's rows in parallel (issue 12)."""
+    """Ray as the engine that materializes a pipeline's rows (``Pipeline.save()``, the cache)."""
 
     enabled: bool = False
-    """Write with Ray Data; False: with local processes."""
+    """Write with Ray tasks; False: with local processes."""
+    address: str | None = None
+    """The cluster to attach to (``"auto"``, ``"ray://head:10001"``); None: the Ray already
+    started in this process, else a local cluster started for the job, on loopback only."""
     num_workers: int = bounded(4, minimum=1)
-    """Ray workers writing at once."""
+    """Ray tasks writing at once."""
     resources_per_worker: dict[str, float] | None = None
     """Each worker's Ray resources (``{"CPU": 1}``); None: Ray's default."""
     use_gpu: bool = False

@@ -116,3 +116,13 @@ class CollateError(ValueError):
 
 class NotSupportedYetError(NotImplementedError):
     """A config field whose feature has not landed: raised instead of ignoring the field."""
+
+
+class OutputExistsError(SourceError, FileExistsError):
+    """An output (a materialization, a saved pipeline) that already exists where one is to be
+    written: refused unless ``overwrite=True``."""
+
+
+class ManifestMismatchError(SourceError, ValueError):
+    """A materialized output (or a run in progress there) written by another pipeline or with
+    other settings than the one reading or resuming it."""

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from easydata_grain.io.errors import CorruptShardError
+from easydata_grain.io.errors import CorruptShardError, ManifestMismatchError, OutputExistsError
 from easydata_grain.io.retry import RetryPolicy
 from easydata_grain.materialize.local_engine import run_local
 from easydata_grain.materialize.manifest import MANIFEST_NAME, Manifest, json_value
@@ -170,28 +170,33 @@ def prepare(store: OutputStore, header: Manifest, *, overwrite: bool) -> None:
         store.remove(sorted(name for name in files if _is_ours(name)))
         files = {}
     elif MANIFEST_NAME in files:
-        raise FileExistsError(
-            f"{store.path(MANIFEST_NAME)} exists: {store.url} already holds a materialized "
-            "output. Read it with open_materialized(), write elsewhere, or pass "
-            "overwrite=True to replace it (its shards are removed)."
+        raise OutputExistsError(
+            f"{store.path(MANIFEST_NAME)} exists: {store.url} already holds a materialized output.",
+            path=store.path(MANIFEST_NAME),
+            hint="Read it with open_materialized(), write elsewhere, or pass overwrite=True "
+            "to replace it (its shards are removed).",
         )
     previous = store.read(JOB_NAME) if JOB_NAME in files else None
     if previous is not None:
         differences = header.differences(Manifest.from_json(previous, store.path(JOB_NAME)))
         if differences:
-            raise ValueError(
+            raise ManifestMismatchError(
                 f"{store.url} holds an unfinished run of another pipeline or with other "
-                f"settings ({'; '.join(differences)}). Run the same pipeline with the same "
-                "settings to resume it, write elsewhere, or pass overwrite=True to start over."
+                f"settings ({'; '.join(differences)}).",
+                path=store.path(JOB_NAME),
+                hint="Run the same pipeline with the same settings to resume it, write "
+                "elsewhere, or pass overwrite=True to start over.",
             )
         store.remove(sorted(name for name in files if is_temporary(name)))
         return
     shards = sorted(name for name in files if _SHARD.fullmatch(name))
     if shards:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{store.url} holds Parquet shards ({', '.join(shards[:3])}"
             f"{', ...' if len(shards) > 3 else ''}) but no manifest and no record of a run "
-            "that wrote them. Write elsewhere, or pass overwrite=True to replace them."
+            "that wrote them.",
+            path=store.path(shards[0]),
+            hint="Write elsewhere, or pass overwrite=True to replace them.",
         )
     store.make_directory()
     store.make_directory(PROGRESS_DIR)

@@ -69,9 +69,9 @@ class RayOptions(Config):
     @classmethod
     def from_config(cls, config: RayConfig, address: str | None = None) -> RayOptions:
         """The options of a pipeline's ``RayConfig`` (its ``num_workers`` is ``materialize``'s
-        ``workers``)."""
+        ``workers``); ``address`` replaces the config's."""
         return cls(
-            address=address,
+            address=address or config.address,
             object_store_memory=config.object_store_memory,
             num_gpus_per_task=1.0 if config.use_gpu else 0.0,
             resources_per_task=config.resources_per_worker,

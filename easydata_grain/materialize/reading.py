@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from easydata_grain.fingerprint import differences, digest
-from easydata_grain.io.errors import CorruptShardError, ShardNotFoundError
+from easydata_grain.io.errors import CorruptShardError, ManifestMismatchError, ShardNotFoundError
 from easydata_grain.io.retry import RetryPolicy
 from easydata_grain.materialize.manifest import MANIFEST_NAME, Manifest, ShardRecord, json_value
 from easydata_grain.materialize.store import OutputStore
@@ -49,10 +49,11 @@ def _manifest(store: OutputStore) -> Manifest:
 def _check_fingerprint(store: OutputStore, manifest: Manifest, expected: Any) -> None:
     wanted = json_value(expected)
     if manifest.fingerprint != wanted:
-        raise ValueError(
+        raise ManifestMismatchError(
             f"{store.url} was materialized from another pipeline: "
-            f"{'; '.join(differences(manifest.fingerprint, wanted))}. Materialize this pipeline "
-            "(to another output, or with overwrite=True)."
+            f"{'; '.join(differences(manifest.fingerprint, wanted))}.",
+            path=store.path(MANIFEST_NAME),
+            hint="Materialize this pipeline (to another output, or with overwrite=True).",
         )
 
 

@@ -11,6 +11,7 @@ be written (a read-only directory, credentials without write access).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import io
 import posixpath
@@ -48,6 +49,21 @@ class _HashingWriter(io.RawIOBase):
 
     def tell(self) -> int:
         return self.size
+
+
+def modified_time(info: dict[str, Any]) -> float | None:
+    """The modification time in an fsspec ``info()`` (local ``mtime``, S3 ``LastModified``,
+    GCS ``updated``, Azure ``last_modified``), or None when it has none."""
+    for key in ("mtime", "LastModified", "updated", "last_modified"):
+        value = info.get(key)
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, datetime.datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
 
 
 def is_temporary(name: str) -> bool:
@@ -118,6 +134,20 @@ class OutputStore:
                 return None
 
         return self._attempt("Reading", path, read)
+
+    def modified(self, name: str) -> float | None:
+        """When ``name`` was last written (seconds since the epoch), or None when the store
+        does not say or the file does not exist."""
+        path = self.path(name)
+
+        def info() -> dict[str, Any] | None:
+            try:
+                return self.fs.info(path)
+            except FileNotFoundError:
+                return None
+
+        found = self._attempt("Reading the details of", path, info)
+        return None if found is None else modified_time(found)
 
     def checksum(self, name: str) -> tuple[int, str] | None:
         """``(size, sha256)`` of ``name``'s bytes, read in chunks; None when it does not exist."""

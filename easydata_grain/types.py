@@ -1,9 +1,10 @@
-"""The types the layers share: a row, a row's address, a per-row transform."""
+"""The types the layers share: a row, a row's address, a per-row transform, a closable row
+stream."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import grain
 
@@ -20,3 +21,19 @@ Transform = (
     | Callable[[Any], Any]
 )
 """A per-row operation: a Grain ``Map``/``RandomMap``/``Filter``, or a callable (a map)."""
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """A row stream that holds a resource (an open file) until closed: a generator."""
+
+    def close(self) -> None:
+        """Release the resource now."""
+        ...
+
+
+def close_rows(rows: object) -> None:
+    """Close a row stream now (releasing its file) rather than when it is collected; a stream
+    without ``close`` holds nothing to release."""
+    if isinstance(rows, Closable):
+        rows.close()

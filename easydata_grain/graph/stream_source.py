@@ -14,7 +14,7 @@ import grain
 from easydata_grain.io.errors import NotResumableError, RowOutOfRangeError
 from easydata_grain.sources.protocol import ShardedSource, SkippingSource, StatefulIterable
 from easydata_grain.sources.skipped import is_skipped
-from easydata_grain.types import Address, Row
+from easydata_grain.types import Address, Row, close_rows
 
 _HF_BUFFER_SHUFFLE = "BufferShuffledExamplesIterable"
 _MISSING = object()
@@ -80,13 +80,6 @@ def not_resumable_reason(source: Any) -> str | None:
     )
 
 
-def _close(rows: Iterator[Row] | None) -> None:
-    """Close a row generator now (releasing its file) rather than when it is collected."""
-    close = getattr(rows, "close", None)
-    if close is not None:
-        close()
-
-
 def _runs(addresses: Sequence[Address], max_gap: int) -> Iterator[tuple[int, list[int]]]:
     """Sorted unique addresses as ``(shard, rows)`` runs whose gaps are at most ``max_gap``."""
     run: list[int] = []
@@ -133,7 +126,7 @@ def read_rows_at(source: Any, addresses: Sequence[Address], *, max_gap: int = 25
                 found[shard, row] = value
                 position = row + 1
         finally:
-            _close(stream)
+            close_rows(stream)
     return [found[shard, row] for shard, row in addresses]
 
 
@@ -206,7 +199,7 @@ class ShardedSourceIterator(grain.DatasetIterator):
         super().close()
 
     def _close_rows(self) -> None:
-        _close(self._rows)
+        close_rows(self._rows)
         self._rows = None
 
     def __str__(self) -> str:
@@ -260,7 +253,7 @@ class IterableSourceIterator(grain.DatasetIterator):
     def set_state(self, state: dict[str, Any]) -> None:
         if self.not_resumable_reason is not None:
             raise NotResumableError(self.not_resumable_reason)
-        _close(self._rows)
+        close_rows(self._rows)
         self._iterable = copy.deepcopy(self._original)
         self._start = state["state_dict"]
         if self._start is not None:
@@ -269,7 +262,7 @@ class IterableSourceIterator(grain.DatasetIterator):
 
     def close(self) -> None:
         """Close the iterable's iterator, then this one."""
-        _close(self._rows)
+        close_rows(self._rows)
         super().close()
 
     def __str__(self) -> str:

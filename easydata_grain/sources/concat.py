@@ -19,7 +19,7 @@ from easydata_grain.sources.protocol import (
     columns_to_keep,
 )
 from easydata_grain.transforms.fluent import TransformableSource
-from easydata_grain.types import Row
+from easydata_grain.types import Row, close_rows
 
 
 def _value_kind(value: Any) -> str | None:
@@ -48,9 +48,7 @@ def field_kinds(source: Any) -> dict[str, str | None]:
     try:
         first = next(iter(rows), None)
     finally:
-        close = getattr(rows, "close", None)
-        if close is not None:
-            close()
+        close_rows(rows)
     return {name: _value_kind(value) for name, value in (first or {}).items()}
 
 

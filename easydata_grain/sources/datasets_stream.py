@@ -28,7 +28,7 @@ from easydata_grain.io.errors import (
 from easydata_grain.io.retry import RetryPolicy, storage_error
 from easydata_grain.io.stats import IOStats
 from easydata_grain.transforms.fluent import TransformableSource
-from easydata_grain.types import Row
+from easydata_grain.types import Row, close_rows
 
 
 def _local_identity(path: str) -> str:
@@ -194,9 +194,7 @@ class DatasetsStreamSource(TransformableSource):
                     raise
                 raise error from exc
             finally:
-                close = getattr(rows, "close", None)
-                if close is not None:
-                    close()
+                close_rows(rows)
 
     def _projected(self, row: Row) -> Row:
         if self.columns is None:

@@ -16,7 +16,7 @@ from easydata_grain.io.errors import RowOutOfRangeError
 from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.protocol import ColumnarSource, IndexedSource, SkippingSource
 from easydata_grain.transforms.fluent import TransformableSource
-from easydata_grain.types import Row
+from easydata_grain.types import Row, close_rows
 
 
 class HeadSource(TransformableSource):
@@ -157,6 +157,4 @@ def _head(rows: Iterator[Any], count: int) -> Iterator[Any]:
             if i == count:
                 break
     finally:
-        close = getattr(rows, "close", None)
-        if close is not None:
-            close()
+        close_rows(rows)

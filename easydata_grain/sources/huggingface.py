@@ -32,7 +32,6 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from easydata_grain.fingerprint import digest
 from easydata_grain.io.errors import (
@@ -50,6 +49,7 @@ from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.file_source import ShardMeta, _decode, _encode
 from easydata_grain.sources.in_memory import InMemorySource
 from easydata_grain.sources.json import JsonShardedSource
+from easydata_grain.sources.metadata_cache import decode_footer, encode_footer
 from easydata_grain.sources.metadata_sharing import MetadataSharing, default_sharing
 from easydata_grain.sources.parquet import ParquetIndex, ParquetShardedSource
 from easydata_grain.transforms.fluent import TransformableSource
@@ -443,22 +443,20 @@ def _b64(data: bytes) -> str:
 def _footer_entry(meta: ShardMeta) -> dict[str, Any]:
     """A Parquet shard's metadata as JSON: its footer (Thrift bytes, as a ``_metadata`` file
     holds it), its projected schema (Arrow IPC) and its row-group starts; no pickle."""
-    sink = pa.BufferOutputStream()
-    meta.index.metadata.write_metadata_file(sink)
     return {
         "num_rows": meta.num_rows,
         "identity": meta.identity,
         "size": meta.size,
         "version": meta.version,
         "schema": _b64(meta.schema.serialize().to_pybytes()),
-        "footer": _b64(sink.getvalue().to_pybytes()),
+        "footer": encode_footer(meta.index.metadata),
         "group_starts": list(meta.index.group_starts),
     }
 
 
 def _footer_meta(entry: Mapping[str, Any]) -> ShardMeta:
     """The ``ShardMeta`` of a ``_footer_entry``, checked (ValueError when it does not hold)."""
-    metadata = pq.read_metadata(pa.BufferReader(base64.b64decode(entry["footer"])))
+    metadata = decode_footer(entry["footer"])
     starts = tuple(int(s) for s in entry["group_starts"])
     expected = [0]
     for group in range(metadata.num_row_groups - 1):

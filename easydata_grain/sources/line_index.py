@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import numpy as np
+
+from easydata_grain.sources.metadata_cache import write_atomically
 
 logger = logging.getLogger(__name__)
 _Index = TypeVar("_Index")
@@ -178,19 +178,5 @@ class IndexCache:
             return None
 
     def save(self, url: str, identity: str, kind: str, arrays: dict[str, np.ndarray]) -> None:
-        """Write an entry atomically (temporary file, then rename)."""
-        path = self.path(url, identity, kind)
-        try:
-            os.makedirs(self.directory, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        except OSError as exc:
-            logger.warning("Could not cache the index of %s in %s: %s", url, path, exc)
-            return
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(temporary, path)
-        except OSError as exc:
-            logger.warning("Could not cache the index of %s in %s: %s", url, path, exc)
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
+        """Write an entry atomically (temporary file, then rename; a failure is logged)."""
+        write_atomically(self.path(url, identity, kind), lambda f: np.savez(f, **arrays))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import copy
 import dataclasses
+import os
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import IO, Any, ClassVar
@@ -19,6 +20,7 @@ from easydata_grain.io.resumable_rows import resumable_chunks
 from easydata_grain.io.retry import RetryPolicy, is_storage_fault
 from easydata_grain.sources.arrow_rows import batch_to_rows
 from easydata_grain.sources.file_source import FileShardedSource, Row, ShardMeta, file_identity
+from easydata_grain.sources.metadata_cache import MetadataCache
 from easydata_grain.sources.metadata_sharing import MetadataSharing
 from easydata_grain.sources.protocol import columns_to_keep
 from easydata_grain.transforms.fluent import TransformableSource
@@ -109,6 +111,11 @@ class ParquetShardedSource(TransformableSource, FileShardedSource):
     columns (token ids) are read-only numpy views of Arrow's buffers unless
     ``numpy_lists=False``.
 
+    With ``metadata_cache_dir`` (off by default) each footer read is kept on local disk,
+    keyed by the file's URL and identity (size plus etag, generation or mtime): a later source
+    over the same files reads no footer, and a rewritten file is read again (see
+    ``metadata_cache``). ``JsonShardedSource``'s ``index_cache_dir`` may be the same directory.
+
     Pages written with checksums (``write_page_checksum=True``) are verified as they are read:
     a damaged page raises ``CorruptShardError`` naming the file and row group.
 
@@ -131,6 +138,7 @@ class ParquetShardedSource(TransformableSource, FileShardedSource):
         metadata_sharing: MetadataSharing | None = None,
         batch_size: int = 4096,
         numpy_lists: bool = True,
+        metadata_cache_dir: str | os.PathLike[str] | None = None,
     ):
         if columns is not None and (
             isinstance(columns, str) or not columns or not all(isinstance(c, str) for c in columns)
@@ -141,6 +149,10 @@ class ParquetShardedSource(TransformableSource, FileShardedSource):
         self.columns = list(columns) if columns is not None else None
         self.batch_size = batch_size
         self.numpy_lists = bool(numpy_lists)
+        self.metadata_cache = (
+            None if metadata_cache_dir is None else MetadataCache(metadata_cache_dir)
+        )
+        """Where footers are kept between runs (``metadata_cache_dir``); None: not kept."""
         super().__init__(
             paths,
             storage_options,
@@ -185,17 +197,8 @@ class ParquetShardedSource(TransformableSource, FileShardedSource):
 
     def _read_meta(self, path: str) -> ShardMeta:
         info = self._info(path)
-        try:
-            with self._open(path, info["size"]) as handle:
-                metadata = read_footer(handle, info["size"], path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            if is_storage_fault(exc):
-                raise
-            raise CorruptShardError(
-                f"{path!r} is not a readable Parquet file: {exc}.",
-                path=path,
-                hint="The file is corrupt or truncated (or not Parquet); rewrite or remove it.",
-            ) from exc
+        identity = file_identity(info)
+        metadata = self._footer(path, info["size"], identity)
         schema = metadata.schema.to_arrow_schema()
         if self.columns is not None:
             missing = [c for c in self.columns if c not in schema.names]
@@ -214,10 +217,33 @@ class ParquetShardedSource(TransformableSource, FileShardedSource):
         return ShardMeta(
             num_rows=metadata.num_rows,
             schema=schema,
-            identity=file_identity(info),
+            identity=identity,
             size=info["size"],
             index=ParquetIndex(metadata, tuple(starts)),
         )
+
+    def _footer(self, path: str, size: int, identity: str) -> pq.FileMetaData:
+        """The footer of ``path`` at ``identity``: from the metadata cache, else read (and
+        then kept in the cache)."""
+        url = f"{self.protocol}://{self._key(path)}"
+        cache = self.metadata_cache
+        metadata = None if cache is None else cache.load(url, identity, size)
+        if metadata is not None:
+            return metadata
+        try:
+            with self._open(path, size) as handle:
+                metadata = read_footer(handle, size, path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            if is_storage_fault(exc):
+                raise
+            raise CorruptShardError(
+                f"{path!r} is not a readable Parquet file: {exc}.",
+                path=path,
+                hint="The file is corrupt or truncated (or not Parquet); rewrite or remove it.",
+            ) from exc
+        if cache is not None:
+            cache.save(url, identity, metadata)
+        return metadata
 
     def _open(self, path: str, size: int) -> IO[bytes]:
         """A native Arrow file on local disk (reads release the GIL); see the base otherwise."""

@@ -1,5 +1,5 @@
-"""The ``easydata-grain`` command: run, bench or inspect a pipeline config; inspect, preview
-and validate a dataset; or run the demo.
+"""The ``easydata-grain`` command: run, bench, inspect or materialize a pipeline config;
+inspect, preview and validate a dataset; or run the demo.
 
 Only the standard library is imported here, so ``--help`` and ``--version`` answer at once;
 a command imports what it runs (``easydata_grain.commands``) when it is chosen.
@@ -83,6 +83,21 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _materialize(args: argparse.Namespace) -> int:
+    from easydata_grain.commands.materialize import materialize_config
+
+    print(
+        materialize_config(
+            args.config,
+            args.output,
+            overwrite=args.overwrite,
+            engine=args.engine,
+            workers=args.workers,
+        )
+    )
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from easydata_grain.commands.demo import run_demo
 
@@ -117,6 +132,30 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("config", metavar="CONFIG")
     bench.add_argument("--steps", type=_count(1), default=200, help="batches (default: 200)")
     bench.set_defaults(run=_bench)
+
+    materialize = commands.add_parser(
+        "materialize",
+        help="write a pipeline config's rows (tokenized, mixed, packed; before batching) as "
+        "Parquet shards and a manifest",
+    )
+    materialize.add_argument("config", metavar="CONFIG")
+    materialize.add_argument(
+        "--output", required=True, metavar="URL", help="a local path, s3://, gs:// or az://"
+    )
+    materialize.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    materialize.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default=None,
+        help="(default: ray when the config's ray.enabled, else local)",
+    )
+    materialize.add_argument(
+        "--workers",
+        type=_count(1),
+        default=None,
+        help="processes or Ray tasks at once (default: the config's)",
+    )
+    materialize.set_defaults(run=_materialize)
 
     inspect = commands.add_parser(
         "inspect",

@@ -300,15 +300,21 @@ class Pipeline:
         return rows
 
     def _write_options(
-        self, engine: Literal["local", "ray"] | None, workers: int | None
+        self,
+        engine: Literal["local", "ray"] | None,
+        workers: int | None,
+        storage_options: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        """``materialize()``'s engine, workers, store options and retry policy."""
+        """``materialize()``'s engine, workers, store options (the source stage's unless
+        given) and retry policy."""
         from easydata_grain.materialize import RayOptions
 
         ray = self.config.ray
         stage = self._stages.source or self.config.source
         options: dict[str, Any] = {
-            "storage_options": stage.dask_storage_options,
+            "storage_options": stage.dask_storage_options
+            if storage_options is None
+            else storage_options,
             "retry": stage.retry_policy(),
         }
         if engine == "ray" or (engine is None and ray.enabled):
@@ -340,7 +346,8 @@ class Pipeline:
         }
         if stage.num_shards is not None:
             settings["unit_rows"] = max(1, -(-rows.num_positions() // stage.num_shards))
-        return materialize(rows, output, **settings, **self._write_options(engine, workers))
+        options = self._write_options(engine, workers, stage.storage_options)
+        return materialize(rows, output, **settings, **options)
 
     def _save_datasets(
         self,
@@ -381,7 +388,7 @@ class Pipeline:
             cache_dir,
             expiry_seconds=stage.disk_cache_expiry,
             compression=stage.compression,
-            **self._write_options(None, None),
+            **self._write_options(None, None, stage.storage_options),
         )
 
     def _dataset_source(self, ds: DatasetConfig) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from easydata_grain.config.validation import Config, bounded, join, require
 
@@ -45,6 +45,9 @@ class CacheStageConfig(Config):
     """What the cache key hashes: ``combined`` (the default: each shard's path with its size,
     etag or mtime, and the transforms and tokenizer content) is the one supported; ``content``
     and ``path`` raise NotSupportedYetError."""
+    storage_options: dict[str, Any] | None = None
+    """fsspec options for ``cache_dir`` (credentials, endpoint); None: the source stage's
+    ``dask_storage_options``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +72,9 @@ class SaveStageConfig(Config):
     """The largest file, in bytes or as ``"500MB"``, ``"2GiB"``."""
     overwrite: bool = False
     """Replace files already in ``output_dir``; False: existing output is an error."""
+    storage_options: dict[str, Any] | None = None
+    """fsspec options for ``output_dir`` (credentials, endpoint); None: the source stage's
+    ``dask_storage_options``."""
     push_to_hub: bool = False
     """Upload the files to the Hub as ``hub_repo_id``: not supported yet (True raises
     NotSupportedYetError; upload ``output_dir`` with ``huggingface_hub.upload_folder``)."""

@@ -1,0 +1,101 @@
+"""``easydata-grain materialize CONFIG --output URL``, run as users run it (a subprocess): the
+summary it prints, the rows it writes (the pipeline's), an existing output refused and
+replaced with ``--overwrite``, ``--workers``, and a bad config's one-line error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from easydata_grain.pipeline import Pipeline
+from easydata_grain.synthetic import tiny_tokenizer, write_parquet_dataset
+from tests.test_materialize import files_of
+from tests.test_pipeline_save import documents, unpacked
+
+
+def materialize(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m easydata_grain materialize ARGS``."""
+    return subprocess.run(
+        [sys.executable, "-m", "easydata_grain", "materialize", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("cli")
+    write_parquet_dataset(directory / "data", num_shards=2, rows_per_shard=200, max_tokens=16)
+    tiny_tokenizer().save_pretrained(directory / "tok")
+    path = directory / "pipeline.yaml"
+    settings = {
+        "datasets": [{"data_files": str(directory / "data" / "*.parquet")}],
+        "default_tokenizer": str(directory / "tok"),
+        "pack": {"enabled": True, "seq_length": 32},
+        "load": {"shuffle_buffer_size": 64},
+        "save": {"num_shards": 3},
+    }
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def test_materialize_writes_the_pipeline_and_prints_a_summary(
+    config_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = materialize(str(config_file), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith(f"wrote 3 shard(s), {manifest['rows']:,} rows (400 positions), ")
+    assert lines[0].endswith(" s") and " bytes in " in lines[0]
+    assert lines[1] == f"manifest: {out}/manifest.json"
+    rows = Pipeline.from_config(config_file).configured().rows()
+    written = [r for s in manifest["shards"] for r in pq.read_table(out / s["name"]).to_pylist()]
+    assert {len(r["input_ids"]) for r in written} == {32}
+    assert unpacked(written) == documents(rows.rows, tiny_tokenizer().eos_token_id)
+
+    again = materialize(str(config_file), "--output", str(out))
+    assert again.returncode == 2
+    assert "manifest.json exists" in again.stderr and str(out) in again.stderr
+
+    two = tmp_path / "two"
+    replaced = materialize(str(config_file), "--output", str(two), "--workers", "2")
+    assert replaced.returncode == 0, replaced.stderr
+    assert files_of(two) == files_of(out)  # the same bytes with 2 worker processes
+    overwritten = materialize(str(config_file), "--output", str(out), "--overwrite")
+    assert overwritten.returncode == 0, overwritten.stderr
+    assert files_of(out) == files_of(two)
+
+
+def test_a_bad_config_or_argument_is_one_line(config_file: Path, tmp_path: Path) -> None:
+    missing = materialize(str(tmp_path / "none.yaml"), "--output", str(tmp_path / "o"))
+    assert missing.returncode == 2 and "none.yaml" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    no_output = materialize(str(config_file))
+    assert no_output.returncode == 2 and "--output" in no_output.stderr
+    bad_engine = materialize(str(config_file), "--output", "x", "--engine", "spark")
+    assert bad_engine.returncode == 2 and "invalid choice: 'spark'" in bad_engine.stderr
+
+
+def test_materialize_help_is_fast_and_lists_the_options() -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "easydata_grain", "materialize", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
+    assert result.returncode == 0
+    for option in ("--output", "--overwrite", "--engine", "--workers"):
+        assert option in result.stdout
+    imported = result.stderr
+    assert "pyarrow" not in imported and "grain" not in imported.replace("easydata_grain", "")

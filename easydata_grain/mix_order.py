@@ -21,7 +21,9 @@ Feistel bijection), so components interleave randomly inside it, each component'
 increasing order; component ``c``'s row at position ``p`` is how many times ``c`` was chosen
 before ``p``.
 
-**Cost.** Nothing is stored per row. ``T`` is piecewise linear: with fixed weights or a
+**Cost.** Nothing is stored per row. Blocks are made a span at a time (``MixtureOrder.span``:
+whole blocks, about ``_SPAN_POSITIONS`` positions), their permutations together
+(``order._permute_windows``), so a block's numpy work is not paid per block. ``T`` is piecewise linear: with fixed weights or a
 ``step`` schedule a few pieces, so any position is located in O(1); with a ``linear`` or
 ``cosine`` schedule one piece per block until the last point, their prefix sums computed
 vectorised, ``_CHUNK`` blocks at a time, on first need and kept (O(blocks) once, O(log) after).
@@ -38,10 +40,14 @@ from typing import NamedTuple
 import numpy as np
 
 from easydata_grain.mix_schedule import WeightSchedule
-from easydata_grain.order import _GOLDEN, _MASK64, _mix, _permute_window
+from easydata_grain.order import _GOLDEN, _MASK64, _mix, _permute_windows
 
 _TAG_MIX = 0x3C6EF372FE94F82B
 _CACHED_BLOCKS = 8
+_CACHED_SPANS = 2
+# A span is whole blocks, this many positions' worth (at least one block, at most _SPAN_BLOCKS).
+_SPAN_POSITIONS = 1 << 13
+_SPAN_BLOCKS = 64
 _CACHED_CHUNKS = 4
 _CHUNK = 1 << 12
 # Rows due this far on (a weight of 1e-300, say) are never given: positions are int64.
@@ -168,16 +174,17 @@ class CumulativeTarget:
 
 
 class MixingBlock(NamedTuple):
-    """One block of the mixture order (arrays over the block's positions or components)."""
+    """One block, or a span of consecutive blocks, of the mixture order (arrays over its
+    positions or components)."""
 
     components: np.ndarray
     """The component at each position."""
     rows: np.ndarray
     """The row of its component at each position."""
     before: np.ndarray
-    """Rows each component got before the block."""
+    """Rows each component got before the first position."""
     sizes: np.ndarray
-    """Rows each component gets in the block."""
+    """Rows each component gets in these positions."""
     places: np.ndarray
     """The positions by component, then row: component ``c``'s rows ``before[c] ..`` take
     positions ``places[firsts[c]:firsts[c] + sizes[c]]`` (``firsts``: ``sizes``' running
@@ -206,15 +213,22 @@ class MixtureOrder:
         self.target = CumulativeTarget(
             schedule, block_size=block_size, global_batch_size=global_batch_size
         )
+        self.span_blocks = max(1, min(_SPAN_BLOCKS, _SPAN_POSITIONS // block_size))
+        """Blocks per span (``span``)."""
         self._counts: dict[int, np.ndarray] = {}
         self._blocks: dict[int, MixingBlock] = {}
+        self._spans: dict[int, MixingBlock] = {}
+        # The part of every block's key that does not depend on the block.
+        self._key_base = np.uint64((seed * _GOLDEN ^ _TAG_MIX) & _MASK64)
 
     def counts_before(self, position: int) -> np.ndarray:
         """Rows each component got in positions ``[0, position)`` (the realized mixture)."""
         block, offset = divmod(position, self.block_size)
         counts = self.counts_before_block(block)
         if offset:
-            components = self.block(block).components[:offset]
+            span, index = divmod(block, self.span_blocks)
+            start = index * self.block_size
+            components = self.span(span).components[start : start + offset]
             counts = counts + np.bincount(components, minlength=self.num_components)
         return counts
 
@@ -249,50 +263,83 @@ class MixtureOrder:
         self._counts = {**dict(kept), block: counts}
         return counts
 
+    def span(self, span: int) -> MixingBlock:
+        """Blocks ``span * span_blocks ..`` (``span_blocks`` of them) as one ``MixingBlock``
+        over their positions: what ``block`` gives block by block, with all the blocks'
+        permutations made at once."""
+        cached = self._spans.get(span)
+        if cached is not None:
+            return cached
+        count, size = self.span_blocks, self.block_size
+        first = span * count
+        bounds = np.stack([self.counts_before_block(b) for b in range(first, first + count + 1)])
+        ids = np.arange(first + 1, first + count + 1, dtype=np.uint64)
+        places = _permute_windows(size, _mix(self._key_base ^ _mix(ids)))
+        places += np.arange(0, count * size, size)[:, None]
+        components = np.empty(count * size, dtype=np.int64)
+        # Block b's permutation puts its component c's rows where the sorted labels would be.
+        components[places.ravel()] = np.repeat(
+            np.tile(np.arange(self.num_components), count), np.diff(bounds, axis=0).ravel()
+        )
+        result = self._arrange(components, bounds[0], bounds[-1] - bounds[0])
+        # Copy on write: readers in other threads never see a dict being changed.
+        kept = list(self._spans.items())[1 - _CACHED_SPANS :]
+        self._spans = {**dict(kept), span: result}
+        return result
+
     def block(self, block: int) -> MixingBlock:
         """Block ``block``: which component and row each of its positions takes."""
         cached = self._blocks.get(block)
         if cached is not None:
             return cached
+        span, index = divmod(block, self.span_blocks)
+        size = self.block_size
+        components = self.span(span).components[index * size : (index + 1) * size]
         before = self.counts_before_block(block)
-        sizes = self.counts_before_block(block + 1) - before
-        key = _mix((self.seed * _GOLDEN ^ _TAG_MIX ^ _mix(block + 1)) & _MASK64)
-        components = np.empty(self.block_size, dtype=np.int64)
-        components[_permute_window(self.block_size, key)] = np.repeat(
-            np.arange(self.num_components), sizes
-        )
-        # Each component's places in position order get its rows before[c], before[c] + 1, ...
-        places = np.argsort(components, kind="stable")
-        rows = np.empty(self.block_size, dtype=np.int64)
-        firsts = np.cumsum(sizes) - sizes
-        rows[places] = np.arange(self.block_size) + np.repeat(before - firsts, sizes)
-        for array in (components, rows, sizes, places):
-            array.flags.writeable = False
-        result = MixingBlock(components, rows, before, sizes, places)
+        result = self._arrange(components, before, self.counts_before_block(block + 1) - before)
         kept = list(self._blocks.items())[1 - _CACHED_BLOCKS :]
         self._blocks = {**dict(kept), block: result}
         return result
 
+    def _arrange(
+        self, components: np.ndarray, before: np.ndarray, sizes: np.ndarray
+    ) -> MixingBlock:
+        """The ``MixingBlock`` of consecutive positions with these ``components``, component
+        ``c`` having had ``before[c]`` rows before them and ``sizes[c]`` among them."""
+        # A stable sort of small integers (a radix sort): each component's places in order.
+        places = np.argsort(
+            components.astype(np.int16 if self.num_components < 1 << 15 else np.int64),
+            kind="stable",
+        )
+        # Each component's places in position order get its rows before[c], before[c] + 1, ...
+        rows = np.empty(len(components), dtype=np.int64)
+        firsts = np.cumsum(sizes) - sizes
+        rows[places] = np.arange(len(components)) + np.repeat(before - firsts, sizes)
+        for array in (components, rows, before, sizes, places):
+            array.flags.writeable = False
+        return MixingBlock(components, rows, before, sizes, places)
+
     def locate(self, position: int) -> tuple[int, int]:
         """The component and its row at ``position``."""
-        block, offset = divmod(position, self.block_size)
-        found = self.block(block)
+        span, offset = divmod(position, self.span_blocks * self.block_size)
+        found = self.span(span)
         return int(found.components[offset]), int(found.rows[offset])
 
     def locate_many(self, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """``locate`` of many positions (a batch)."""
         positions = np.asarray(positions, dtype=np.int64)
-        blocks = positions // self.block_size
-        offsets = positions - blocks * self.block_size
-        low, high = int(blocks.min(initial=0)), int(blocks.max(initial=0))
-        if low == high:  # a batch inside one block
-            found = self.block(low)
+        span_size = self.span_blocks * self.block_size
+        spans = positions // span_size
+        offsets = positions - spans * span_size
+        low, high = int(spans.min(initial=0)), int(spans.max(initial=0))
+        if low == high:  # a batch inside one span
+            found = self.span(low)
             return found.components[offsets], found.rows[offsets]
         components = np.empty(len(positions), dtype=np.int64)
         rows = np.empty(len(positions), dtype=np.int64)
-        for block in np.unique(blocks).tolist():
-            where = np.flatnonzero(blocks == block)
-            found = self.block(block)
+        for span in np.unique(spans).tolist():
+            where = np.flatnonzero(spans == span)
+            found = self.span(span)
             components[where] = found.components[offsets[where]]
             rows[where] = found.rows[offsets[where]]
         return components, rows

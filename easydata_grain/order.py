@@ -59,36 +59,49 @@ def _feistel(x: Any, bits: Any, key: Any) -> Any:
 
 
 def _feistel_table(bits: int, key: int) -> np.ndarray:
-    """``_feistel(x, bits, key)`` for every ``x`` in ``[0, 2**bits)`` (intp, by ``x``).
+    """``_feistel(x, bits, key)`` for every ``x`` in ``[0, 2**bits)`` (intp, by ``x``)."""
+    return _feistel_tables(bits, np.array([key], dtype=np.uint64))[0]
+
+
+def _feistel_tables(bits: int, keys: np.ndarray) -> np.ndarray:
+    """``_feistel(x, bits, key)`` for every ``x`` in ``[0, 2**bits)`` and every key of
+    ``keys`` (uint64): intp, shaped ``(len(keys), 2**bits)``.
 
     A round's function only ever sees a half (at most ``2**lo_bits`` values), so every
     round's function is tabulated first; the rounds then run on the grid of all
-    ``(hi, lo)`` pairs as table look-ups, without 64-bit arithmetic per element.
+    ``(key, hi, lo)`` as table look-ups, without 64-bit arithmetic per element.
     """
     hi_bits = bits >> 1
     lo_bits = bits - hi_bits
-    keys = np.array([key ^ constant for constant in _ROUND_CONSTANTS], dtype=np.uint64)
-    functions = _mix(np.arange(1 << lo_bits, dtype=np.uint64) ^ keys[:, None])
+    count = len(keys)
+    rounds = np.asarray(keys, dtype=np.uint64)[:, None] ^ np.array(
+        _ROUND_CONSTANTS, dtype=np.uint64
+    )
+    # Round by round, each key's function one after the other: (round, key, half).
+    functions = _mix(np.arange(1 << lo_bits, dtype=np.uint64) ^ rounds.T[:, :, None])
     # Round r's output is as wide as the half it is xor-ed into: hi, lo, hi, ...
-    widths = [lo_bits if r % 2 else hi_bits for r in range(len(keys))]
-    functions &= np.array([(1 << width) - 1 for width in widths], dtype=np.uint64)[:, None]
+    widths = [lo_bits if r % 2 else hi_bits for r in range(len(_ROUND_CONSTANTS))]
+    functions &= np.array([(1 << width) - 1 for width in widths], dtype=np.uint64)[:, None, None]
     functions = functions.astype(np.intp)
     # The rounds write into three buffers instead of two new arrays a round. Round 1 on the
     # grid: hi varies down the rows, lo along them (lo is every value).
-    grid = (1 << hi_bits, 1 << lo_bits)
+    grid = (count, 1 << hi_bits, 1 << lo_bits)
     hi = np.empty(grid, dtype=np.intp)
     hi[:] = np.arange(1 << lo_bits, dtype=np.intp)
-    lo = np.bitwise_xor(functions[0], np.arange(1 << hi_bits, dtype=np.intp)[:, None])
+    lo = np.bitwise_xor(functions[0][:, None, :], np.arange(1 << hi_bits, dtype=np.intp)[:, None])
     looked_up = np.empty(grid, dtype=np.intp)
+    # Key k's function starts at k * 2**lo_bits of a round's flat table.
+    starts = (np.arange(count, dtype=np.intp) << lo_bits)[:, None, None]
+    at = np.empty(grid, dtype=np.intp) if count > 1 else None
     for function in functions[1:]:
-        # Every half is below len(function), so "wrap" never wraps; it only skips the bounds
-        # check that "raise" makes, and the copy it makes with ``out``.
-        function.take(lo, out=looked_up, mode="wrap")
+        # Every index is below the table's length, so "wrap" never wraps; it only skips the
+        # bounds check that "raise" makes, and the copy it makes with ``out``.
+        function.take(lo if at is None else np.add(lo, starts, out=at), out=looked_up, mode="wrap")
         hi ^= looked_up
         hi, lo = lo, hi
     hi <<= lo_bits
     hi |= lo
-    return hi.ravel()
+    return hi.reshape(count, -1)
 
 
 def _permute_window(length: int, key: int) -> np.ndarray:
@@ -112,6 +125,28 @@ def _permute_window(length: int, key: int) -> np.ndarray:
         y[outside] = walked
         outside = outside[walked >= length]
     return y.astype(np.int64, copy=False)
+
+
+def _permute_windows(length: int, keys: np.ndarray) -> np.ndarray:
+    """``_permute_window(length, key)`` for every key of ``keys`` (uint64): int64, shaped
+    ``(len(keys), length)``, the tables of all keys made and walked at once."""
+    bits = (length - 1).bit_length()
+    if bits > _TABLE_BITS:
+        return np.stack([_permute_window(length, int(key)) for key in keys])
+    tables = _feistel_tables(bits, keys)
+    width = tables.shape[1]
+    # Each key's table entries as indices into all the tables (entry & mask: the point).
+    tables += (np.arange(len(keys), dtype=np.intp) * width)[:, None]
+    flat = tables.ravel()
+    mask = width - 1
+    y = tables[:, :length].ravel()  # a copy: the tables stay whole while walking
+    outside = np.flatnonzero(y & mask >= length)
+    while outside.size:
+        walked = flat.take(y.take(outside))
+        y[outside] = walked
+        outside = outside[walked & mask >= length]
+    y &= mask
+    return y.reshape(len(keys), length).astype(np.int64, copy=False)
 
 
 def _permute_below(x: np.ndarray, length: np.ndarray, bits: np.ndarray, key: Any) -> np.ndarray:

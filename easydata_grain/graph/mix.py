@@ -29,7 +29,7 @@ from easydata_grain.graph.columns import gather
 from easydata_grain.mix_order import MixtureOrder
 from easydata_grain.mix_schedule import ScheduleType, schedule_from
 
-_CACHED_BLOCK_COLUMNS = 2
+_CACHED_SPAN_COLUMNS = 2
 
 StopStrategy = Literal["restart", "first_exhausted", "all_exhausted"]
 STOP_STRATEGIES = ("restart", "first_exhausted", "all_exhausted")
@@ -201,29 +201,38 @@ class MixedMapDataset(grain.MapDataset):
         return schemas[0]
 
     def _gather_columns(self, indices: Sequence[int]) -> dict[str, Column] | None:
-        """The rows at ``indices`` column by column, sliced from whole mixing blocks gathered
-        once (``_block_columns``): gathering a block's many small pieces once and slicing it
-        per batch costs less than gathering them per batch, even for token rows."""
+        """The rows at ``indices`` column by column, sliced from whole spans of mixing blocks
+        gathered once (``_span_columns``): gathering a span's few large pieces once and
+        slicing it per batch costs less than gathering many small ones per batch or block."""
+        size = self.order.span_blocks * self.order.block_size
+        if isinstance(indices, range) and indices.step == 1 and len(indices):
+            first = indices.start + self._offset
+            span = first // size
+            if (indices.stop - 1 + self._offset) // size == span:  # a batch inside one span
+                columns = self._span_columns(span)
+                if columns is None:
+                    return None
+                slots = np.arange(len(indices))
+                return gather([(columns, slots, slots + (first - span * size))], len(slots))
         positions = np.asarray(indices, dtype=np.int64) + self._offset
-        size = self.order.block_size
-        blocks = positions // size
+        spans = positions // size
         pieces = []
-        for block in np.unique(blocks).tolist():
-            columns = self._block_columns(block)
+        for span in np.unique(spans).tolist():
+            columns = self._span_columns(span)
             if columns is None:
                 return None
-            where = np.flatnonzero(blocks == block)
-            pieces.append((columns, where, positions[where] - block * size))
+            where = np.flatnonzero(spans == span)
+            pieces.append((columns, where, positions[where] - span * size))
         return gather(pieces, len(positions))
 
-    def _block_columns(self, block: int) -> dict[str, Column] | None:
-        """A whole mixing block's rows as columns: each component's rows (consecutive in its
-        own order) gathered from its blocks into the positions they take; None when a block
-        has no columns to gather."""
-        cached = self._columns.get(block)
+    def _span_columns(self, span: int) -> dict[str, Column] | None:
+        """A whole span of mixing blocks (``MixtureOrder.span``) as columns: each component's
+        rows (consecutive in its own order) gathered from its blocks into the positions they
+        take; None when a block has no columns to gather."""
+        cached = self._columns.get(span)
         if cached is not None:
             return cached
-        found = self.order.block(block)
+        found = self.order.span(span)
         pieces = []
         start = 0
         for c, (first, size) in enumerate(
@@ -237,12 +246,12 @@ class MixedMapDataset(grain.MapDataset):
                 if source_block.columns is None:
                     return None
                 pieces.append((source_block.columns, places[slots], offsets))
-        columns = gather(pieces, self.order.block_size)
+        columns = gather(pieces, len(found.components))
         if self._source_field is not None:
             columns[self._source_field] = [self._names[c] for c in found.components.tolist()]
         # Copy on write: readers in other threads never see a dict being changed.
-        kept = list(self._columns.items())[1 - _CACHED_BLOCK_COLUMNS :]
-        self._columns = {**dict(kept), block: columns}
+        kept = list(self._columns.items())[1 - _CACHED_SPAN_COLUMNS :]
+        self._columns = {**dict(kept), span: columns}
         return columns
 
     def realized(self, position: int) -> dict[str, tuple[int, float]]:

@@ -85,6 +85,19 @@ def test_a_warm_start_reads_no_footer_on_disk(shards: list[str], tmp_path: Path)
         ]
 
 
+def test_a_footer_whose_chunks_start_with_a_dictionary_page_is_trusted(tmp_path: Path) -> None:
+    """A column chunk starts at its dictionary page, before its first data page."""
+    path = tmp_path / "dict.parquet"
+    words = [f"{i:040d}" for i in range(2000)]
+    pq.write_table(pa.table({"text": words * 2}), path, use_dictionary=True)
+    chunk = pq.read_metadata(path).row_group(0).column(0)
+    assert chunk.has_dictionary_page
+    assert chunk.data_page_offset + chunk.total_compressed_size > os.path.getsize(path)
+    CountingParquet([str(path)], metadata_cache_dir=tmp_path / "cache").row_counts()
+    warm = CountingParquet([str(path)], metadata_cache_dir=tmp_path / "cache")
+    assert warm.row_counts() == [4000] and opened(warm) == []
+
+
 def test_without_a_cache_dir_every_source_reads_the_footers(shards: list[str]) -> None:
     for _ in range(2):
         source = CountingParquet(shards)

@@ -235,15 +235,12 @@ def filesystem_for(
     return builder(options, policy)
 
 
-def info_is_cached(fs: fsspec.AbstractFileSystem, path: str) -> bool:
-    """Whether ``fs.info(path)`` is answered from the listing cache, without a request (s3fs,
-    gcsfs and adlfs look there first: a file found by a listing is not asked for again)."""
-    stripped = fs._strip_protocol(path)
-    try:
-        entries = fs._ls_from_cache(stripped)
-    except FileNotFoundError:  # the parent is cached and does not hold it
-        return False
-    return any(entry.get("name", "").rstrip("/") == stripped for entry in entries or ())
+def listed_entries(fs: fsspec.AbstractFileSystem, folder: str) -> dict[str, dict[str, Any]]:
+    """The entries of ``folder`` in fsspec's listing cache, by name (empty when it was not
+    listed). s3fs, gcsfs and adlfs fill it when they list and answer ``info`` from it: a file
+    found by a listing is not asked for again. One dict for the folder, so that looking up N
+    files is O(N), not N scans of the listing."""
+    return {entry.get("name", "").rstrip("/"): entry for entry in fs.dircache.get(folder) or ()}
 
 
 def to_url(path: str, protocol: str) -> str:

@@ -25,7 +25,7 @@ from easydata_grain.io.errors import (
 from easydata_grain.io.filesystem import (
     REMOTE_PROTOCOLS,
     filesystem_for,
-    info_is_cached,
+    listed_entries,
     protocol_of,
 )
 from easydata_grain.io.listing import expand_paths
@@ -228,6 +228,8 @@ class FileShardedSource(abc.ABC):
             f"the file listing of {path_list}",
         )
         self._positions = {self._key(name): i for i, name in enumerate(self._shards)}
+        self._listings: dict[str, dict[str, dict[str, Any]]] = {}
+        """The listing's entries by folder and name (see ``_listed_info``)."""
         self._meta: dict[int, ShardMeta] = {}
         self._meta_lock = threading.Lock()
         self._versions_seen: dict[str, str | None] = {}
@@ -420,9 +422,10 @@ class FileShardedSource(abc.ABC):
     def _info(self, path: str) -> dict[str, Any]:
         """The file's listing entry (size, etag or mtime); a 0-byte file is corrupt. A request
         is counted unless the listing already holds the entry (fsspec answers from its cache)."""
-        if not info_is_cached(self._fs, path):
+        info = self._listed_info(path)
+        if info is None:
             self.stats.add(requests=1)
-        info = self._fs.info(path)
+            info = self._fs.info(path)
         self._versions_seen[path] = file_version(info, self.protocol)
         if info.get("size") == 0:
             raise CorruptShardError(
@@ -431,6 +434,15 @@ class FileShardedSource(abc.ABC):
                 hint="Remove it or rewrite it; an interrupted upload leaves such files.",
             )
         return info
+
+    def _listed_info(self, path: str) -> dict[str, Any] | None:
+        """The file's entry in the listing that found it (no request), or None."""
+        stripped = self._fs._strip_protocol(path)
+        folder = self._fs._parent(stripped)
+        entries = self._listings.get(folder)
+        if entries is None:  # indexed once per folder (threads may race: the same dict)
+            entries = self._listings[folder] = listed_entries(self._fs, folder)
+        return entries.get(stripped)
 
     def _open(self, path: str, size: int) -> IO[bytes]:
         """Open a shard: uncached, counted and retried read by read on a store; plain on disk.
@@ -500,6 +512,7 @@ class FileShardedSource(abc.ABC):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         del state["_meta_lock"], state["_fs"]
+        state["_listings"] = {}  # the new process's filesystem has not listed
         state["_first_url"] = self._shards[0]
         return state
 

@@ -71,18 +71,6 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> bool:
     return True
 
 
-def _check_fits(metadata: pq.FileMetaData, size: int) -> None:
-    """Raise ValueError unless the footer's last row group lies within a file of ``size``
-    bytes (a footer of another, smaller file does not)."""
-    if not metadata.num_row_groups:
-        return
-    group = metadata.row_group(metadata.num_row_groups - 1)
-    for i in range(group.num_columns):
-        chunk = group.column(i)
-        if chunk.data_page_offset + chunk.total_compressed_size > size:
-            raise ValueError(f"a column chunk beyond the file's size ({size} bytes)")
-
-
 class MetadataCache:
     """Parquet footers under ``<directory>/parquet_footer/``, one JSON file per file version.
 
@@ -101,9 +89,11 @@ class MetadataCache:
         name = hashlib.sha256(f"{url}\n{identity}".encode()).hexdigest()
         return os.path.join(self.directory, _FOLDER, f"{name}.json")
 
-    def load(self, url: str, identity: str, size: int) -> pq.FileMetaData | None:
-        """The cached footer of ``url`` at ``identity`` (a file of ``size`` bytes), or None
-        when there is none or none to trust (logged)."""
+    def load(
+        self, url: str, identity: str, check: Callable[[pq.FileMetaData], None]
+    ) -> pq.FileMetaData | None:
+        """The cached footer of ``url`` at ``identity``, or None when there is none or none to
+        trust (logged): ``check`` raises ValueError for a footer that does not fit the file."""
         path = self.path(url, identity)
         metadata = None
         try:
@@ -114,7 +104,7 @@ class MetadataCache:
             if entry.get("url") != url or entry.get("identity") != identity:
                 raise ValueError(f"the entry of {entry.get('url')!r} at {entry.get('identity')!r}")
             metadata = decode_footer(entry["footer"])
-            _check_fits(metadata, size)
+            check(metadata)
         except FileNotFoundError:
             metadata = None
         except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException) as exc:

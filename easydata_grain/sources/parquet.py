@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import copy
 import dataclasses
+import functools
 import os
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -75,6 +76,15 @@ def column_chunk_ranges(
         else:
             merged.append((start, stop))
     return merged
+
+
+def check_footer_fits(metadata: pq.FileMetaData, size: int) -> None:
+    """Raise ValueError unless the footer's last row group lies within a file of ``size``
+    bytes (a footer of another, smaller file does not)."""
+    if metadata.num_row_groups:
+        ranges = column_chunk_ranges(metadata, metadata.num_row_groups - 1, None)
+        if ranges and ranges[-1][1] > size:
+            raise ValueError(f"a column chunk beyond the file's size ({size} bytes)")
 
 
 def read_footer(handle: IO[bytes], size: int, path: str) -> pq.FileMetaData:
@@ -227,7 +237,8 @@ class ParquetShardedSource(TransformableSource, FileShardedSource):
         then kept in the cache)."""
         url = f"{self.protocol}://{self._key(path)}"
         cache = self.metadata_cache
-        metadata = None if cache is None else cache.load(url, identity, size)
+        check = functools.partial(check_footer_fits, size=size)
+        metadata = None if cache is None else cache.load(url, identity, check)
         if metadata is not None:
             return metadata
         try:

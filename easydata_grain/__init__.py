@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from easydata_grain.graph.pack import Pack, PackIterDataset
     from easydata_grain.io.errors import (
         AccessDeniedError,
+        CacheRebuiltWarning,
         CollateError,
         CommitNotFoundError,
         CorruptShardError,
@@ -126,6 +127,7 @@ _MODULE_OF = {
     "Pack": "easydata_grain.graph.pack",
     "PackIterDataset": "easydata_grain.graph.pack",
     "AccessDeniedError": "easydata_grain.io.errors",
+    "CacheRebuiltWarning": "easydata_grain.io.errors",
     "CollateError": "easydata_grain.io.errors",
     "CommitNotFoundError": "easydata_grain.io.errors",
     "CorruptShardError": "easydata_grain.io.errors",
@@ -220,6 +222,7 @@ __all__ = [
     "AddField",
     "AsyncDataLoader",
     "BatchMap",
+    "CacheRebuiltWarning",
     "CacheStageConfig",
     "Chain",
     "ChatTemplateTransform",

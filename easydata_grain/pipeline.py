@@ -208,7 +208,10 @@ class Pipeline:
     def build(self, mesh: Any = None) -> Any:
         """The loader: an ``AsyncDataLoader`` over the stages called (the config's ``load``
         stage when ``load()`` was not called); with ``prefetch_to_device`` a
-        ``DeviceLoader`` yielding global ``jax.Array`` batches on ``mesh``."""
+        ``DeviceLoader`` yielding global ``jax.Array`` batches on ``mesh``. Cached datasets
+        are read from (or first written to) their cache; each dataset with a ``save_path``
+        is written there, and with ``save.enabled`` the pipeline's rows are saved first
+        (``save()``; an existing output is an error unless ``save.overwrite``)."""
         self._tokenizers = _Tokenizers()
         sources = self.sources()
         self._save_datasets(sources, self.config.save, None, None)
@@ -367,7 +370,10 @@ class Pipeline:
     def _cache_of(self, ds: DatasetConfig) -> tuple[str, CacheStageConfig] | None:
         """Where ``ds`` is cached and with which settings; None when it is not."""
         stage = self._stages.cache or self.config.cache
+        tokenize = self._stages.tokenize
         if not ds.cache_enabled or not stage.enabled:
+            return None
+        if tokenize is not None and not tokenize.cache_tokenized:
             return None
         if ds.cache_path is not None:
             return ds.cache_path, stage

@@ -18,13 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from easydata_grain import (
+    CacheRebuiltWarning,
     InMemorySource,
     ManifestMismatchError,
     OutputExistsError,
     Pack,
 )
 from easydata_grain.materialize import EpochRows, open_materialized
-from easydata_grain.materialize.cache import CacheRebuiltWarning
 from easydata_grain.materialize.packed_rows import PackedRows
 from easydata_grain.pipeline import Pipeline
 from easydata_grain.synthetic import tiny_tokenizer, write_parquet_dataset
@@ -286,13 +286,17 @@ def test_an_expired_cache_entry_is_made_again(
         Pipeline.from_config(settings).configured().build()
 
 
-def test_cache_enabled_false_and_a_disabled_stage_do_not_cache(
+def test_cache_enabled_false_a_disabled_stage_or_cache_tokenized_false_do_not_cache(
     data: str, tokenizers: tuple[str, str], tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
     for extra in (
         {"dataset": {"cache_path": str(cache), "cache_enabled": False}},
         {"dataset": {"cache_path": str(cache)}, "cache": {"enabled": False}},
+        {
+            "dataset": {"cache_path": str(cache)},
+            "tokenize": {"remove_columns": ["text"], "cache_tokenized": False},
+        },
     ):
         Pipeline.from_config(config(data, tokenizers[0], **extra)).configured().build()
         assert not cache.exists()

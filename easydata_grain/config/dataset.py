@@ -48,7 +48,7 @@ class DatasetConfig(Config):
 
     retired: ClassVar[dict[str, str]] = {
         "dataset_split_name": "use split (the split of a Hugging Face dataset).",
-        "shard_column": "output shards are written by the save stage (issue 12).",
+        "shard_column": "output shards are written by the save stage (save.num_shards).",
         "num_shards": "the number of output shards is the save stage's num_shards.",
     }
 

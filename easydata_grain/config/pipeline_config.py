@@ -53,7 +53,7 @@ class PipelineConfig(Config):
     tokenize: TokenizeStageConfig = dataclasses.field(default_factory=TokenizeStageConfig)
     """The tokenize stage."""
     cache: CacheStageConfig = dataclasses.field(default_factory=CacheStageConfig)
-    """The cache stage (issue 12)."""
+    """The cache stage: each dataset's processed rows materialized once, then read."""
     mix: MixStageConfig = dataclasses.field(default_factory=MixStageConfig)
     """The mix stage (needed for more than one dataset)."""
     pack: PackStageConfig = dataclasses.field(default_factory=PackStageConfig)
@@ -61,9 +61,9 @@ class PipelineConfig(Config):
     load: LoadStageConfig = dataclasses.field(default_factory=LoadStageConfig)
     """Batching, shuffling and prefetching."""
     save: SaveStageConfig = dataclasses.field(default_factory=SaveStageConfig)
-    """The save stage (issue 12)."""
+    """The save stage: the pipeline's rows written as Parquet (``Pipeline.save()``)."""
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
-    """Ray as the materialization engine (issue 12)."""
+    """Ray as the engine of ``save()`` and the cache; False: local processes."""
     observability: ObservabilityConfig = dataclasses.field(default_factory=ObservabilityConfig)
     """What a run reports."""
 

@@ -49,7 +49,8 @@ class TokenizeStageConfig(Config):
     threads. EasyData's default is 4; ours is 0 since a batched fast tokenizer keeps up with
     loading and processes cost their start-up and memory."""
     cache_tokenized: bool = True
-    """Whether the cache stage (issue 12) stores the tokenized rows; nothing without it."""
+    """Whether the cache stage (and a dataset's ``cache_path``) stores the tokenized rows;
+    False: a tokenized dataset is not cached. Nothing without a cache."""
     remove_columns: tuple[str, ...] | None = None
     """Fields dropped after tokenizing (the text, say); None: none."""
 

@@ -126,3 +126,8 @@ class OutputExistsError(SourceError, FileExistsError):
 class ManifestMismatchError(SourceError, ValueError):
     """A materialized output (or a run in progress there) written by another pipeline or with
     other settings than the one reading or resuming it."""
+
+
+class CacheRebuiltWarning(UserWarning):
+    """A cache entry that failed its checks (a shard deleted, truncated or altered) or
+    expired, and is made again."""

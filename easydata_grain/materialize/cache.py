@@ -17,7 +17,7 @@ import time
 import warnings
 from typing import Any
 
-from easydata_grain.io.errors import CorruptShardError, ShardNotFoundError
+from easydata_grain.io.errors import CacheRebuiltWarning, CorruptShardError, ShardNotFoundError
 from easydata_grain.io.retry import RetryPolicy
 from easydata_grain.materialize.manifest import MANIFEST_NAME
 from easydata_grain.materialize.materializer import materialize
@@ -29,10 +29,6 @@ from easydata_grain.materialize.reading import (
 )
 from easydata_grain.materialize.store import OutputStore
 from easydata_grain.sources.parquet import ParquetShardedSource
-
-
-class CacheRebuiltWarning(UserWarning):
-    """A cache entry that failed its checks (or expired) and is made again."""
 
 
 def cached_rows(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import functools
+import hashlib
 import json
 import pickle
 import time
@@ -19,13 +20,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from easydata_grain import AsyncDataLoader, InMemorySource
+from easydata_grain import order as order_module
 from easydata_grain.config import DatasetConfig, LoadStageConfig, MixStageConfig, PipelineConfig
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.graph.mix import MixedMapDataset, mixture_length
-from easydata_grain.mix_order import MixtureOrder
+from easydata_grain.mix_order import _TAG_MIX, MixtureOrder
 from easydata_grain.mix_schedule import WeightSchedule
+from easydata_grain.order import _GOLDEN, _MASK64, _mix, _permute_window, _permute_windows
 from easydata_grain.pipeline import Pipeline
 from easydata_grain.sources.mixed import MixedShardedSource, MixtureSource
+from easydata_grain.sources.parquet import ParquetShardedSource
 from easydata_grain.sources.protocol import ShardedSource
 from easydata_grain.synthetic import write_parquet_dataset
 from tests.test_loader_resume import save_and_restore
@@ -163,6 +167,125 @@ def test_position_of_finds_the_position_that_gives_a_row(
         assert order.counts_before(end)[component] <= row
     else:
         assert order.locate(position) == (component, row)
+
+
+def block_on_its_own(order: MixtureOrder, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block ``block``'s components and rows made alone, one permutation per block: the slow
+    path that ``MixtureOrder.span`` (many blocks at once) must equal."""
+    before = order.counts_before_block(block)
+    sizes = order.counts_before_block(block + 1) - before
+    key = _mix((order.seed * _GOLDEN ^ _TAG_MIX ^ _mix(block + 1)) & _MASK64)
+    components = np.empty(order.block_size, dtype=np.int64)
+    components[_permute_window(order.block_size, key)] = np.repeat(
+        np.arange(order.num_components), sizes
+    )
+    rows = np.empty_like(components)
+    for c in range(order.num_components):
+        rows[components == c] = np.arange(before[c], before[c] + sizes[c])
+    return components, rows
+
+
+@settings(_settings, max_examples=60)
+@given(
+    k=st.integers(2, 6),
+    data=st.data(),
+    block_size=st.integers(1, 2_100),
+    seed=st.integers(0, 2**64 - 1),
+    batch=st.integers(1, 300),
+)
+def test_spans_make_the_blocks_each_block_makes_alone(
+    k: int, data: st.DataObject, block_size: int, seed: int, batch: int
+) -> None:
+    fixed = data.draw(st.booleans())
+    schedule = (
+        WeightSchedule.fixed(data.draw(weight_vectors(k))) if fixed else data.draw(schedules(k))
+    )
+    order = MixtureOrder(schedule, block_size=block_size, global_batch_size=batch, seed=seed)
+    first = data.draw(st.integers(0, 3_000))
+    blocks = range(first, first + order.span_blocks + 2)  # across a span's end
+    alone = [block_on_its_own(order, b) for b in blocks]
+    positions = np.arange(first * block_size, blocks.stop * block_size)
+    components, rows = order.locate_many(positions)
+    np.testing.assert_array_equal(components, np.concatenate([c for c, _ in alone]))
+    np.testing.assert_array_equal(rows, np.concatenate([r for _, r in alone]))
+    fresh = MixtureOrder(schedule, block_size=block_size, global_batch_size=batch, seed=seed)
+    for block, (labels, numbers) in zip(blocks, alone, strict=True):
+        found = fresh.block(block)
+        np.testing.assert_array_equal(found.components, labels)
+        np.testing.assert_array_equal(found.rows, numbers)
+        np.testing.assert_array_equal(found.places, np.argsort(labels, kind="stable"))
+        assert found.sizes.tolist() == np.bincount(labels, minlength=k).tolist()
+    picked = data.draw(st.lists(st.integers(0, len(positions) - 1), min_size=1, max_size=20))
+    again = MixtureOrder(schedule, block_size=block_size, global_batch_size=batch, seed=seed)
+    assert [again.locate(int(positions[i])) for i in picked] == [
+        (int(components[i]), int(rows[i])) for i in picked
+    ]
+    cut = int(positions[picked[0]])
+    assert (
+        again.counts_before(cut).tolist()
+        == (
+            fresh.counts_before_block(first) + np.bincount(components[: picked[0]], minlength=k)
+        ).tolist()
+    )
+
+
+@settings(_settings, max_examples=40)
+@given(
+    length=st.integers(1, 3_000),
+    keys=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=9),
+    table_bits=st.sampled_from([order_module._TABLE_BITS, 3]),
+)
+def test_many_windows_permute_as_each_window_alone(
+    length: int, keys: list[int], table_bits: int
+) -> None:
+    # With 3 table bits, windows past 8 rows take the walk without a table.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(order_module, "_TABLE_BITS", table_bits)
+        many = _permute_windows(length, np.array(keys, dtype=np.uint64))
+        assert many.tolist() == [_permute_window(length, key).tolist() for key in keys]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "block_size", "batch", "seed", "digest"),
+    [
+        (WeightSchedule.fixed([0.5, 0.3, 0.2]), 1000, 256, 0, "0aa312b96f55a40d"),
+        (WeightSchedule.fixed([1.0, 2.0, 3.0, 0.0, 0.25]), 7, 3, 12345, "60ad2ba4fd398afd"),
+        (
+            WeightSchedule(((0, (0.8, 0.1, 0.1)), (40, (0.2, 0.3, 0.5))), "cosine"),
+            100,
+            16,
+            9,
+            "010c0a3064819168",
+        ),
+        (
+            WeightSchedule(((0, (1.0, 0.0)), (5, (0.3, 0.7)), (30, (0.0, 1.0))), "step"),
+            3000,
+            64,
+            2**40,
+            "cfaf55ae1816f824",
+        ),
+        (
+            WeightSchedule(((0, (0.9, 0.1)), (20, (0.5, 0.5))), "linear"),
+            1,
+            1,
+            7,
+            "2aed4ba392991c50",
+        ),
+    ],
+)
+def test_the_mixture_order_is_pinned(
+    schedule: WeightSchedule, block_size: int, batch: int, seed: int, digest: str
+) -> None:
+    # These digests come from the order before spans (one block at a time). Change them only on
+    # purpose, with the state version: a checkpoint names positions, so a different order would
+    # resume onto different rows.
+    order = MixtureOrder(schedule, block_size=block_size, global_batch_size=batch, seed=seed)
+    hashed = hashlib.sha256()
+    for start in (0, 10**6 * block_size, 123_457 * block_size + block_size // 2):
+        components, rows = order.locate_many(np.arange(start, start + 20_000))
+        hashed.update(components.astype("<i8").tobytes())
+        hashed.update(rows.astype("<i8").tobytes())
+    assert hashed.hexdigest()[:16] == digest
 
 
 def test_seeds_change_the_interleaving_not_the_counts() -> None:
@@ -678,6 +801,56 @@ def test_the_pipeline_mix_stage(shard_sets: list[list[str]], tmp_path: Path) -> 
     realized = loader.stats()["mixture"]
     assert realized["web"]["rows"] == 300 and realized["web"]["target"] == 0.75
     assert abs(realized["code"]["share"] - 0.25) < 0.01
+
+
+@settings(_settings, max_examples=30)
+@given(data=st.data())
+def test_columns_gathered_by_span_equal_the_rows(
+    shard_sets: list[list[str]], data: st.DataObject
+) -> None:
+    # Any indices (runs inside a span, across spans, scattered, out of order) gather the same
+    # rows column by column as one by one.
+    k = data.draw(st.integers(2, 3))
+    components = {
+        f"p{i}": IndexedSourceDataset(
+            ParquetShardedSource(shard_sets[i]),
+            seed=i,
+            window_size=data.draw(st.sampled_from([1, 50, 1_000])),
+            num_epochs=None,
+        )
+        for i in range(k)
+    }
+    schedule = data.draw(schedules(k))
+    names = list(components)
+    mixed = MixedMapDataset.from_datasets(
+        components,
+        weight_schedule=[(step, dict(zip(names, ws, strict=True))) for step, ws in schedule.points],
+        weight_schedule_type=schedule.kind,
+        block_size=data.draw(st.integers(1, 300)),
+        seed=data.draw(st.integers(0, 99)),
+        stop_strategy=data.draw(st.sampled_from(["restart", "first_exhausted"])),
+        global_batch_size=data.draw(st.integers(1, 16)),
+        source_field=data.draw(st.sampled_from([None, "origin"])),
+        rows_per_epoch=[2 * n for n in (150, 90, 60)[:k]],
+    )
+    end = min(len(mixed), 20_000)
+    start = data.draw(st.integers(0, end - 1))
+    stop = data.draw(st.integers(start + 1, min(end, start + 700)))
+    scattered = data.draw(st.lists(st.integers(0, end - 1), min_size=1, max_size=40))
+    for indices in (range(start, stop), scattered):
+        columns = mixed._gather_columns(indices)
+        assert columns is not None
+        rows = mixed._getitems(list(indices))
+        assert columns.keys() == rows[0].keys()
+        assert list(columns["id"]) == [row["id"] for row in rows]
+        assert list(columns["text"]) == [row["text"] for row in rows]
+        tokens = columns["input_ids"]
+        assert [
+            tokens.values[tokens.offsets[i] : tokens.offsets[i + 1]].tolist()
+            for i in range(len(rows))
+        ] == [list(row["input_ids"]) for row in rows]
+        if "origin" in columns:
+            assert list(columns["origin"]) == [row["origin"] for row in rows]
 
 
 @settings(_settings, max_examples=10)

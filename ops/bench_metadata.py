@@ -14,7 +14,7 @@ metadata_cache_dir=...))`` is built and asked for its first batch:
 - **warm**: the cache filled by the cold run: no footer is read.
 
 Each is timed twice: straight against moto, and through a counting proxy (``ops/fault_proxy.py``,
-no faults) that tells the requests by method and the bytes of their bodies. Timings are split
+no faults) that tells the requests by method and by phase, and the bytes of their bodies. Timings are split
 into the listing (the source's construction), the metadata (``row_counts()``) and the rest of the
 first batch; per shard is the total divided by N. The straight run's times are the ones to quote:
 the proxy opens a new upstream connection per request and adds its own time. With
@@ -55,6 +55,9 @@ class Run:
     metadata_s: float
     first_batch_s: float
     requests: dict[str, int]
+    """Requests by method (through the proxy)."""
+    phase_requests: tuple[int, int, int]
+    """Requests of the listing, of the metadata and of the rest of the first batch."""
     body_bytes: int
     counted_requests: int
     """The source's own count (``stats.requests``)."""
@@ -98,27 +101,49 @@ def write_shards(
     return f"{bucket}/data/*{suffix}"
 
 
+def settle(proxy: FaultProxy | None, quiet_s: float = 0.5) -> None:
+    """Wait until the closed loader's reads ahead have ended (no request for ``quiet_s``), so
+    that they are neither counted in nor compete with the next run."""
+    count = -1
+    while proxy is not None and proxy.request_count != count:
+        count = proxy.request_count
+        time.sleep(quiet_s)
+    if proxy is None:
+        time.sleep(quiet_s)
+
+
 def first_batch(make_source: Callable[[], FileShardedSource], proxy: FaultProxy | None) -> Run:
     """Build a source and a loader over it, and take its first batch."""
+
+    def sent() -> int:
+        return 0 if proxy is None else proxy.request_count
+
     if proxy is not None:
         proxy.reset_counters()
     start = time.perf_counter()
     source = make_source()
     listed = time.perf_counter()
+    listing_requests = sent()
     source.row_counts()
     counted = time.perf_counter()
+    metadata_requests = sent() - listing_requests
     loader = AsyncDataLoader(source, batch_size=32, shuffle_buffer_size=1024, seed=0, pad=True)
     try:
         next(loader)
     finally:
         loader.close()
     done = time.perf_counter()
+    phases = (listing_requests, metadata_requests, sent() - listing_requests - metadata_requests)
+    by_method = proxy.requests if proxy is not None else {}
+    body_bytes = proxy.body_bytes_sent if proxy is not None else 0
+    settle(proxy)  # the reads ahead after the first batch are left out
     return Run(
         listing_s=listed - start,
         metadata_s=counted - listed,
         first_batch_s=done - counted,
-        requests=proxy.requests if proxy is not None else {},
-        body_bytes=proxy.body_bytes_sent if proxy is not None else 0,
+        requests=by_method,
+        phase_requests=phases,
+        body_bytes=body_bytes,
         counted_requests=source.stats.requests,
     )
 
@@ -126,11 +151,12 @@ def first_batch(make_source: Callable[[], FileShardedSource], proxy: FaultProxy 
 def report(fmt: str, count: int, state: str, direct: Run, counted: Run) -> None:
     """One line per run: times (straight), requests and bytes (through the proxy)."""
     methods = " ".join(f"{m} {counted.requests.get(m, 0):>6,}" for m in ("GET", "HEAD"))
+    phases = "/".join(f"{n:,}" for n in counted.phase_requests)
     print(
         f"{fmt:<8} {count:>7,} {state:<5} {direct.total_s:8.2f} s  "
         f"(list {direct.listing_s:6.2f}, meta {direct.metadata_s:6.2f}, "
         f"batch {direct.first_batch_s:5.2f})  {1000 * direct.total_s / count:7.2f} ms/shard  "
-        f"{methods}  {counted.body_bytes / 1e6:8.2f} MB  "
+        f"{methods} ({phases:>16})  {counted.body_bytes / 1e6:8.2f} MB  "
         f"{sum(counted.requests.values()) / count:5.2f} req/shard  "
         f"(proxied {counted.total_s:6.2f} s)",
         flush=True,
@@ -201,7 +227,8 @@ def main() -> None:
             cases.append(("jsonl", args.json_shards, ".jsonl", jsonl_shard))
         print(
             "format    shards state  to 1st batch  (listing, metadata, rest)  per shard  "
-            "requests by method  body bytes  requests/shard  (time through the proxy)",
+            "requests by method (listing/metadata/rest)  body bytes  requests/shard  "
+            "(time through the proxy)",
             flush=True,
         )
         for fmt, count, suffix, make in cases:

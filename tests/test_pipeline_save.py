@@ -355,3 +355,25 @@ def test_ray_enabled_writes_the_same_bytes_as_the_local_engine(
     local = pipeline.save({"output_dir": str(tmp_path / "local"), "num_shards": 4}, engine="local")
     assert by_ray.manifest == local.manifest
     assert files_of(tmp_path / "ray") == files_of(tmp_path / "local")
+
+
+def test_changed_source_data_or_transform_misses_the_cache(
+    tokenizers: tuple[str, str], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    write_parquet_dataset(data, num_shards=2, rows_per_shard=50, max_tokens=12)
+    cache = tmp_path / "cache"
+
+    def build(**dataset: Any) -> Any:
+        settings = config(str(data), tokenizers[0], dataset={"cache_path": str(cache), **dataset})
+        return Pipeline.from_config(settings).configured().build()
+
+    def ids() -> list[tuple[int, list[int]]]:
+        return loader_rows(build())
+
+    first = ids()
+    assert ids() == first and len(os.listdir(cache)) == 1  # a hit
+    write_parquet_dataset(data, num_shards=2, rows_per_shard=50, max_tokens=12, seed=9)
+    assert ids() != first and len(os.listdir(cache)) == 2  # the files changed: a miss
+    build(format_fields={"id": "row_id"})
+    assert len(os.listdir(cache)) == 3  # another transform: a miss

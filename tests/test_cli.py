@@ -78,7 +78,7 @@ def test_help_lists_the_user_commands_only(cache: Path) -> None:
         for line in result.stdout.splitlines()
         if line.startswith("    ") and not line.startswith("     ")
     ]
-    assert listed == ["run", "bench", "inspect", "preview", "validate", "demo"]
+    assert listed == ["run", "bench", "materialize", "inspect", "preview", "validate", "demo"]
     assert run("resume", "a", "b", cache=cache).returncode == 2  # not a command
 
 

@@ -406,3 +406,35 @@ def test_a_cold_start_reads_metadata_concurrently_and_bounded(fmt: str, tmp_path
     counter = type(source).in_flight
     assert counter.total == 24
     assert 2 <= counter.most <= 4  # concurrent, never more than metadata_threads
+
+
+# -- on several hosts -------------------------------------------------------------------------------
+
+
+class FirstComputes:
+    """Two sources in one process standing for two hosts of a slice: the first to ask computes
+    (host 0), the other receives its result, as ``SliceMetadata`` sends it."""
+
+    def __init__(self) -> None:
+        self.results: dict[tuple[str, str], Any] = {}
+
+    def share(self, compute: Callable[[], Any], *, what: str, key: str) -> Any:
+        if (key, what) not in self.results:
+            self.results[key, what] = json.loads(json.dumps(compute()))  # sent as JSON
+        return self.results[key, what]
+
+
+@pytest.mark.parametrize("state", ["cold", "warm"])
+def test_host_0_consults_the_cache_and_the_others_read_nothing(
+    state: str, shards: list[str], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    if state == "warm":
+        ParquetShardedSource(shards, metadata_cache_dir=cache).row_counts()
+    sharing = FirstComputes()
+    host_0 = CountingParquet(shards, metadata_cache_dir=cache, metadata_sharing=sharing)
+    host_1 = CountingParquet(shards, metadata_cache_dir=cache, metadata_sharing=sharing)
+    assert host_0.row_counts() == host_1.row_counts() == [300] * 4
+    assert len(opened(host_0)) == (4 if state == "cold" else 0)
+    assert opened(host_1) == [] and host_1.metadata_cache.hits == host_1.metadata_cache.misses == 0
+    assert [r["id"] for r in host_1.open_shard_at_row(shards[1], 290)] == list(range(590, 600))

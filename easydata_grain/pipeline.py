@@ -394,6 +394,7 @@ class Pipeline:
             cache_dir,
             expiry_seconds=stage.disk_cache_expiry,
             compression=stage.compression,
+            unit_rows=_same_layout(source.row_counts()),
             **self._write_options(None, None, stage.storage_options),
         )
 
@@ -423,6 +424,16 @@ class Pipeline:
         mix = self._stages.mix
         assert mix is not None
         return MixedShardedSource.from_config(sources, mix, seed=self.config.seed)
+
+
+def _same_layout(counts: list[int]) -> int | None:
+    """Rows per cache shard that give the cache the source's shard sizes (so the loader's
+    epoch order, a function of the shard sizes, is the same over both): the shards' common
+    size when all but the last are equal and the last is no larger; else None (shards of
+    ``max_shard_size``)."""
+    if not counts or counts[0] < 1 or any(c != counts[0] for c in counts[:-1]):
+        return None
+    return counts[0] if counts[-1] <= counts[0] else None
 
 
 def _refuse_unsupported(config: PipelineConfig) -> None:

@@ -240,6 +240,8 @@ def test_the_cache_hits_on_the_second_build_and_a_new_tokenizer_misses(
 
     cold = loader_rows(build(tokenizers[0]))
     assert len(calls) == 2 * ROWS and len(os.listdir(cache)) == 1
+    settings = config(data, tokenizers[0], dataset={"format_callback": count})
+    assert cold == loader_rows(Pipeline.from_config(settings).configured().build())  # as uncached
     calls.clear()
     warm_loader = build(tokenizers[0])
     assert loader_rows(warm_loader) == cold

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from easydata_grain import AsyncDataLoader, InMemorySource
 from easydata_grain import order as order_module
 from easydata_grain.config import DatasetConfig, LoadStageConfig, MixStageConfig, PipelineConfig
+from easydata_grain.graph import mix as mix_module
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.graph.mix import MixedMapDataset, mixture_length
 from easydata_grain.mix_order import _TAG_MIX, MixtureOrder
@@ -809,8 +810,9 @@ def test_columns_gathered_by_span_equal_the_rows(
     shard_sets: list[list[str]], data: st.DataObject
 ) -> None:
     # Any indices (runs inside a span, across spans, scattered, out of order) gather the same
-    # rows column by column as one by one.
+    # rows column by column as one by one, by span or (rows too large for a span) by block.
     k = data.draw(st.integers(2, 3))
+    by_block = data.draw(st.booleans())
     components = {
         f"p{i}": IndexedSourceDataset(
             ParquetShardedSource(shard_sets[i]),
@@ -838,8 +840,12 @@ def test_columns_gathered_by_span_equal_the_rows(
     stop = data.draw(st.integers(start + 1, min(end, start + 700)))
     scattered = data.draw(st.lists(st.integers(0, end - 1), min_size=1, max_size=40))
     for indices in (range(start, stop), scattered):
-        columns = mixed._gather_columns(indices)
+        with pytest.MonkeyPatch.context() as patch:
+            if by_block:  # every span's token lists count as too large
+                patch.setattr(mix_module, "_SPAN_COLUMN_BYTES", 0)
+            columns = mixed._gather_columns(indices)
         assert columns is not None
+        assert mixed._gather_spans is (not by_block or mixed.order.span_blocks == 1)
         rows = mixed._getitems(list(indices))
         assert columns.keys() == rows[0].keys()
         assert list(columns["id"]) == [row["id"] for row in rows]

@@ -24,12 +24,17 @@ import grain
 import numpy as np
 import pyarrow as pa
 
-from easydata_grain.batch_format import Column, ColumnarRows
+from easydata_grain.batch_format import Column, ColumnarRows, Ragged
 from easydata_grain.graph.columns import gather
 from easydata_grain.mix_order import MixtureOrder
 from easydata_grain.mix_schedule import ScheduleType, schedule_from
 
-_CACHED_SPAN_COLUMNS = 2
+_CACHED_UNIT_COLUMNS = 2
+# A span whose list columns, padded, would take more than this is not gathered at once: from
+# then on the dataset gathers block by block (long token rows; the order is the same).
+_SPAN_COLUMN_BYTES = 32 << 20
+# What _unit_columns answers when a span is too large (the dataset now gathers blocks).
+_TOO_LARGE: Any = object()
 
 StopStrategy = Literal["restart", "first_exhausted", "all_exhausted"]
 STOP_STRATEGIES = ("restart", "first_exhausted", "all_exhausted")
@@ -88,6 +93,26 @@ def mixture_length(
     return length
 
 
+def _list_bytes(pieces: Sequence[tuple[dict[str, Column], Any, Any]], rows: int) -> int:
+    """About the bytes ``gather`` makes for ``rows`` rows of the pieces' list columns: each
+    row as wide as the widest block's padded row (or the block's mean row without a matrix)."""
+    total = 0
+    for name, column in pieces[0][0].items():
+        if isinstance(column, Ragged):
+            widest = 0.0
+            for columns, _, _ in pieces:
+                lists = columns[name]
+                matrix = lists.row_matrix()
+                widest = max(
+                    widest,
+                    matrix.shape[1] * matrix.itemsize
+                    if matrix is not None
+                    else lists.values.nbytes / len(lists.lengths),
+                )
+            total += int(widest * rows)
+    return total
+
+
 class MixedMapDataset(grain.MapDataset):
     """Components mixed by a ``MixtureOrder`` (see the module docstring).
 
@@ -113,7 +138,8 @@ class MixedMapDataset(grain.MapDataset):
         self._names = list(names)
         self._offset = offset
         self._source_field = source_field
-        self._columns: dict[int, dict[str, Column]] = {}
+        self._columns: dict[tuple[int, int], dict[str, Column]] = {}
+        self._gather_spans = True
 
     @classmethod
     def from_datasets(
@@ -202,37 +228,47 @@ class MixedMapDataset(grain.MapDataset):
 
     def _gather_columns(self, indices: Sequence[int]) -> dict[str, Column] | None:
         """The rows at ``indices`` column by column, sliced from whole spans of mixing blocks
-        gathered once (``_span_columns``): gathering a span's few large pieces once and
-        slicing it per batch costs less than gathering many small ones per batch or block."""
-        size = self.order.span_blocks * self.order.block_size
+        (``MixtureOrder.span``) gathered once: a span's few large pieces gathered once and
+        sliced per batch cost less than many small ones gathered per batch or per block.
+        Rows too large for that (``_SPAN_COLUMN_BYTES``) are gathered block by block."""
+        columns = self._gather_units(indices)
+        if columns is _TOO_LARGE:  # now block by block
+            columns = self._gather_units(indices)
+        return columns
+
+    def _gather_units(self, indices: Sequence[int]) -> dict[str, Column] | None:
+        """``_gather_columns`` from the units (spans, or blocks) the dataset gathers now."""
+        blocks = self.order.span_blocks if self._gather_spans else 1
+        size = blocks * self.order.block_size
         if isinstance(indices, range) and indices.step == 1 and len(indices):
             first = indices.start + self._offset
-            span = first // size
-            if (indices.stop - 1 + self._offset) // size == span:  # a batch inside one span
-                columns = self._span_columns(span)
-                if columns is None:
-                    return None
+            unit = first // size
+            if (indices.stop - 1 + self._offset) // size == unit:  # a batch inside one unit
+                columns = self._unit_columns(blocks, unit)
+                if columns is None or columns is _TOO_LARGE:
+                    return columns
                 slots = np.arange(len(indices))
-                return gather([(columns, slots, slots + (first - span * size))], len(slots))
+                return gather([(columns, slots, slots + (first - unit * size))], len(slots))
         positions = np.asarray(indices, dtype=np.int64) + self._offset
-        spans = positions // size
+        units = positions // size
         pieces = []
-        for span in np.unique(spans).tolist():
-            columns = self._span_columns(span)
-            if columns is None:
-                return None
-            where = np.flatnonzero(spans == span)
-            pieces.append((columns, where, positions[where] - span * size))
+        for unit in np.unique(units).tolist():
+            columns = self._unit_columns(blocks, unit)
+            if columns is None or columns is _TOO_LARGE:
+                return columns
+            where = np.flatnonzero(units == unit)
+            pieces.append((columns, where, positions[where] - unit * size))
         return gather(pieces, len(positions))
 
-    def _span_columns(self, span: int) -> dict[str, Column] | None:
-        """A whole span of mixing blocks (``MixtureOrder.span``) as columns: each component's
-        rows (consecutive in its own order) gathered from its blocks into the positions they
-        take; None when a block has no columns to gather."""
-        cached = self._columns.get(span)
+    def _unit_columns(self, blocks: int, unit: int) -> dict[str, Column] | None:
+        """Span ``unit`` (``blocks > 1``: ``blocks`` blocks) or block ``unit`` as columns: each
+        component's rows (consecutive in its own order) gathered from its blocks into the
+        positions they take; None when a block has no columns to gather; ``_TOO_LARGE`` when
+        a span's would take more than ``_SPAN_COLUMN_BYTES``."""
+        cached = self._columns.get((blocks, unit))
         if cached is not None:
             return cached
-        found = self.order.span(span)
+        found = self.order.span(unit) if blocks > 1 else self.order.block(unit)
         pieces = []
         start = 0
         for c, (first, size) in enumerate(
@@ -246,12 +282,15 @@ class MixedMapDataset(grain.MapDataset):
                 if source_block.columns is None:
                     return None
                 pieces.append((source_block.columns, places[slots], offsets))
+        if blocks > 1 and _list_bytes(pieces, len(found.components)) > _SPAN_COLUMN_BYTES:
+            self._gather_spans = False
+            return _TOO_LARGE
         columns = gather(pieces, len(found.components))
         if self._source_field is not None:
             columns[self._source_field] = [self._names[c] for c in found.components.tolist()]
         # Copy on write: readers in other threads never see a dict being changed.
-        kept = list(self._columns.items())[1 - _CACHED_SPAN_COLUMNS :]
-        self._columns = {**dict(kept), span: columns}
+        kept = list(self._columns.items())[1 - _CACHED_UNIT_COLUMNS :]
+        self._columns = {**dict(kept), (blocks, unit): columns}
         return columns
 
     def realized(self, position: int) -> dict[str, tuple[int, float]]:

@@ -23,7 +23,8 @@ before ``p``.
 
 **Cost.** Nothing is stored per row. Blocks are made a span at a time (``MixtureOrder.span``:
 whole blocks, about ``_SPAN_POSITIONS`` positions), their permutations together
-(``order._permute_windows``), so a block's numpy work is not paid per block. ``T`` is piecewise linear: with fixed weights or a
+(``order._permute_windows``), so numpy's cost per call is paid per span, not per block; the
+order is the same as made block by block. ``T`` is piecewise linear: with fixed weights or a
 ``step`` schedule a few pieces, so any position is located in O(1); with a ``linear`` or
 ``cosine`` schedule one piece per block until the last point, their prefix sums computed
 vectorised, ``_CHUNK`` blocks at a time, on first need and kept (O(blocks) once, O(log) after).

@@ -222,7 +222,9 @@ class Pipeline:
         options: dict[str, Any] = {}
         pack = self._stages.pack
         if pack is not None and pack.enabled:
-            options["pack"] = _pack_of(pack, self.config, self._stages.tokenize, self._tokenizers)
+            options["pack"] = _pack_of(
+                pack, self.config, self._stages.tokenize, self._tokenizers, load.batch_size
+            )
         if self._stages.tokenize is not None:
             options["worker_processes"] = self._stages.tokenize.num_workers
         loader = AsyncDataLoader(
@@ -600,20 +602,20 @@ def _pack_of(
     config: PipelineConfig,
     tokenize: TokenizeStageConfig | None,
     tokenizers: _Tokenizers,
+    batch_size: int | None = None,
 ) -> Any:
-    """The loader's ``Pack``; without an ``eos_token_id`` the first dataset's tokenizer's."""
+    """The loader's ``Pack``; without an ``eos_token_id`` the first dataset's tokenizer's.
+    With ``batch_size`` (the loader's), ``shuffle_packed`` shuffles the packed rows in windows
+    of ``shuffle_buffer_factor`` batches; without it (a save) packed rows are written in
+    packing order, and the loader that reads them shuffles them."""
     from easydata_grain.graph.pack import Pack
 
-    if stage.shuffle_packed:
-        raise NotSupportedYetError(
-            "pack.shuffle_packed=True is not supported yet: rows are shuffled before packing "
-            "(load.shuffle_buffer_size); set shuffle_packed: false."
-        )
-
+    if batch_size is None:
+        stage = dataclasses.replace(stage, shuffle_packed=False)
     eos = None
     if stage.eos_token_id is None and tokenize is not None:
         first = config.datasets[0]
         chosen = _tokenizer_config(first, config, tokenize)
         if chosen is not None:
             eos = tokenizers.load(chosen, first.tokenizer_kwargs).eos_token_id
-    return Pack.from_config(stage, eos_token_id=eos)
+    return Pack.from_config(stage, eos_token_id=eos, batch_size=batch_size)

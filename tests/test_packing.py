@@ -26,7 +26,6 @@ from easydata_grain import (
 from easydata_grain.config import DatasetConfig, LoadStageConfig, PackStageConfig, PipelineConfig
 from easydata_grain.graph.pack import padding_batch
 from easydata_grain.graph.window_shuffle import WindowShuffleIterDataset
-from easydata_grain.io.errors import NotSupportedYetError
 from easydata_grain.pipeline import Pipeline
 from easydata_grain.synthetic import tiny_tokenizer, write_parquet_dataset
 
@@ -338,11 +337,22 @@ def test_the_pipeline_pack_stage(tmp_path: Path) -> None:
     expected = tokens + sum(1 for ids in tokenizer(texts)["input_ids"] if ids[-1] != eos)
     assert sum(int(b["attention_mask"].sum()) for b in batches) == expected
     assert "pack" in loader.describe()
-    shuffled = PipelineConfig.from_dict(
-        {**config.to_dict(), "pack": {"enabled": True, "shuffle_packed": True}}
+    shuffled_config = PipelineConfig.from_dict(
+        {
+            **config.to_dict(),
+            "pack": {
+                **config.pack.to_dict(),
+                "shuffle_packed": True,
+                "shuffle_buffer_factor": 3,
+            },
+        }
     )
-    with pytest.raises(NotSupportedYetError, match="shuffle_packed"):
-        Pipeline(shuffled).source().tokenize().pack().load().build()
+    shuffled = Pipeline(shuffled_config).source().tokenize().pack().load().build()
+    assert shuffled.pack.shuffle_rows == 12  # 3 batches of 4 rows
+    assert "shuffled in windows of 12" in shuffled.describe()
+    plain_rows = [tuple(r) for b in batches for r in b["input_ids"].tolist()]
+    shuffled_rows = [tuple(r) for b in shuffled for r in b["input_ids"].tolist()]
+    assert shuffled_rows != plain_rows and sorted(shuffled_rows) == sorted(plain_rows)
 
 
 @pytest.mark.slow

@@ -77,11 +77,12 @@ class PackStageConfig(Config):
     include_segment_ids: bool = True
     """Keep the ``segment_ids`` field (document number in the row, 0 for padding)."""
     shuffle_packed: bool = False
-    """Shuffle packed rows in a buffer of ``shuffle_buffer_factor`` x batch size rows. False by
-    default (EasyData: True): rows are already shuffled before packing, and the buffer's packed
-    rows would be saved with every checkpoint."""
+    """Shuffle packed rows in windows of ``shuffle_buffer_factor`` x batch size rows
+    (``Pack(shuffle_rows=...)``: the state saves positions, never rows; a restore packs at most
+    one window again). False by default (EasyData: True): rows are already shuffled before
+    packing. A save writes packed rows in packing order."""
     shuffle_buffer_factor: int = bounded(10, minimum=1)
-    """The packed-row shuffle buffer, in batches (with ``shuffle_packed``)."""
+    """The packed-row shuffle window, in batches (with ``shuffle_packed``)."""
 
 
 @dataclasses.dataclass(frozen=True)

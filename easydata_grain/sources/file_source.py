@@ -363,8 +363,9 @@ class FileShardedSource(abc.ABC):
         meta = dataclasses.replace(meta, version=self._versions_seen.pop(path, None))
         if index != 0 and meta.schema is not None:
             reference = self.shard_meta(0).schema
-            if reference is not None and not reading_schema(meta.schema).equals(
-                reading_schema(reference)
+            if reference is not None and not (
+                meta.schema.equals(reference)  # most often: no need to compare for reading
+                or reading_schema(meta.schema).equals(reading_schema(reference))
             ):
                 first = self._shards[0]
                 raise SchemaMismatchError(

@@ -859,6 +859,29 @@ def test_columns_gathered_by_span_equal_the_rows(
             assert list(columns["origin"]) == [row["origin"] for row in rows]
 
 
+@pytest.mark.parametrize("block_size", [7, 1000])
+def test_a_pass_reads_no_row_group_past_its_end(tmp_path: Path, block_size: int) -> None:
+    # The pass ends inside a span: neither the span's positions past the end nor the
+    # components' read-ahead may read row groups of a next epoch (the sources are larger than
+    # their block caches, so those would be read again).
+    sources = {
+        f"p{i}": ParquetShardedSource(
+            write_parquet_dataset(
+                tmp_path / f"p{i}", num_shards=2, rows_per_shard=n, row_group_size=1000, seed=i
+            ),
+            columns=["id"],
+        )
+        for i, n in enumerate([25_000, 15_000, 10_000])
+    }
+    mixture = MixedShardedSource(
+        sources, {"p0": 5, "p1": 3, "p2": 2}, block_size=block_size, stop_strategy="first_exhausted"
+    )
+    loader = AsyncDataLoader(mixture, batch_size=256, shuffle_buffer_size=10_000)
+    assert "columnar  yes" in loader.describe() and "read thread" in loader.describe()
+    assert sum(len(batch["id"]) for batch in loader) > 99_000
+    assert mixture.stats.snapshot()["rows"] <= 100_000  # each row group at most once
+
+
 @settings(_settings, max_examples=10)
 @given(drawn=mixed_specs())
 def test_columnar_mixed_batches_equal_row_batches(

@@ -378,27 +378,34 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
 
 
 def _mixture(plan: Plan, pass_number: int) -> MixedMapDataset:
-    """The mixture's components, each endless in its own epoch order, mixed by position; pass
-    ``k`` starts where pass ``k - 1`` ended."""
+    """The mixture's components, each in its own epoch order, mixed by position; pass ``k``
+    starts where pass ``k - 1`` ended. A component is as long as the epochs the pass reaches
+    (endless for an endless mixture), so its blocks are not read ahead past them."""
     s = plan.settings
     source = plan.source
-    components = [
-        IndexedSourceDataset(
-            part,
-            seed=(s.seed * 1_000_003 + i + 1) % (1 << 63),  # each component its own order
-            shuffle=s.shuffle_buffer_size > 0,
-            window_size=max(1, s.shuffle_buffer_size),
-            num_epochs=None,
-            read_threads=s.read_threads,
+    order = source.order(s.global_batch_size, s.seed)
+    offset = pass_number * (plan.rows_per_pass or 0)
+    # Each component's rows up to this pass's end (its indices run on across passes).
+    ends = None if plan.rows_per_pass is None else order.counts_before(offset + plan.rows_per_pass)
+    components = []
+    for i, part in enumerate(source.sources):
+        rows = sum(part.row_counts())
+        components.append(
+            IndexedSourceDataset(
+                part,
+                seed=(s.seed * 1_000_003 + i + 1) % (1 << 63),  # each component its own order
+                shuffle=s.shuffle_buffer_size > 0,
+                window_size=max(1, s.shuffle_buffer_size),
+                num_epochs=None if ends is None or not rows else max(1, -(-int(ends[i]) // rows)),
+                read_threads=s.read_threads,
+            )
         )
-        for i, part in enumerate(source.sources)
-    ]
     return MixedMapDataset(
         components,
-        source.order(s.global_batch_size, s.seed),
+        order,
         length=plan.rows_per_pass,
         names=source.names,
-        offset=pass_number * (plan.rows_per_pass or 0),
+        offset=offset,
         source_field=source.source_field,
     )
 

@@ -269,25 +269,34 @@ class MixedMapDataset(grain.MapDataset):
         if cached is not None:
             return cached
         found = self.order.span(unit) if blocks > 1 else self.order.block(unit)
+        first_position = unit * blocks * self.order.block_size
+        # Positions past the pass's end are not gathered (their rows may never be read).
+        size = len(found.components)
+        if self._length is not None:
+            size = max(0, min(size, self._offset + self._length - first_position))
+        taken = found.sizes
+        if size < len(found.components):
+            taken = self.order.counts_before(first_position + size) - found.before
         pieces = []
         start = 0
-        for c, (first, size) in enumerate(
-            zip(found.before.tolist(), found.sizes.tolist(), strict=True)
+        for c, (first, count, total) in enumerate(
+            zip(found.before.tolist(), taken.tolist(), found.sizes.tolist(), strict=True)
         ):
-            places = found.places[start : start + size]
-            start += size
+            places = found.places[start : start + count]
+            start += total
             for source_block, slots, offsets in self._components[c]._pieces(
-                range(first, first + size)
+                range(first, first + count)
             ):
                 if source_block.columns is None:
                     return None
                 pieces.append((source_block.columns, places[slots], offsets))
-        if blocks > 1 and _list_bytes(pieces, len(found.components)) > _SPAN_COLUMN_BYTES:
+        if blocks > 1 and _list_bytes(pieces, size) > _SPAN_COLUMN_BYTES:
             self._gather_spans = False
             return _TOO_LARGE
-        columns = gather(pieces, len(found.components))
+        columns = gather(pieces, size)
         if self._source_field is not None:
-            columns[self._source_field] = [self._names[c] for c in found.components.tolist()]
+            components = found.components[:size].tolist()
+            columns[self._source_field] = [self._names[c] for c in components]
         # Copy on write: readers in other threads never see a dict being changed.
         kept = list(self._columns.items())[1 - _CACHED_UNIT_COLUMNS :]
         self._columns = {**dict(kept), (blocks, unit): columns}

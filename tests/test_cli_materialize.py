@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -99,3 +100,48 @@ def test_materialize_help_is_fast_and_lists_the_options() -> None:
         assert option in result.stdout
     imported = result.stderr
     assert "pyarrow" not in imported and "grain" not in imported.replace("easydata_grain", "")
+
+
+def test_an_output_that_cannot_be_written_is_a_clear_error() -> None:
+    base = Path(tempfile.mkdtemp(prefix="read-only-"))
+    try:
+        base.chmod(0o755)  # readable by the user the command runs as
+        write_parquet_dataset(base / "data", num_shards=1, rows_per_shard=50, max_tokens=8)
+        tiny_tokenizer().save_pretrained(base / "tok")
+        config = base / "pipeline.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "datasets": [{"data_files": str(base / "data" / "*.parquet")}],
+                    "default_tokenizer": str(base / "tok"),
+                }
+            )
+        )
+        subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+        out = base / "out"
+        out.mkdir()
+        out.chmod(0o555)
+        as_nobody = (lambda: os.setuid(65534)) if os.geteuid() == 0 else None  # root writes anyway
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "easydata_grain",
+                "materialize",
+                str(config),
+                "--output",
+                str(out),
+            ],
+            cwd=base,
+            env={**os.environ, "HOME": str(base)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=as_nobody,
+        )
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert str(out) in result.stderr and "can be written" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert list(out.iterdir()) == []  # nothing half-written
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=True)

@@ -66,7 +66,8 @@ def test_materialize_writes_the_pipeline_and_prints_a_summary(
 
     again = materialize(str(config_file), "--output", str(out))
     assert again.returncode == 2
-    assert "manifest.json exists" in again.stderr and str(out) in again.stderr
+    assert f"{out} already holds an output ({out}/manifest.json)" in again.stderr
+    assert "Pass --overwrite" in again.stderr
 
     two = tmp_path / "two"
     replaced = materialize(str(config_file), "--output", str(two), "--workers", "2")

@@ -21,6 +21,7 @@ def materialize_config(
     ``save`` stage settings, with ``output`` and ``overwrite`` replaced) and describe it:
     shards, rows, bytes, seconds and the manifest's path."""
     from easydata_grain.config import load_config
+    from easydata_grain.io.errors import OutputExistsError
     from easydata_grain.materialize.manifest import MANIFEST_NAME
     from easydata_grain.pipeline import Pipeline
 
@@ -30,7 +31,14 @@ def materialize_config(
     )
     pipeline = Pipeline(dataclasses.replace(config, save=dataclasses.replace(save, enabled=False)))
     start = time.perf_counter()
-    done = pipeline.configured().save(save, engine=engine, workers=workers)
+    try:
+        done = pipeline.configured().save(save, engine=engine, workers=workers)
+    except OutputExistsError as error:
+        raise OutputExistsError(
+            f"{output} already holds an output ({error.path}).",
+            path=error.path,
+            hint="Pass --overwrite to replace it, or choose another --output.",
+        ) from error
     seconds = time.perf_counter() - start
     manifest = done.manifest
     size = sum(shard.bytes for shard in manifest.shards)

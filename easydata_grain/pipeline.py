@@ -200,7 +200,7 @@ class Pipeline:
     # -- compile ----------------------------------------------------------------------------
 
     def sources(self) -> dict[str, Any]:
-        """Each dataset's source by name, after the source and tokenize stages."""
+        """Each dataset's source by name, after the source, tokenize and cache stages."""
         if self._stages.source is None:
             raise ValueError("call source() first")
         return {ds.name: self._dataset_source(ds) for ds in self.config.datasets}  # type: ignore[misc]
@@ -283,9 +283,7 @@ class Pipeline:
 
     def _rows_of(self, sources: dict[str, Any]) -> MaterializableRows:
         """``rows()`` of these sources (see there)."""
-        from easydata_grain.materialize import EpochRows
-        from easydata_grain.materialize.mixture_rows import MixtureRows
-        from easydata_grain.materialize.packed_rows import PackedRows
+        from easydata_grain.materialize import EpochRows, MixtureRows, PackedRows
 
         source = self._combined(sources)
         load = self._stages.load or self.config.load
@@ -383,8 +381,7 @@ class Pipeline:
 
     def _cached(self, ds: DatasetConfig, source: Any) -> Any:
         """``source`` (``ds``'s processed rows) read from its cache, made there on a miss."""
-        from easydata_grain.materialize import EpochRows
-        from easydata_grain.materialize.cache import cached_rows
+        from easydata_grain.materialize import EpochRows, cached_rows
 
         found = self._cache_of(ds)
         if found is None:

@@ -512,10 +512,16 @@ def _open(ds: DatasetConfig, config: PipelineConfig, stage: SourceStageConfig) -
         )
     kind = ds.type or _kind_of_files(files)
     if kind == "parquet":
-        source: Any = ParquetShardedSource(files, options, columns, retry=retry)
+        source: Any = ParquetShardedSource(
+            files, options, columns, retry=retry, metadata_cache_dir=stage.metadata_cache_dir
+        )
     elif kind in ("json", "jsonl"):
         source = JsonShardedSource(
-            files, jsonl=kind == "jsonl", storage_options=options, retry=retry
+            files,
+            jsonl=kind == "jsonl",
+            storage_options=options,
+            retry=retry,
+            index_cache_dir=stage.metadata_cache_dir,
         )
     else:
         source = source_from_paths(files)

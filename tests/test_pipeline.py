@@ -194,6 +194,21 @@ def test_streaming_false_reads_rows_into_memory(shards: str) -> None:
     assert _ids(loader) == list(range(2 * ROWS))
 
 
+def test_the_source_stage_keeps_footers_in_the_metadata_cache(shards: str, tmp_path: Path) -> None:
+    config = PipelineConfig.from_dict(
+        {
+            "datasets": [{"data_files": f"{shards}/*.parquet", "columns": ["id"]}],
+            "source": {"metadata_cache_dir": str(tmp_path / "meta")},
+            "load": {"batch_size": 50, "shuffle_buffer_size": 0},
+        }
+    )
+    cold = Pipeline.from_config(config).source().load().build()
+    assert cold.source.metadata_cache.misses == 2 and cold.source.metadata_cache.hits == 0
+    warm = Pipeline.from_config(config).source().load().build()
+    assert warm.source.metadata_cache.hits == 2 and warm.source.metadata_cache.misses == 0
+    assert _ids(warm) == _ids(cold) == list(range(2 * ROWS))
+
+
 def test_several_datasets_without_mix_is_an_error(shards: str) -> None:
     config = PipelineConfig(
         datasets=[

@@ -25,6 +25,11 @@ class SourceStageConfig(Config):
     dask_storage_options: dict[str, Any] | None = None
     """fsspec options for every dataset (EasyData's name); a dataset's ``storage_options``
     are merged over them."""
+    metadata_cache_dir: str | None = None
+    """A directory keeping Parquet footers and JSON line indexes between runs, keyed by each
+    file's identity (size and etag or mtime), so a warm start reads no footer
+    (``ParquetShardedSource(metadata_cache_dir=)``, ``JsonShardedSource(index_cache_dir=)``);
+    None: footers are read at every start, line indexes go to the default cache."""
 
     def retry_policy(self) -> RetryPolicy:
         """The sources' ``RetryPolicy``: these retries and first delay, the rest default."""

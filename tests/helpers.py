@@ -1,7 +1,9 @@
-"""Small helpers shared by the tests: row comparison with numpy values."""
+"""Small helpers shared by the tests: row comparison with numpy values, a local Ray."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,3 +18,20 @@ def plain(value: Any) -> Any:
     if isinstance(value, list):
         return [plain(v) for v in value]
     return value
+
+
+def start_ray_for_tests(num_cpus: int = 2) -> None:
+    """A local Ray (``start_local_ray``: loopback only) whose workers can import ``tests``
+    (the repository is put on their ``PYTHONPATH`` while it starts)."""
+    from easydata_grain.materialize import start_local_ray
+
+    repo = str(Path(__file__).resolve().parents[1])
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (repo, saved) if p)
+    try:
+        start_local_ray(num_cpus=num_cpus)
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved

@@ -23,31 +23,21 @@ from easydata_grain.materialize import (
     loopback_environment,
     materialize,
     open_materialized,
-    start_local_ray,
 )
 from easydata_grain.materialize.ray_engine import task_environment
 from easydata_grain.synthetic import tiny_tokenizer
 from ops.emulators import StoreEndpoint
-from tests.helpers import plain
+from tests.helpers import plain, start_ray_for_tests
 from tests.materialize_rows import NUMBERS_FROM_1500, FaultyRows, tokenized, write_source
 from tests.test_materialize import files_of
 
-REPO = Path(__file__).resolve().parents[1]
 ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
     """A local Ray of 2 CPUs for this module, its workers able to import ``tests``."""
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved) if p)
-    try:
-        start_local_ray(num_cpus=2)
-    finally:
-        if saved is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = saved
+    start_ray_for_tests()
     yield
     ray.shutdown()
 

@@ -29,9 +29,9 @@ from easydata_grain.materialize.packed_rows import PackedRows
 from easydata_grain.pipeline import Pipeline
 from easydata_grain.synthetic import tiny_tokenizer, write_parquet_dataset
 from ops.emulators import StoreEndpoint
+from tests.helpers import start_ray_for_tests
 from tests.test_materialize import files_of
 
-REPO = Path(__file__).resolve().parents[1]
 ROWS = 300
 
 
@@ -327,17 +327,7 @@ def ray_cluster() -> Iterator[None]:
     pytest.importorskip("ray")
     import ray
 
-    from easydata_grain.materialize import start_local_ray
-
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved) if p)
-    try:
-        start_local_ray(num_cpus=2)
-    finally:
-        if saved is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = saved
+    start_ray_for_tests()
     yield
     ray.shutdown()
 

@@ -17,6 +17,10 @@ import pyarrow as pa
 
 from easydata_grain.io.errors import MalformedRowError, SchemaMismatchError
 from easydata_grain.sources.file_source import describe_schema_difference
+from easydata_grain.sources.skipped import is_skipped
+
+_CHUNK_ROWS = 4096
+"""Positions turned into an Arrow table at a time (bounds the dict rows held at once)."""
 
 _INT32_OFFSETS = 1 << 31
 
@@ -60,6 +64,23 @@ def rows_table(rows: Sequence[Mapping[str, Any]], where: str) -> pa.Table:
         column = _numeric_lists(values)
         columns[name] = column if column is not None else _column(values, name, where)
     return pa.table(columns)
+
+
+def positions_table(dataset: Any, start: int, stop: int, total: int, what: str) -> pa.Table:
+    """The rows at positions ``[start, stop)`` of ``dataset`` (a Grain ``MapDataset`` of
+    ``total`` positions whose filtered rows are ``SkippedRow``s, left out) as one table, made
+    ``_CHUNK_ROWS`` positions at a time; ``what`` names the rows in errors ("the rows")."""
+    if not 0 <= start <= stop <= total:
+        raise IndexError(f"positions [{start}, {stop}) are out of range for {total} rows")
+    tables = []
+    for low in range(start, stop, _CHUNK_ROWS):
+        high = min(stop, low + _CHUNK_ROWS)
+        rows = [r for r in dataset._getitems(range(low, high)) if not is_skipped(r)]
+        if rows:
+            tables.append(rows_table(rows, f"{what} of positions {low}..{high - 1}"))
+    if not tables:
+        return pa.table({})
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def _column(values: list[Any], name: str, where: str) -> pa.Array:

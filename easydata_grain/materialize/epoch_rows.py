@@ -16,16 +16,12 @@ import pyarrow as pa
 
 from easydata_grain.fingerprint import describe, digest
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
-from easydata_grain.materialize.arrow_table import rows_table
+from easydata_grain.materialize.arrow_table import positions_table
+from easydata_grain.op_protocols import Fingerprinted
 from easydata_grain.sources.protocol import IndexedSource, missing_members
-from easydata_grain.sources.skipped import is_skipped
 from easydata_grain.sources.transformed import TransformedShardedSource
-from easydata_grain.transforms.base import Fingerprinted
 from easydata_grain.transforms.chat import ChatTemplateTransform
 from easydata_grain.transforms.tokenize import TokenizeTransform
-
-_CHUNK_ROWS = 4096
-"""Positions turned into an Arrow table at a time (bounds the dict rows held at once)."""
 
 
 def _step_identity(step: Any) -> str:
@@ -139,18 +135,7 @@ class EpochRows:
 
     def table(self, start: int, stop: int) -> pa.Table:
         """The rows of positions ``[start, stop)`` in order (filtered rows left out)."""
-        total = self.num_positions()
-        if not 0 <= start <= stop <= total:
-            raise IndexError(f"positions [{start}, {stop}) are out of range for {total} rows")
-        tables = []
-        for low in range(start, stop, _CHUNK_ROWS):
-            high = min(stop, low + _CHUNK_ROWS)
-            rows = [r for r in self.dataset._getitems(range(low, high)) if not is_skipped(r)]
-            if rows:
-                tables.append(rows_table(rows, f"the rows of positions {low}..{high - 1}"))
-        if not tables:
-            return pa.table({})
-        return pa.concat_tables(tables, promote_options="permissive")
+        return positions_table(self.dataset, start, stop, self.num_positions(), "the rows")
 
     def __repr__(self) -> str:
         order = f"seed={self.seed}, shuffle={self.shuffle}, window_size={self.window_size}"

@@ -17,12 +17,8 @@ from easydata_grain.fingerprint import digest
 from easydata_grain.graph import compiler
 from easydata_grain.graph.mix import MixedMapDataset
 from easydata_grain.graph.plan import Plan, Settings
-from easydata_grain.materialize.arrow_table import rows_table
+from easydata_grain.materialize.arrow_table import positions_table
 from easydata_grain.sources.mixed import MixedShardedSource
-from easydata_grain.sources.skipped import is_skipped
-
-_CHUNK_ROWS = 4096
-"""Positions turned into an Arrow table at a time."""
 
 
 class MixtureRows:
@@ -105,18 +101,7 @@ class MixtureRows:
 
     def table(self, start: int, stop: int) -> pa.Table:
         """The rows of positions ``[start, stop)`` in order (filtered rows left out)."""
-        total = self.num_positions()
-        if not 0 <= start <= stop <= total:
-            raise IndexError(f"positions [{start}, {stop}) are out of range for {total} rows")
-        tables = []
-        for low in range(start, stop, _CHUNK_ROWS):
-            high = min(stop, low + _CHUNK_ROWS)
-            rows = [r for r in self.dataset._getitems(range(low, high)) if not is_skipped(r)]
-            if rows:
-                tables.append(rows_table(rows, f"the mixed rows of positions {low}..{high - 1}"))
-        if not tables:
-            return pa.table({})
-        return pa.concat_tables(tables, promote_options="permissive")
+        return positions_table(self.dataset, start, stop, self.num_positions(), "the mixed rows")
 
     def __repr__(self) -> str:
         return f"MixtureRows({self.source!r}, global_batch_size={self.global_batch_size})"

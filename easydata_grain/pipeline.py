@@ -200,9 +200,11 @@ class Pipeline:
     # -- compile ----------------------------------------------------------------------------
 
     def sources(self) -> dict[str, Any]:
-        """Each dataset's source by name, after the source, tokenize and cache stages."""
+        """Each dataset's source by name, after the source, tokenize and cache stages. With no
+        stage called yet, the config's stages are run first (``configured()``), so
+        ``Pipeline.from_config(config).build()`` (or ``.save()``) does what the config says."""
         if self._stages.source is None:
-            raise ValueError("call source() first")
+            self.configured()
         return {ds.name: self._dataset_source(ds) for ds in self.config.datasets}  # type: ignore[misc]
 
     def build(self, mesh: Any = None) -> Any:

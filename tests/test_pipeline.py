@@ -234,6 +234,22 @@ def test_stages_must_come_in_order(shards: str) -> None:
         Pipeline.from_config(config).source().load({"prefetch_bufer_size": 2})
 
 
+def test_build_without_stages_runs_the_configs_stages(shards: str, tokenizer_dir: str) -> None:
+    config = PipelineConfig.from_dict(
+        {
+            "datasets": [{"data_files": f"{shards}/*.parquet", "additional_fields": []}],
+            "default_tokenizer": tokenizer_dir,
+            "pack": {"enabled": True, "seq_length": 32},
+            "load": {"batch_size": 4, "shuffle_buffer_size": 16},
+        }
+    )
+    direct = Pipeline.from_config(config).build()
+    staged = Pipeline.from_config(config).configured().build()
+    assert "pack" in direct.describe()
+    for a, b in zip(direct, staged, strict=True):
+        assert np.array_equal(a["input_ids"], b["input_ids"])
+
+
 def test_fields_without_a_feature_are_refused_not_ignored(shards: str) -> None:
     files = f"{shards}/*.parquet"
     for extra, field in (

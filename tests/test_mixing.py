@@ -93,6 +93,18 @@ def pairs(elements: Any) -> list[tuple[int, int]]:
 # -- the mixture order ---------------------------------------------------------------------------
 
 
+def draw_order(
+    data: st.DataObject, k: int, block_size: int, seed: int, batch: int
+) -> tuple[bool, MixtureOrder]:
+    """Whether the weights are fixed, and an order of ``k`` components with fixed weights or a
+    schedule drawn from ``data``."""
+    fixed = data.draw(st.booleans())
+    schedule = (
+        WeightSchedule.fixed(data.draw(weight_vectors(k))) if fixed else data.draw(schedules(k))
+    )
+    return fixed, MixtureOrder(schedule, block_size=block_size, global_batch_size=batch, seed=seed)
+
+
 @settings(_settings, max_examples=80)
 @given(
     k=st.integers(2, 5),
@@ -104,11 +116,8 @@ def pairs(elements: Any) -> list[tuple[int, int]]:
 def test_every_block_boundary_holds_the_cumulative_target_up_to_rounding(
     k: int, data: st.DataObject, block_size: int, seed: int, batch: int
 ) -> None:
-    fixed = data.draw(st.booleans())
-    schedule = (
-        WeightSchedule.fixed(data.draw(weight_vectors(k))) if fixed else data.draw(schedules(k))
-    )
-    order = MixtureOrder(schedule, block_size=block_size, global_batch_size=batch, seed=seed)
+    fixed, order = draw_order(data, k, block_size, seed, batch)
+    schedule = order.schedule
     # No drift, whatever the block size and schedule: every count within (k - 1) / 2 rows of
     # the cumulative target for fixed weights (half a row for two components), within
     # (k + 1) / 2 while the weights change (module docstring of mix_order).
@@ -197,11 +206,8 @@ def block_on_its_own(order: MixtureOrder, block: int) -> tuple[np.ndarray, np.nd
 def test_spans_make_the_blocks_each_block_makes_alone(
     k: int, data: st.DataObject, block_size: int, seed: int, batch: int
 ) -> None:
-    fixed = data.draw(st.booleans())
-    schedule = (
-        WeightSchedule.fixed(data.draw(weight_vectors(k))) if fixed else data.draw(schedules(k))
-    )
-    order = MixtureOrder(schedule, block_size=block_size, global_batch_size=batch, seed=seed)
+    order = draw_order(data, k, block_size, seed, batch)[1]
+    schedule = order.schedule
     first = data.draw(st.integers(0, 3_000))
     blocks = range(first, first + order.span_blocks + 2)  # across a span's end
     alone = [block_on_its_own(order, b) for b in blocks]

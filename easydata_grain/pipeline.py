@@ -388,8 +388,7 @@ class Pipeline:
         found = self._cache_of(ds)
         if found is None:
             return source
-        cache_dir, stage = found
-        _refuse_cache(stage)
+        cache_dir, stage = found  # its unsupported fields were refused by cache()/__init__
         return cached_rows(
             EpochRows(source),
             cache_dir,

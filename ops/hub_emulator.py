@@ -376,7 +376,9 @@ def _truthy(values: list[str] | None) -> bool:
 class _State:
     blobs: dict[tuple[int, int, int, int], Blob] = field(default_factory=dict)
     commits: dict[tuple[str, str], Commit] = field(default_factory=dict)
-    log: list[HubRequest] = field(default_factory=list)
+    log: list[tuple[int, HubRequest]] = field(default_factory=list)
+    """(arrival number, request): a request is logged once answered, so not in arrival order."""
+    arrivals: int = 0
 
 
 class HubEmulator:
@@ -427,11 +429,12 @@ class HubEmulator:
 
     @property
     def log(self) -> list[HubRequest]:
-        """Every request answered, in order (once the requests being answered are logged: a
-        client may read its answer before the emulator logs it)."""
+        """Every request answered, in the order they arrived (once the requests being answered
+        are logged: a client may read its answer, and send the next request, before the
+        emulator logs it)."""
         with self._idle:
             self._idle.wait_for(lambda: self._in_flight == 0, timeout=10)
-            return list(self._state.log)
+            return [request for _, request in sorted(self._state.log, key=lambda e: e[0])]
 
     @property
     def requests(self) -> Counter[tuple[str, str]]:
@@ -588,15 +591,19 @@ class HubEmulator:
             self._state.blobs[key] = blob
         return blob
 
-    def _record(self, request: HubRequest) -> None:
+    def _record(self, arrival: int, request: HubRequest) -> None:
         with self._lock:
-            self._state.log.append(request)
+            self._state.log.append((arrival, request))
 
-    def _answering(self, started: bool) -> None:
-        """A request's answer started, or ended (logged or not: the client may have gone)."""
+    def _answering(self, started: bool) -> int:
+        """A request's answer started (its arrival number is returned), or ended (logged or not:
+        the client may have gone)."""
         with self._idle:
             self._in_flight += 1 if started else -1
             self._idle.notify_all()
+            if started:
+                self._state.arrivals += 1
+            return self._state.arrivals
 
     def _track(self, connection: socket.socket, is_open: bool) -> None:
         with self._lock:
@@ -729,13 +736,13 @@ def _make_handler(hub: HubEmulator) -> type[BaseHTTPRequestHandler]:
             )
 
         def _handle(self) -> None:
-            hub._answering(True)
+            arrival = hub._answering(True)
             try:
-                self._handle_logged()
+                self._handle_logged(arrival)
             finally:
                 hub._answering(False)
 
-        def _handle_logged(self) -> None:
+        def _handle_logged(self, arrival: int) -> None:
             url = urlsplit(self.path)
             self.body_bytes = 0
             length = int(self.headers.get("Content-Length") or 0)
@@ -759,6 +766,7 @@ def _make_handler(hub: HubEmulator) -> type[BaseHTTPRequestHandler]:
                 }
                 self._send(error.status, headers, json.dumps({"error": error.message}).encode())
             hub._record(
+                arrival,
                 HubRequest(
                     self.command,
                     route.endpoint,
@@ -767,7 +775,7 @@ def _make_handler(hub: HubEmulator) -> type[BaseHTTPRequestHandler]:
                     route.revision,
                     status,
                     self.body_bytes,
-                )
+                ),
             )
 
         def _answer(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import grain
@@ -78,7 +78,7 @@ class AsyncDataLoader:
         drop_remainder: bool = False,
         transforms: Sequence[Transform | Chain] | Chain = (),
         pad: bool | dict[str, int] = False,
-        pad_value: int | float = 0,
+        pad_value: int | float | Mapping[str, int | float] = 0,
         worker_processes: int = 0,
         global_batch_size: int | None = None,
         hosts: Hosts | None = None,

@@ -17,6 +17,7 @@ batching) with ``materialize()``; ``rows()`` gives them as ``MaterializableRows`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,14 +35,12 @@ from easydata_grain.config import (
     TokenizeStageConfig,
     load_config,
 )
-from easydata_grain.io.errors import NotSupportedYetError
+from easydata_grain.io.errors import MalformedRowError, NotSupportedYetError
 from easydata_grain.loader import AsyncDataLoader
 from easydata_grain.sources.head import HeadSource
 from easydata_grain.sources.huggingface import HuggingFaceShardedSource
 from easydata_grain.sources.in_memory import InMemorySource
-from easydata_grain.sources.json import JsonShardedSource
-from easydata_grain.sources.parquet import ParquetShardedSource
-from easydata_grain.sources.resolve import format_of, source_from_paths
+from easydata_grain.sources.resolve import file_source
 from easydata_grain.sources.transformed import DEFAULT_CHUNK_ROWS, TransformedShardedSource
 from easydata_grain.transforms.fields import DropFields, RenameFields, SelectFields
 from easydata_grain.transforms.functions import MapFunction
@@ -240,6 +239,7 @@ class Pipeline:
             num_epochs=load.num_epochs,
             drop_remainder=load.drop_last,
             pad=self._pad(load),
+            pad_value=self._pad_value(),
             **options,
         )
         if load.prefetch_to_device:
@@ -272,6 +272,34 @@ class Pipeline:
                 fields.append("attention_mask")
             return dict.fromkeys(fields, length)
         return load.pad
+
+    def _pad_value(self) -> dict[str, int]:
+        """The loader's ``pad_value``: ``input_ids`` padded with the ``pad_token_id`` of the
+        tokenizers that pad (as Hugging Face pads), masks with 0."""
+        tokenize = self._stages.tokenize
+        if tokenize is None:
+            return {}
+        ids = {}
+        for ds in self.config.datasets:
+            chosen = _tokenizer_config(ds, self.config, tokenize)
+            if chosen is None or chosen.padding in (False, "do_not_pad"):
+                continue
+            pad_id = self._tokenizers.load(chosen, ds.tokenizer_kwargs).pad_token_id
+            if pad_id is None:
+                raise ValueError(
+                    f"datasets[{ds.name!r}]: the tokenizer {chosen.name_or_path!r} has no pad "
+                    f"token, so padding={chosen.padding!r} cannot pad input_ids (Hugging Face "
+                    "refuses too). Name one in the dataset's tokenizer_kwargs (pad_token: its "
+                    "EOS token, say), or set padding: false and pack the rows (pack.enabled)."
+                )
+            ids[pad_id] = ds.name
+        if len(ids) > 1:
+            raise ValueError(
+                f"The datasets' tokenizers pad with different pad_token_id values "
+                f"({', '.join(f'{name}: {i}' for i, name in ids.items())}): one batch has one "
+                "pad value; give them the same pad_token in tokenizer_kwargs."
+            )
+        return {"input_ids": next(iter(ids))} if ids else {}
 
     def _combined(self, sources: dict[str, Any]) -> Any:
         """The one dataset's source, or the datasets mixed by the mix stage."""
@@ -408,8 +436,6 @@ class Pipeline:
             steps.append(RenameFields(ds.format_fields))
         if ds.format_callback is not None:
             steps.append(MapFunction(ds.format_callback))
-        if ds.type in ("json", "jsonl") and ds.columns:
-            steps.append(SelectFields(list(ds.columns)))
         tokenize = self._stages.tokenize
         if tokenize is not None:
             steps.extend(_tokenize_steps(ds, self.config, tokenize, self._tokenizers))
@@ -511,32 +537,19 @@ def _open(ds: DatasetConfig, config: PipelineConfig, stage: SourceStageConfig) -
             storage_options=options,
             retry=retry,
         )
-    kind = ds.type or _kind_of_files(files)
-    if kind == "parquet":
-        source: Any = ParquetShardedSource(
-            files, options, columns, retry=retry, metadata_cache_dir=stage.metadata_cache_dir
-        )
-    elif kind in ("json", "jsonl"):
-        source = JsonShardedSource(
-            files,
-            jsonl=kind == "jsonl",
-            storage_options=options,
-            retry=retry,
-            index_cache_dir=stage.metadata_cache_dir,
-        )
-    else:
-        source = source_from_paths(files)
+    source = file_source(
+        files,
+        ds.type,
+        storage_options=options,
+        retry=retry,
+        columns=columns,
+        metadata_cache_dir=stage.metadata_cache_dir,
+    )
     if not streaming:
         source = InMemorySource.from_rows(
             [row for name in source.shard_names for row in source.open_shard(name)]
         )
     return source
-
-
-def _kind_of_files(files: list[str]) -> str | None:
-    """The one format the files' extensions name, or None when they name none or several."""
-    kinds = {format_of(f) for f in files}
-    return kinds.pop() if len(kinds) == 1 else None
 
 
 def _load_tokenizer(config: TokenizerConfig, kwargs: Mapping[str, Any] | None) -> Any:
@@ -587,18 +600,38 @@ def _tokenize_steps(
         TokenizeTransform(
             tokenizers.load(chosen, ds.tokenizer_kwargs),
             text_field=ds.content_field,
-            max_length=chosen.max_length,
+            max_length=chosen.max_length if chosen.truncation else None,
             truncation=chosen.truncation,
             add_special_tokens=chosen.add_special_tokens,
             return_attention_mask=chosen.return_attention_mask,
         )
     ]
+    if not chosen.truncation:
+        check = functools.partial(
+            _refuse_longer, max_length=chosen.max_length, text_field=ds.content_field
+        )
+        steps.append(MapFunction(check))
     if ds.additional_fields is not None:
         keep = ["input_ids", *(["attention_mask"] if chosen.return_attention_mask else [])]
         steps.append(SelectFields([*keep, *ds.additional_fields]))
     if stage.remove_columns:
-        steps.append(DropFields(list(stage.remove_columns)))
+        steps.append(DropFields(list(stage.remove_columns), strict=False))
     return steps
+
+
+def _refuse_longer(row: dict[str, Any], *, max_length: int, text_field: str) -> dict[str, Any]:
+    """``row`` as it is; a ``MalformedRowError`` when its ``input_ids`` are longer than
+    ``max_length`` (a tokenizer with ``truncation=False``: nothing is cut silently; the
+    source adds the shard and row)."""
+    length = len(row["input_ids"])
+    if length > max_length:
+        raise MalformedRowError(
+            f"The text in {text_field!r} is {length} tokens long, more than the tokenizer's "
+            f"max_length={max_length}, and truncation is off.",
+            hint="Set the tokenizer's truncation: true to cut such texts, raise its "
+            "max_length, or drop long texts before tokenizing.",
+        )
+    return row
 
 
 def _pack_of(

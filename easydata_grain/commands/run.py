@@ -97,6 +97,7 @@ def bench_config(path: str, steps: int) -> str:
     from easydata_grain.io.filesystem import filesystem_for
     from easydata_grain.io.retry import RetryPolicy
     from easydata_grain.sources.parquet import ParquetShardedSource
+    from easydata_grain.sources.resolve import file_source
 
     config, loader = build(path)
     start = time.perf_counter()
@@ -107,13 +108,22 @@ def bench_config(path: str, steps: int) -> str:
             break
     ours = rows / (time.perf_counter() - start)
     lines = [f"easydata-grain  {rows:>12,} rows  {ours:>12,.0f} rows/s"]
-    parquet = [ds for ds in config.datasets if (ds.type or "parquet") == "parquet"]
+    parquet = [
+        (ds, source)
+        for ds in config.datasets
+        if ds.type != "huggingface"
+        and isinstance(
+            source := file_source(
+                ds.data_files, ds.type, storage_options=config.storage_options_for(ds)
+            ),
+            ParquetShardedSource,
+        )
+    ]
     if not parquet:
         return "\n".join([*lines, "(no Parquet dataset: nothing to compare with pyarrow)"])
     start, read = time.perf_counter(), 0
-    for ds in parquet:
+    for ds, source in parquet:
         options = config.storage_options_for(ds)
-        source = ParquetShardedSource(ds.data_files, options, ds.columns)
         fs = filesystem_for(source.shard_names[0], options, RetryPolicy())
         for name in source.shard_names:
             with fs.open(name, "rb") as handle:

@@ -9,83 +9,192 @@ from typing import Any
 
 import pyarrow as pa
 
-from easydata_grain.io.errors import NoFilesMatchedError
-from easydata_grain.io.filesystem import protocol_of
+from easydata_grain.io.errors import UnsupportedFormatError
+from easydata_grain.io.filesystem import filesystem_for
+from easydata_grain.io.listing import expand_paths
+from easydata_grain.io.retry import RetryPolicy
+from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.concat import ConcatSource
 from easydata_grain.sources.in_memory import InMemorySource
 from easydata_grain.sources.json import JsonShardedSource, compression_of
 from easydata_grain.sources.parquet import ParquetShardedSource
 from easydata_grain.sources.protocol import ShardedSource
+from easydata_grain.sources.transformed import TransformedShardedSource
+from easydata_grain.transforms.fields import SelectFields
 
 _WHAT_TO_PASS = (
     "Pass a source (ParquetShardedSource, JsonShardedSource, a datasets Dataset or "
     "IterableDataset), a path or glob of .parquet/.jsonl/.json files (or a list of them), "
     "in-memory rows (a list of dicts, a dict of columns, a pyarrow Table), or a list of sources."
 )
+_EXTENSIONS = (
+    (".parquet", "parquet"),
+    (".pq", "parquet"),
+    (".jsonl", "jsonl"),
+    (".ndjson", "jsonl"),
+    (".json", "json"),
+)
+_HEAD_BYTES = 4096
+_BOM = b"\xef\xbb\xbf"
+_PARQUET_MAGIC = b"PAR1"
+_JSON_SPACE = b" \t\r\n"
 
 
 def format_of(path: str) -> str | None:
-    """``"parquet"``, ``"jsonl"``, ``"json"`` by a path's extension (compression ignored)."""
-    codec = compression_of(path)
-    stem = path.rsplit(".", 1)[0] if codec else path
-    for suffix, kind in ((".parquet", "parquet"), (".pq", "parquet"), (".jsonl", "jsonl")):
+    """``"parquet"``, ``"jsonl"``, ``"json"`` by a path's extension, in any case (compression
+    ignored); None when the extension names none."""
+    lowered = path.lower()
+    codec = compression_of(lowered)
+    stem = lowered.rsplit(".", 1)[0] if codec else lowered
+    for suffix, kind in _EXTENSIONS:
         if stem.endswith(suffix):
             return kind
-    if stem.endswith(".ndjson"):
-        return "jsonl"
-    return "json" if stem.endswith(".json") else None
+    return None
 
 
-def _formats_in_directory(path: str) -> set[str]:
-    """The formats of the files under a local directory."""
-    found = set()
-    for _, _, files in os.walk(path):
-        found.update(kind for name in files if (kind := format_of(name)) is not None)
-    return found
+def _head(fs: Any, path: str, retry: RetryPolicy, *, decompress: bool) -> bytes:
+    """The first bytes of a file, decompressed (by its extension) when asked."""
+    codec = compression_of(path.lower()) if decompress else None
+
+    def read() -> bytes:
+        with fs.open(path, "rb", compression=codec) as handle:
+            return handle.read(_HEAD_BYTES)
+
+    return retry.call(read)
 
 
-def _is_json_array(path: str) -> bool:
-    """Whether a local, uncompressed ``.json`` file holds one JSON array (starts with ``[``)."""
-    if protocol_of(path) != "file" or compression_of(path) or not os.path.isfile(path):
-        return False
-    with open(path, "rb") as handle:
-        return handle.read(4096).lstrip()[:1] == b"["
+def _json_start(head: bytes) -> bytes:
+    """The first byte of JSON text past an optional BOM and whitespace."""
+    return head.removeprefix(_BOM).lstrip(_JSON_SPACE)[:1]
 
 
-def _kind_of(path: str) -> str | None:
-    """A path's format; a local directory's when all its files have one."""
-    kind = format_of(path)
-    if kind is None and protocol_of(path) == "file" and os.path.isdir(path):
-        found = _formats_in_directory(path)
-        if len(found) > 1:
-            raise ValueError(
-                f"The directory {path!r} holds files of several formats ({sorted(found)}): pass "
-                "a glob for each (e.g. 'dir/*.parquet') or build the sources yourself."
-            )
-        return found.pop() if found else None
-    return kind
+def json_holds_lines(
+    path: str, storage_options: dict[str, Any] | None = None, retry: RetryPolicy | None = None
+) -> bool:
+    """Whether a JSON file holds JSON Lines (True) or one array of objects (False), from its
+    content, whatever its extension: the first byte past an optional BOM and whitespace, once
+    decompressed, ``[`` for an array, anything else (``{``) for lines. ``.jsonl`` and
+    ``.ndjson`` files are lines without a read. The one rule for ``AsyncDataLoader``, the
+    pipeline and the commands."""
+    if format_of(path) == "jsonl":
+        return True
+    retry = retry or RetryPolicy()
+    fs = filesystem_for(path, storage_options, retry)
+    return _json_start(_head(fs, path, retry, decompress=True)) != b"["
 
 
-def _file_source(paths: list[str], kind: str | None) -> Any:
-    """The file source of one format for ``paths``."""
+def sniff_format(path: str, fs: Any, retry: RetryPolicy) -> str:
+    """``"parquet"`` (the magic ``PAR1`` first) or ``"json"`` (``{`` or ``[`` first, past a
+    BOM and whitespace, decompressed by the extension) from a file's content; an error naming
+    the file otherwise."""
+    if _head(fs, path, retry, decompress=False).startswith(_PARQUET_MAGIC):
+        return "parquet"
+    if _json_start(_head(fs, path, retry, decompress=True)) in (b"{", b"["):
+        return "json"
+    raise UnsupportedFormatError(
+        f"{path!r} is neither Parquet (no PAR1 magic) nor JSON (no '{{' or '[' first), and "
+        "its extension names no format.",
+        path=path,
+        hint="Name the format: set the dataset's type (parquet, jsonl or json), or give the "
+        "files a .parquet/.jsonl/.json extension.",
+    )
+
+
+def _family(kind: str) -> str:
+    return "parquet" if kind == "parquet" else "json"
+
+
+def _listed_format(
+    patterns: list[str], storage_options: dict[str, Any] | None, retry: RetryPolicy
+) -> tuple[str, list[str]]:
+    """The one format of the files that ``patterns`` match, and the files to read: those
+    whose extension names it (in any case; others, like ``_SUCCESS``, are left out), else,
+    when no extension names one, every file, by the first file's content. Files of several
+    formats are an error naming one of each."""
+    fs = filesystem_for(patterns[0], storage_options, retry)
+    files = expand_paths(fs, patterns, policy=retry, stats=IOStats())
+    by_family: dict[str, list[str]] = {}
+    for name in files:
+        if (kind := format_of(name)) is not None:
+            by_family.setdefault(_family(kind), []).append(name)
+    if not by_family:
+        return sniff_format(files[0], fs, retry), files
+    if len(by_family) > 1:
+        examples = ", ".join(f"{names[0]!r} ({kind})" for kind, names in sorted(by_family.items()))
+        raise UnsupportedFormatError(
+            f"{', '.join(map(repr, patterns))} match files of several formats: {examples}.",
+            path=patterns[0],
+            hint="One dataset reads one format: give a glob per format (e.g. 'dir/*.parquet') "
+            "and make each its own dataset or source.",
+        )
+    return next(iter(by_family.items()))
+
+
+def file_source(
+    paths: str | list[str],
+    kind: str | None = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    retry: RetryPolicy | None = None,
+    columns: list[str] | None = None,
+    metadata_cache_dir: str | None = None,
+) -> Any:
+    """The file source of ``paths`` (paths, globs, directories or URLs of one format) with
+    every option, whatever their spelling. ``kind`` (``parquet``, ``jsonl``, ``json``) names
+    the format; None: the paths' extensions, else the matched files' extensions, else the
+    first file's content. JSON Lines or a JSON array comes from the content
+    (``json_holds_lines``) unless ``kind`` is ``jsonl``. ``columns`` projects (in the Parquet
+    reader; on JSON rows as they are read, before any rename)."""
+    patterns = [paths] if isinstance(paths, str) else list(paths)
+    retry = retry or RetryPolicy()
+    if kind is None:
+        kinds = {format_of(p) for p in patterns}
+        known = {_family(k) for k in kinds if k is not None}
+        if len(known) == 1 and None not in kinds:
+            kind = known.pop()
+        else:
+            kind, patterns = _listed_format(patterns, storage_options, retry)
     if kind == "parquet":
-        return ParquetShardedSource(paths)
-    if kind in ("json", "jsonl"):
-        jsonl = kind == "jsonl" or not all(_is_json_array(p) for p in paths)
-        return JsonShardedSource(paths, jsonl=jsonl)
-    try:
-        return ParquetShardedSource(paths)
-    except NoFilesMatchedError:
-        return JsonShardedSource(paths)
+        return ParquetShardedSource(
+            patterns,
+            storage_options,
+            columns,
+            retry=retry,
+            metadata_cache_dir=metadata_cache_dir,
+        )
+    if kind not in ("json", "jsonl"):
+        raise ValueError(f"kind must be 'parquet', 'jsonl', 'json' or None, got {kind!r}")
+    source = JsonShardedSource(
+        patterns,
+        jsonl=True,
+        storage_options=storage_options,
+        retry=retry,
+        index_cache_dir=metadata_cache_dir,
+    )
+    if kind == "json" and source.shard_names:
+        first = source.shard_names[0]
+        if not json_holds_lines(first, storage_options, retry):
+            source = JsonShardedSource(
+                patterns,
+                jsonl=False,
+                storage_options=storage_options,
+                retry=retry,
+                index_cache_dir=metadata_cache_dir,
+            )
+    if columns:
+        return TransformedShardedSource(source, [SelectFields(columns)])
+    return source
 
 
 def source_from_paths(paths: list[str]) -> Any:
-    """The file source for paths and globs, chosen by their extension; paths of several formats
-    become one source per format, read one after the other (checked against each other)."""
+    """The file source for paths and globs (``file_source``), grouped by their extension
+    (directories and globs it does not decide by the files they match); paths of several
+    formats become one source per format, read one after the other (checked against each
+    other)."""
     groups: dict[str | None, list[str]] = {}
     for path in paths:
-        groups.setdefault(_kind_of(path), []).append(path)
-    sources = [_file_source(group, kind) for kind, group in groups.items()]
+        groups.setdefault(format_of(path), []).append(path)
+    sources = [file_source(group, kind) for kind, group in groups.items()]
     return sources[0] if len(sources) == 1 else ConcatSource(sources)
 
 

@@ -60,7 +60,9 @@ class Collate:
     """
 
     pad: bool | Mapping[str, int] = False
-    pad_value: int | float = 0
+    pad_value: int | float | Mapping[str, int | float] = 0
+    """The value padding is filled with; a mapping gives it per field (``{"input_ids":
+    pad_token_id}``), 0 for the fields it does not name."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.pad, bool | Mapping):
@@ -69,8 +71,13 @@ class Collate:
             isinstance(k, str) and isinstance(v, int) and v > 0 for k, v in self.pad.items()
         ):
             raise ValueError(f"pad must map field names to positive lengths, got {self.pad!r}")
-        if isinstance(self.pad_value, bool) or not isinstance(self.pad_value, Number):
-            raise TypeError(f"pad_value must be a number, got {self.pad_value!r}")
+        values = (
+            self.pad_value.values() if isinstance(self.pad_value, Mapping) else [self.pad_value]
+        )
+        if any(isinstance(v, bool) or not isinstance(v, Number) for v in values):
+            raise TypeError(
+                f"pad_value must be a number or a mapping of field -> number, got {self.pad_value!r}"
+            )
 
     def __call__(self, rows: Sequence[Any]) -> Any:
         """Collate ``rows`` (a list of dicts) into one batch."""
@@ -252,10 +259,13 @@ class Collate:
 
     def _fill(self, field: str, dtype: np.dtype) -> np.ndarray:
         """``pad_value`` as a 0-d array of ``dtype`` (a CollateError when it does not fit)."""
+        value = (
+            self.pad_value.get(field, 0) if isinstance(self.pad_value, Mapping) else self.pad_value
+        )
         try:
-            return np.full((), self.pad_value, dtype=dtype)
+            return np.full((), value, dtype=dtype)
         except OverflowError:
             raise CollateError(
-                f"pad_value {self.pad_value!r} does not fit field {field!r} ({dtype}): "
+                f"pad_value {value!r} does not fit field {field!r} ({dtype}): "
                 "choose a pad_value its type can hold."
             ) from None

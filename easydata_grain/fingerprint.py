@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import types
 from typing import Any
+
+import numpy as np
 
 from easydata_grain.op_protocols import Fingerprinted
 
@@ -26,11 +30,121 @@ def describe(fn: Any) -> str:
     if dataclasses.is_dataclass(fn) and not isinstance(fn, type):
         fields = {f.name: getattr(fn, f.name) for f in dataclasses.fields(fn)}
         return f"{kind.__module__}.{kind.__qualname__}{fields}"  # nested values included
-    if callable(fn) and hasattr(fn, "__qualname__") and not isinstance(fn, type):
-        return f"{getattr(fn, '__module__', '?')}.{fn.__qualname__}"
+    if callable(fn) and not isinstance(fn, type):
+        return callable_identity(fn)
     fields = getattr(fn, "__dict__", {})
     shown = {k: v for k, v in sorted(fields.items()) if isinstance(v, int | float | str | bool)}
     return f"{kind.__module__}.{kind.__qualname__}{shown if shown else ''}"
+
+
+def callable_identity(fn: Any) -> str:
+    """A function's name with a hash of what it does, stable across processes: its bytecode
+    and constants, its defaults, the values its closure holds and the module-level values it
+    reads. Editing a lambda's body, or a value it captures, changes the identity, so a cache
+    or a saved state made with the old function is not taken for the new one.
+
+    Values are hashed by content when they are immutable data (numbers, strings, tuples and
+    frozensets of them), numpy arrays, fingerprinted objects and tokenizers. A list, dict or
+    set is taken by its type alone: a function often keeps a counter or a memo in one, and its
+    contents change as rows are read. Any other object is taken by its type (its ``repr`` may
+    hold a memory address)."""
+    named = fn if hasattr(fn, "__qualname__") else type(fn)  # a callable object: its class
+    name = f"{getattr(named, '__module__', None) or '?'}.{named.__qualname__}"
+    return f"{name}#{digest(_behaviour(fn, set()))}"
+
+
+_SCALARS = (str, int, float, bool, bytes, type(None))
+
+
+def _behaviour(value: Any, seen: set[int]) -> Any:
+    """A JSON-able description of what ``value`` is or does (see ``callable_identity``)."""
+    if isinstance(value, _SCALARS):
+        return value if not isinstance(value, bytes) else hashlib.sha256(value).hexdigest()
+    if id(value) in seen:  # a recursive function, a container holding itself
+        return "<recursion>"
+    seen = seen | {id(value)}
+    if isinstance(
+        value, list | dict | set | bytearray
+    ):  # a counter, a memo: it changes as rows run
+        return f"mutable {type(value).__name__}"
+    if isinstance(value, tuple):
+        return ["tuple", [_behaviour(v, seen) for v in value]]
+    if isinstance(value, frozenset):
+        return sorted(json.dumps(_behaviour(v, seen), default=str) for v in value)
+    if isinstance(value, Fingerprinted) and not isinstance(value, type):
+        return value.fingerprint()
+    if isinstance(value, types.ModuleType):
+        return f"module {value.__name__}"
+    if isinstance(value, type):
+        return f"class {value.__module__}.{value.__qualname__}"
+    if isinstance(value, types.FunctionType):
+        return _function(value, seen)
+    if isinstance(value, types.MethodType):
+        return [_behaviour(value.__self__, seen), _function(value.__func__, seen)]
+    if isinstance(value, functools.partial):
+        return [_behaviour(v, seen) for v in (value.func, value.args, value.keywords)]
+    if isinstance(value, types.BuiltinFunctionType):
+        return f"builtin {getattr(value.__self__, '__name__', '')}.{value.__qualname__}"
+    return _object(value, seen)
+
+
+def _function(fn: types.FunctionType, seen: set[int]) -> Any:
+    code = fn.__code__
+    read = {name: fn.__globals__[name] for name in _names(code) if name in fn.__globals__}
+    return {
+        "code": _code(code),
+        "defaults": _behaviour(fn.__defaults__, seen),
+        "kwdefaults": _behaviour(fn.__kwdefaults__, seen),
+        "closure": [_behaviour(_contents(cell), seen) for cell in fn.__closure__ or ()],
+        "globals": {name: _behaviour(v, seen) for name, v in sorted(read.items())},
+    }
+
+
+def _contents(cell: types.CellType) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # a name of the enclosing function not assigned yet
+        return "<empty cell>"
+
+
+def _code(code: types.CodeType) -> Any:
+    """Bytecode, constants (nested functions' code too) and names; not line numbers."""
+    consts = [
+        _code(c) if isinstance(c, types.CodeType) else _behaviour(c, set()) for c in code.co_consts
+    ]
+    return [code.co_code.hex(), consts, list(code.co_names)]
+
+
+def _names(code: types.CodeType) -> set[str]:
+    """The global names a code object (and the functions defined in it) may read."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+def _object(value: Any, seen: set[int]) -> Any:
+    """Tokenizers and numpy arrays by content; a callable object by its class's ``__call__``
+    and its fields; anything else by its type."""
+    kind = type(value)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    if kind.__module__.split(".")[0] in ("transformers", "tokenizers"):
+        from easydata_grain.transforms.tokenizer_identity import tokenizer_fingerprint
+
+        try:
+            return [name, tokenizer_fingerprint(value)]
+        except TypeError:
+            return name
+    if isinstance(value, np.ndarray | np.generic):
+        return [name, str(value.dtype), hashlib.sha256(value.tobytes()).hexdigest()]
+    fields = getattr(value, "__dict__", None)
+    call = next((vars(k)["__call__"] for k in kind.__mro__ if "__call__" in vars(k)), None)
+    if isinstance(call, types.FunctionType) or isinstance(fields, dict):
+        plain = [[k, _behaviour(v, seen)] for k, v in sorted((fields or {}).items())]
+        code = _function(call, seen) if isinstance(call, types.FunctionType) else None
+        return [name, code, plain]
+    return name
 
 
 def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

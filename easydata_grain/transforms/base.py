@@ -9,12 +9,12 @@ identifies it in a saved state's fingerprint (a tokenizer by its vocabulary, not
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grain
 
-from easydata_grain.fingerprint import digest
+from easydata_grain.fingerprint import callable_identity, digest
 from easydata_grain.io.errors import MalformedRowError, MissingColumnError
 from easydata_grain.op_protocols import Fingerprinted
 from easydata_grain.types import Row
@@ -34,13 +34,6 @@ def fields_needed(
     return reads | (downstream - writes)
 
 
-def callable_name(fn: Callable[..., Any]) -> str:
-    """A stable name for a function: module and qualified name (a lambda is ``<lambda>``)."""
-    module = getattr(fn, "__module__", None) or "?"
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    return f"{module}.{name}"
-
-
 def _plain(value: Any) -> Any:
     """A JSON-able stand-in for a configuration value."""
     if isinstance(value, str | int | float | bool) or value is None:
@@ -53,7 +46,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Fingerprinted):
         return value.fingerprint()
     if callable(value):
-        return callable_name(value)
+        return callable_identity(value)
     return repr(value)
 
 

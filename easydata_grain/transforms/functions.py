@@ -1,8 +1,9 @@
 """Plain functions as transforms: ``MapFunction(fn)`` and ``FilterFunction(fn)``.
 
-They read and may write any field (``reads``/``writes`` None), so a projection stops at them;
-name them by a module-level function (not a lambda) for a stable fingerprint and for worker
-processes, which pickle the transforms.
+They read and may write any field (``reads``/``writes`` None), so a projection stops at them.
+Their fingerprint is the function's code and the values it captures or reads
+(``fingerprint.callable_identity``): editing the function misses a cache and refuses a saved
+state. Worker processes pickle the transforms, so give them module-level functions there.
 """
 
 from __future__ import annotations

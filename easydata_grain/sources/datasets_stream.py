@@ -27,6 +27,7 @@ from easydata_grain.io.errors import (
 )
 from easydata_grain.io.retry import RetryPolicy, storage_error
 from easydata_grain.io.stats import IOStats
+from easydata_grain.sources.protocol import projected_identities
 from easydata_grain.transforms.fluent import TransformableSource
 from easydata_grain.types import Row, close_rows
 
@@ -157,11 +158,11 @@ class DatasetsStreamSource(TransformableSource):
 
     def identities(self) -> list[str]:
         """Each shard's name, which carries the commit sha; for a local directory, the files'
-        sizes and modification times too. (The loader's fingerprint of a stream uses the
-        shard names.)"""
+        sizes and modification times too; with ``columns``. (The loader's fingerprint of a
+        stream uses the shard names.)"""
         if self.commit is None and len(self._names) == len(self.urls):
-            return [_local_identity(name) for name in self._names]
-        return list(self._names)
+            return projected_identities([_local_identity(n) for n in self._names], self.columns)
+        return projected_identities(list(self._names), self.columns)
 
     # -- reading -------------------------------------------------------------------------------
 

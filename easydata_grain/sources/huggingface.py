@@ -52,6 +52,7 @@ from easydata_grain.sources.json import JsonShardedSource
 from easydata_grain.sources.metadata_cache import decode_footer, encode_footer
 from easydata_grain.sources.metadata_sharing import MetadataSharing, default_sharing
 from easydata_grain.sources.parquet import ParquetIndex, ParquetShardedSource
+from easydata_grain.sources.protocol import projected_identities
 from easydata_grain.transforms.fluent import TransformableSource
 from easydata_grain.types import Row
 
@@ -882,10 +883,15 @@ class HuggingFaceShardedSource(TransformableSource):
 
     def identities(self) -> list[str]:
         """Each shard's URL (with the commit sha, which fixes its bytes) and row count; for a
-        local directory, the files' own identities (size and mtime)."""
-        if self.files.commit is None:
-            return self.source.identities()
-        return [f"{url}|{n}" for url, n in zip(self.files.urls, self.row_counts(), strict=True)]
+        local directory, the files' own identities (size and mtime); with ``columns``."""
+        if self.files.commit is None and self.files.kind == "parquet":
+            return self.source.identities()  # with the columns it reads
+        files = (
+            self.source.identities()
+            if self.files.commit is None
+            else [f"{url}|{n}" for url, n in zip(self.files.urls, self.row_counts(), strict=True)]
+        )
+        return projected_identities(files, self.columns)
 
     def _projected(self, rows: Iterable[Row]) -> Iterator[Row]:
         """``rows`` with only ``columns``, for JSON (Parquet projects as it reads)."""

@@ -23,7 +23,7 @@ from easydata_grain.sources.arrow_rows import batch_to_rows
 from easydata_grain.sources.file_source import FileShardedSource, Row, ShardMeta, file_identity
 from easydata_grain.sources.metadata_cache import MetadataCache
 from easydata_grain.sources.metadata_sharing import MetadataSharing
-from easydata_grain.sources.protocol import columns_to_keep
+from easydata_grain.sources.protocol import columns_to_keep, projected_identities
 from easydata_grain.transforms.fluent import TransformableSource
 
 
@@ -157,6 +157,7 @@ class ParquetShardedSource(TransformableSource, FileShardedSource):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.columns = list(columns) if columns is not None else None
+        self._built_columns = self.columns  # with_columns's copies keep it: see identities()
         self.batch_size = batch_size
         self.numpy_lists = bool(numpy_lists)
         self.metadata_cache = (
@@ -173,6 +174,10 @@ class ParquetShardedSource(TransformableSource, FileShardedSource):
 
     def _settings(self) -> list[Any]:
         return [self.columns, self.numpy_lists]
+
+    def identities(self) -> list[str]:
+        """Each shard's name, row count and identity, with the ``columns`` it was built with."""
+        return projected_identities(super().identities(), self._built_columns)
 
     # -- the ProjectableSource protocol ----------------------------------------------------------
 

@@ -148,6 +148,15 @@ def columns_to_keep(names: Sequence[str], columns: Collection[str], where: str) 
     return [name for name in names if name in columns]
 
 
+def projected_identities(identities: list[str], columns: Sequence[str] | None) -> list[str]:
+    """``identities`` of a source built to read only ``columns`` (None: all of them): the
+    projection is part of what its rows are, so a cache made with other columns misses. (The
+    compiler's own projection, ``with_columns``, keeps the identities.)"""
+    if columns is None:
+        return identities
+    return [f"{identity}|columns={','.join(columns)}" for identity in identities]
+
+
 def missing_members(obj: Any, protocol: type) -> list[str]:
     """The members of ``protocol`` that ``obj`` lacks (for an error that names them)."""
     names = [

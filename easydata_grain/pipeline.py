@@ -22,6 +22,8 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+import pyarrow as pa
+
 from easydata_grain.config import (
     CacheStageConfig,
     DatasetConfig,
@@ -35,7 +37,7 @@ from easydata_grain.config import (
     TokenizeStageConfig,
     load_config,
 )
-from easydata_grain.io.errors import MalformedRowError, NotSupportedYetError
+from easydata_grain.io.errors import MalformedRowError, NotSupportedYetError, SchemaMismatchError
 from easydata_grain.loader import AsyncDataLoader
 from easydata_grain.sources.head import HeadSource
 from easydata_grain.sources.huggingface import HuggingFaceShardedSource
@@ -369,18 +371,30 @@ class Pipeline:
         engine: Literal["local", "ray"] | None = None,
         workers: int | None = None,
     ) -> Materialized:
-        """``rows`` materialized to ``output`` with the save stage's settings."""
+        """``rows`` materialized to ``output`` with the save stage's settings, and the schema
+        of ``_schema_over_nulls``; a column of two types is an error that says what to change
+        in the config."""
         from easydata_grain.materialize import materialize
 
         settings: dict[str, Any] = {
             "compression": stage.compression or "zstd",
             "max_shard_size": stage.max_shard_size,
             "overwrite": stage.overwrite,
+            "schema": _schema_over_nulls(rows),
         }
         if stage.num_shards is not None:
             settings["unit_rows"] = max(1, -(-rows.num_positions() // stage.num_shards))
         options = self._write_options(engine, workers, stage.storage_options)
-        return materialize(rows, output, **settings, **options)
+        try:
+            return materialize(rows, output, **settings, **options)
+        except SchemaMismatchError as error:
+            raise SchemaMismatchError(
+                f"Saving the pipeline's rows to {output} failed: {error}",
+                path=error.path,
+                hint="In the pipeline's config: give the field one type in every row (a "
+                "dataset's format_callback), or leave it out (the dataset's columns, "
+                "additional_fields or tokenize.remove_columns).",
+            ) from error
 
     def _save_datasets(
         self,
@@ -450,6 +464,29 @@ class Pipeline:
         mix = self._stages.mix
         assert mix is not None
         return MixedShardedSource.from_config(sources, mix, seed=self.config.seed)
+
+
+def _schema_over_nulls(rows: MaterializableRows) -> pa.Schema | None:
+    """The schema to save ``rows`` with when a column is null in the first rows (the rows
+    ``materialize()`` takes its schema from): their schema with each such column's type taken
+    from its first non-null values further on (read a sample at a time; null only when it is
+    null in every row). None (``materialize()``'s own schema) when no column is null there."""
+    from easydata_grain.materialize.materializer import SAMPLE_ROWS
+
+    total = rows.num_positions()
+    schema = rows.table(0, min(total, SAMPLE_ROWS)).schema
+    nulls = {field.name for field in schema if pa.types.is_null(field.type)}
+    if not nulls:
+        return None
+    for start in range(SAMPLE_ROWS, total, SAMPLE_ROWS):
+        found = rows.table(start, min(total, start + SAMPLE_ROWS)).schema
+        for name in [n for n in nulls if n in found.names]:
+            if not pa.types.is_null(found.field(name).type):
+                schema = schema.set(schema.get_field_index(name), found.field(name))
+                nulls.discard(name)
+        if not nulls:
+            break
+    return schema
 
 
 def _same_layout(counts: list[int]) -> int | None:

@@ -5,6 +5,7 @@ tokenizer misses it, a corrupted entry is made again, and the errors name the pa
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from easydata_grain import (
     ManifestMismatchError,
     OutputExistsError,
     Pack,
+    SchemaMismatchError,
 )
 from easydata_grain.materialize import EpochRows, open_materialized
 from easydata_grain.materialize.packed_rows import PackedRows
@@ -369,3 +371,31 @@ def test_changed_source_data_or_transform_misses_the_cache(
     assert ids() != first and len(os.listdir(cache)) == 2  # the files changed: a miss
     build(format_fields={"id": "row_id"})
     assert len(os.listdir(cache)) == 3  # another transform: a miss
+
+
+@pytest.mark.parametrize("first_value", [0, 1500, None])
+def test_save_types_a_column_that_is_null_in_the_first_rows(
+    tmp_path: Path, first_value: int | None
+) -> None:
+    rows = [
+        {"id": i, "x": None if first_value is None or i < first_value else f"s{i}"}
+        for i in range(2000)
+    ]
+    data = tmp_path / "a.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {"datasets": [{"data_files": str(data)}], "load": {"shuffle_buffer_size": 0}}
+    out = str(tmp_path / "out")
+    Pipeline.from_config(config).save({"output_dir": out, "num_shards": 2})
+    saved = [
+        r for shard in sorted(Path(out).glob("*.parquet")) for r in pq.read_table(shard).to_pylist()
+    ]
+    assert sorted(saved, key=lambda r: r["id"]) == rows
+
+
+def test_a_column_of_two_types_says_what_to_change_in_the_config(tmp_path: Path) -> None:
+    rows = [{"id": i, "x": i if i < 2000 else f"s{i}"} for i in range(3000)]  # the last shard
+    data = tmp_path / "a.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {"datasets": [{"data_files": str(data)}], "load": {"shuffle_buffer_size": 0}}
+    with pytest.raises(SchemaMismatchError, match=r"format_callback.*columns"):
+        Pipeline.from_config(config).save({"output_dir": str(tmp_path / "out"), "num_shards": 3})

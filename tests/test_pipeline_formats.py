@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from easydata_grain import AsyncDataLoader, Pipeline
 from easydata_grain.commands.run import bench_config
 from easydata_grain.commands.validate import validate_url
-from easydata_grain.io.errors import UnsupportedFormatError
+from easydata_grain.io.errors import CorruptShardError, UnsupportedFormatError
 from easydata_grain.sources.resolve import file_source, format_of, json_holds_lines
 from ops.emulators import StoreEndpoint
 
@@ -189,3 +189,9 @@ def test_file_source_takes_one_kind(tmp_path: Path) -> None:
     _write(tmp_path / "d.parquet", ROWS, "parquet")
     with pytest.raises(ValueError, match="kind must be"):
         file_source(str(tmp_path / "d.parquet"), "csv")
+
+
+def test_a_jsonl_type_over_an_array_names_the_config_field(tmp_path: Path) -> None:
+    _write(tmp_path / "array.json", ROWS, "array")
+    with pytest.raises(CorruptShardError, match=r"JSON array.*type: json"):
+        list(_pipeline(str(tmp_path / "array.json"), type="jsonl"))

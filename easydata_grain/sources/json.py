@@ -300,7 +300,8 @@ def _check_format(path: str, head: bytes, jsonl: bool) -> None:
         raise CorruptShardError(
             f"{path!r} is a JSON array (it starts with '['), not JSON Lines.",
             path=path,
-            hint="Pass jsonl=False to read the elements of a JSON array as rows.",
+            hint="Pass jsonl=False to read the elements of a JSON array as rows (in a "
+            "pipeline config: the dataset's type: json, or no type, tells them apart).",
         )
     if b"\0" in start.partition(b"\n")[0]:
         raise CorruptShardError(

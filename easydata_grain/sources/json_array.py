@@ -148,7 +148,9 @@ class ArrayElements:
                 f"{self._path!r} is not a JSON array: {what}.",
                 path=self._path,
                 hint="jsonl=False reads a file holding one array of objects; pass jsonl=True "
-                "for JSON Lines (one object per line).",
+                "for JSON Lines (one object per line). In a pipeline config: the dataset's "
+                "type: json, or no type, tells them apart by content; type: jsonl is JSON "
+                "Lines.",
             )
         self._pos += 1
 

@@ -60,6 +60,7 @@ NARROWER: dict[tuple[type, str], st.SearchStrategy[Any]] = {
     (DatasetConfig, "name"): st.none(),
     (DatasetConfig, "columns"): st.none() | st.lists(NAMES, min_size=1, max_size=3),
     (DatasetConfig, "format_callback"): st.none(),
+    (PipelineConfig, "seed"): st.integers(0, 2**31),  # None is taken as 0: see its own test
 }
 
 
@@ -274,7 +275,7 @@ BAD = [
     ({"datasets": [{"data_files": " "}]}, ValueError, "datasets[0].data_files: an empty path"),
     ({"datasets": [{"data_files": "a", "type": "csv"}]}, ValueError, "datasets[0].type: expected one of 'parquet', 'json', 'jsonl', 'huggingface', 'hf', got 'csv'"),
     ({"datasets": [{"data_files": ["a", "b"], "type": "hf"}]}, ValueError, "datasets[0].data_files: a Hugging Face dataset is one repo id"),
-    ({"datasets": [{"data_files": "a", "num_rows": -1}]}, ValueError, "datasets[0].num_rows: must be >= 0, got -1"),
+    ({"datasets": [{"data_files": "a", "num_rows": -1}]}, ValueError, "datasets[0].num_rows: must be >= 1, got -1"),
     ({"datasets": [{"data_files": "a", "columns": []}]}, ValueError, "datasets[0].columns: an empty list"),
     ({"datasets": [{"data_files": "a", "format_fields": {"a": 1}}]}, TypeError, "datasets[0].format_fields['a']: expected str, got int 1"),
     ({"datasets": [{"data_files": "a", "format_callback": "str.upper"}]}, TypeError, "datasets[0].format_callback: expected a function or None, got str"),
@@ -474,3 +475,16 @@ def test_source_settings() -> None:
     assert config.dataset("b") is b and a.name == "dataset_0"
     with pytest.raises(KeyError, match="no dataset is named 'bb'; did you mean 'b'"):
         config.dataset("bb")
+
+
+def test_easydata_spellings_paths_seed_none_and_get_dataset_by_name(tmp_path: Path) -> None:
+    one = DatasetConfig(data_files=tmp_path / "a.parquet", name="a")
+    assert one.data_files == str(tmp_path / "a.parquet")
+    many = DatasetConfig(data_files=[tmp_path / "a.parquet", str(tmp_path / "b.parquet")])
+    assert many.data_files == (str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"))
+    config = PipelineConfig(datasets=[one], seed=None)
+    assert config.seed == 0 and PipelineConfig.from_dict(config.to_dict()) == config
+    assert config.get_dataset_by_name("a") is config.datasets[0]
+    assert config.get_dataset_by_name("b") is None
+    with pytest.raises(ValueError, match=r"datasets\[0\].num_rows: must be >= 1, got 0"):
+        PipelineConfig.from_dict({"datasets": [{"data_files": "a", "num_rows": 0}]})

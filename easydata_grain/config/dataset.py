@@ -53,7 +53,8 @@ class DatasetConfig(Config):
     }
 
     data_files: str | tuple[str, ...]
-    """A path, glob, directory or URL (``gs://``, ``s3://``, ``az://``), or a list of them;
+    """A path (a ``str`` or ``os.PathLike``), glob, directory or URL (``gs://``, ``s3://``,
+    ``az://``), or a list of them;
     for ``type="huggingface"`` the dataset's repo id (``"HuggingFaceFW/fineweb"``)."""
     name: str | None = None
     """A unique name for the mix stage's weights and the stats; ``dataset_{i}`` by default."""
@@ -65,7 +66,7 @@ class DatasetConfig(Config):
     """The split of a Hugging Face dataset (``HuggingFaceShardedSource(split=...)``)."""
     subset: str | None = None
     """The config name of a Hugging Face dataset (``subset="en"`` for C4)."""
-    num_rows: int | None = bounded(None, minimum=0)
+    num_rows: int | None = bounded(None, minimum=1)
     """Read exactly the first ``num_rows`` rows of the dataset, in shard order (before
     shuffling); more than the dataset has is an error. None: all rows."""
     tokenizer: str | TokenizerConfig | None = None

@@ -45,9 +45,10 @@ class PipelineConfig(Config):
     """For Hugging Face datasets: read the files straight from the Hub (True) or from copies
     downloaded into the Hub cache first (False). For files: read them in place (True), or load
     every row into memory first (False), as EasyData's non-streaming mode does."""
-    seed: int = bounded(0, minimum=0)
+    seed: int | None = bounded(0, minimum=0)
     """The seed of the shuffle and of the mix (unless it has its own). EasyData's default is
-    None; ours is 0, so that two runs of one config give the same order."""
+    None (unseeded); ours is 0, and None is taken as 0, so that two runs of one config give
+    the same order and a saved state resumes."""
     source: SourceStageConfig = dataclasses.field(default_factory=SourceStageConfig)
     """How datasets are opened (retries, storage options)."""
     tokenize: TokenizeStageConfig = dataclasses.field(default_factory=TokenizeStageConfig)
@@ -68,6 +69,8 @@ class PipelineConfig(Config):
     """What a run reports."""
 
     def _check(self, path: str) -> None:
+        if self.seed is None:
+            object.__setattr__(self, "seed", 0)
         where = join(path, "datasets")
         require(bool(self.datasets), f"{where}: give at least one dataset")
         named = []
@@ -113,6 +116,10 @@ class PipelineConfig(Config):
                 return dataset
         names = [d.name for d in self.datasets]
         raise KeyError(f"no dataset is named {name!r}{did_you_mean(name, names, quote=True)}")  # type: ignore[arg-type]
+
+    def get_dataset_by_name(self, name: str) -> DatasetConfig | None:
+        """The dataset called ``name``, or None (EasyData's spelling; ``dataset()`` raises)."""
+        return next((d for d in self.datasets if d.name == name), None)
 
     def tokenizer_for(
         self, dataset: DatasetConfig, tokenize: TokenizeStageConfig | None = None

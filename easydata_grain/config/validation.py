@@ -23,6 +23,7 @@ import difflib
 import functools
 import json
 import math
+import os
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -120,6 +121,8 @@ def _fits(value: Any, hint: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str | os.PathLike)  # a pathlib.Path is a path
     return isinstance(value, hint)
 
 
@@ -151,6 +154,8 @@ def convert(value: Any, hint: Any, path: str) -> Any:
         return converted
     if isinstance(hint, type) and issubclass(hint, Config) and isinstance(value, Mapping):
         return hint.build(value, path)
+    if hint is str:
+        return os.fspath(value)
     if hint is float:
         if not math.isfinite(value):
             raise ValueError(f"{path}: expected a finite number, got {value!r}")

@@ -3,6 +3,7 @@ assistant-token mask, and the errors (no silent fallback)."""
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from typing import Any
 
@@ -203,3 +204,47 @@ def test_map_batch_raises_the_failing_rows_error(tokenizer: Any) -> None:
         strict.map_batch(rows)
     with pytest.raises(MalformedRowError, match="no conversation"):
         ChatTemplateTransform(tokenizer).map_batch([{"id": 1}])
+
+
+def test_a_null_field_falls_through_to_the_next_layout(tokenizer: Any, tmp_path: Any) -> None:
+    """A Parquet file of mixed layouts has nulls where a row has another layout: a null
+    ``messages`` is absent, so ``conversations`` or the Alpaca fields are used; a row with no
+    non-null layout is still an error naming the shard and the row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from easydata_grain.sources.parquet import ParquetShardedSource
+    from easydata_grain.sources.transformed import TransformedShardedSource
+
+    sharegpt = [{"from": "human", "value": "the fox"}, {"from": "gpt", "value": "and the dog"}]
+    rows = [
+        {"messages": OPENAI, "conversations": None, "instruction": None, "output": None},
+        {"messages": None, "conversations": sharegpt, "instruction": None, "output": None},
+        {"messages": None, "conversations": None, "instruction": "the fox", "output": "and"},
+        {"messages": None, "conversations": None, "instruction": None, "output": None},
+    ]
+    path = tmp_path / "mixed layouts.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    source = TransformedShardedSource(
+        ParquetShardedSource(str(path)), ChatTemplateTransform(tokenizer), chunk_rows=1
+    )  # one row at a time: the first three are read before the bad one
+    shard = source.shard_names[0]
+    alpaca = [{"role": "user", "content": "the fox"}, {"role": "assistant", "content": "and"}]
+    texts = [row["text"] for row in itertools.islice(source.open_shard(shard), 3)]
+    assert texts == [
+        _render(tokenizer, OPENAI),
+        _render(tokenizer, OPENAI),
+        _render(tokenizer, alpaca),
+    ]
+    with pytest.raises(
+        MalformedRowError, match=r"mixed layouts\.parquet, row 3: .*no conversation"
+    ):
+        list(source.open_shard_at_row(shard, 3))
+    # map and map_batch agree on null fields
+    op = ChatTemplateTransform(tokenizer)
+    assert op.map_batch(rows[:3]) == [op.map(row) for row in rows[:3]]
+    assert op.map({"messages": None, "instruction": "a", "input": None, "output": "b"})["text"] == (
+        _render(
+            tokenizer, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+        )
+    )

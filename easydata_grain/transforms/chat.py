@@ -35,8 +35,9 @@ class ChatTemplateTransform(FieldMap):
 
     The conversation is the first found of: ``messages_field``, a ``conversations`` field
     (OpenAI ``role``/``content`` or ShareGPT ``from``/``value`` turns), or an Alpaca row
-    (``instruction``, optional ``input``, ``output``: a user and an assistant turn). A row with
-    none of them is an error unless ``pass_through=True`` (then it is returned unchanged).
+    (``instruction``, optional ``input``, ``output``: a user and an assistant turn); a null
+    field counts as absent. A row with none of them is an error unless ``pass_through=True``
+    (then it is returned unchanged).
     Other fields are kept; ``output_field`` is overwritten.
 
     ``tools`` and ``add_generation_prompt`` go to the template as in
@@ -141,15 +142,16 @@ class ChatTemplateTransform(FieldMap):
 
     def messages(self, row: Row) -> tuple[str, list[dict[str, Any]]] | None:
         """The row's layout (its field name, or ``alpaca``) and its messages; None when the
-        row has no conversation."""
+        row has no conversation. A null field counts as absent (a Parquet file of mixed
+        layouts has nulls where a row has another layout)."""
         check_row(row, self)
         for field in dict.fromkeys((self.messages_field, "conversations")):
-            if field in row:
+            if row.get(field) is not None:
                 messages = to_messages(row[field], field, row, self.roles)
                 if self.system_prompt and messages[0].get("role") != "system":
                     messages.insert(0, {"role": "system", "content": self.system_prompt})
                 return field, messages
-        if "instruction" in row and "output" in row:
+        if row.get("instruction") is not None and row.get("output") is not None:
             return "alpaca", alpaca_messages(row, system_prompt=self.system_prompt)
         return None
 
@@ -173,8 +175,9 @@ class ChatTemplateTransform(FieldMap):
         if found is None and not self.pass_through:
             raise MalformedRowError(
                 f"ChatTemplateTransform found no conversation in {describe_row(element)}: "
-                f"expected {self.messages_field!r} or 'conversations' (OpenAI role/content or "
-                "ShareGPT from/value turns), or Alpaca fields (instruction, input, output).",
+                f"expected a non-null {self.messages_field!r} or 'conversations' (OpenAI "
+                "role/content or ShareGPT from/value turns), or non-null Alpaca fields "
+                "(instruction, output; input optional).",
                 hint="Pass messages_field=..., convert the row first, or pass_through=True.",
             )
         return found

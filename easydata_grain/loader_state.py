@@ -23,9 +23,10 @@ from easydata_grain.graph.plan import Mode, Plan, Resume
 from easydata_grain.io.errors import LoaderStateError
 from easydata_grain.sources.protocol import IdentifiedSource, ShardedSource
 
-STATE_VERSION = 4
-"""The state's format. 4: transforms and tokenizers are fingerprinted by content (3: by name),
-so a version-3 state could not be matched to its pipeline and is refused as older."""
+STATE_VERSION = 5
+"""The state's format. 5: plain functions are fingerprinted by their code and the values they
+capture (4: by name alone). 4: transforms and tokenizers are fingerprinted by content (3: by
+name). A state of an older version could not be matched to its pipeline: it is refused."""
 _FIELDS = frozenset(
     {
         "version",

@@ -188,6 +188,14 @@ def test_one_and_two_processes_write_identical_bytes(rows: EpochRows, tmp_path: 
         assert all(metadata.row_group(g).num_rows <= 64 for g in range(metadata.num_row_groups))
 
 
+def test_rows_that_cannot_reach_worker_processes_are_a_clear_error(tmp_path: Path) -> None:
+    source = InMemorySource.from_rows([{"id": i} for i in range(10)])
+    rows = EpochRows(source.map(lambda r: {**r, "x": 1}))
+    with pytest.raises(TypeError, match=r"workers=2 sends the pipeline .* or workers=1"):
+        materialize(rows, str(tmp_path / "out"), workers=2, unit_rows=5)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
 @PROPERTY
 @given(
     num_rows=st.integers(1, 2100),

@@ -8,6 +8,7 @@ uses several workers needs the ``if __name__ == "__main__":`` guard, as for any 
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -36,6 +37,7 @@ def run_local(
     first failure stops the run (units not started are cancelled) and is raised."""
     if workers == 1 or len(units) <= 1:
         return {unit: job.run(rows, unit) for unit in units}
+    _check_picklable(rows, workers)
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(units)),
         mp_context=multiprocessing.get_context("spawn"),
@@ -59,3 +61,15 @@ def run_local(
                 ) from error
             raise error  # type: ignore[misc]
         return {futures[f]: f.result() for f in futures}
+
+
+def _check_picklable(rows: MaterializableRows, workers: int) -> None:
+    """A clear error, before any process starts, when the rows cannot be sent to workers."""
+    try:
+        pickle.dumps(rows)
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        raise TypeError(
+            f"workers={workers} sends the pipeline to spawned processes, and it cannot be "
+            f"pickled: {error}. Use module-level functions (not lambdas or functions defined "
+            "inside others) in transforms and format_callback, or workers=1."
+        ) from error

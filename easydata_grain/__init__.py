@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from easydata_grain.sources.head import HeadSource
     from easydata_grain.sources.huggingface import HuggingFaceShardedSource
     from easydata_grain.sources.in_memory import InMemorySource
+    from easydata_grain.sources.iterable_dataset import IterableDatasetSource
     from easydata_grain.sources.json import JsonShardedSource
     from easydata_grain.sources.mixed import MixedShardedSource, MixtureSource
     from easydata_grain.sources.parquet import ParquetShardedSource
@@ -163,6 +164,7 @@ _MODULE_OF = {
     "HeadSource": "easydata_grain.sources.head",
     "HuggingFaceShardedSource": "easydata_grain.sources.huggingface",
     "InMemorySource": "easydata_grain.sources.in_memory",
+    "IterableDatasetSource": "easydata_grain.sources.iterable_dataset",
     "JsonShardedSource": "easydata_grain.sources.json",
     "MixedShardedSource": "easydata_grain.sources.mixed",
     "MixtureSource": "easydata_grain.sources.mixed",
@@ -257,6 +259,7 @@ __all__ = [
     "IdentifiedSource",
     "InMemorySource",
     "IndexedSource",
+    "IterableDatasetSource",
     "JsonShardedSource",
     "ListingError",
     "LoadStageConfig",

@@ -25,6 +25,7 @@ from typing import Any
 
 from easydata_grain.io.errors import MalformedRowError, SourceError
 from easydata_grain.io.stats import IOStats
+from easydata_grain.sources.iterable_dataset import as_sharded
 from easydata_grain.sources.protocol import (
     IdentifiedSource,
     IndexedSource,
@@ -66,6 +67,9 @@ def error_at(
 class TransformedShardedSource(TransformableSource):
     """``source``'s shards with every row through ``transform`` (see the module's docstring).
 
+    ``source`` is a ``ShardedSource``, or a ``datasets`` dataset: an ``IterableDataset``
+    (``load_dataset(..., streaming=True)``) is read as an ``IterableDatasetSource`` (its shards,
+    resumed exactly by seeking), a map-style ``Dataset`` as an ``InMemorySource``.
     ``transform`` is a Grain ``Map`` or ``Filter``, a function (a map), a chain (``a >> b``) or
     a list of them. Wrapping a ``TransformedShardedSource`` adds steps to its chain. Rows of a
     shard or a block are transformed ``chunk_rows`` at a time.
@@ -75,6 +79,7 @@ class TransformedShardedSource(TransformableSource):
         cls, source: Any = None, transform: Any = None, **_: Any
     ) -> TransformedShardedSource:
         # (pickle calls __new__ with no arguments, on the class it saved)
+        source = as_sharded(source)
         inner = source.source if isinstance(source, TransformedShardedSource) else source
         if cls is TransformedShardedSource and isinstance(inner, IndexedSource):
             cls = IndexedTransformedSource
@@ -83,6 +88,7 @@ class TransformedShardedSource(TransformableSource):
     def __init__(self, source: Any, transform: Any, *, chunk_rows: int = DEFAULT_CHUNK_ROWS):
         if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
             raise ValueError(f"chunk_rows must be an int >= 1, got {chunk_rows!r}")
+        source = as_sharded(source)
         if isinstance(source, TransformedShardedSource):
             source, transform = source.source, [source.transform, transform]
         if not isinstance(source, ShardedSource):
@@ -187,7 +193,9 @@ class TransformedShardedSource(TransformableSource):
         return [f"{i}|transform={self.transform.identity}" for i in inner]
 
     def __repr__(self) -> str:
-        return f"TransformedShardedSource({self.source!r}, {self.transform!r})"
+        # safe on an object whose __init__ raised (a traceback's repr of it)
+        parts = [repr(getattr(self, name, "<not set>")) for name in ("source", "transform")]
+        return f"TransformedShardedSource({', '.join(parts)})"
 
 
 class IndexedTransformedSource(TransformedShardedSource):

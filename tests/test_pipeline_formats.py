@@ -21,6 +21,7 @@ from easydata_grain import AsyncDataLoader, Pipeline
 from easydata_grain.commands.run import bench_config
 from easydata_grain.commands.validate import validate_url
 from easydata_grain.io.errors import CorruptShardError, UnsupportedFormatError
+from easydata_grain.sources.metadata_sharing import default_sharing, set_default_sharing
 from easydata_grain.sources.resolve import file_source, format_of, json_holds_lines
 from ops.emulators import StoreEndpoint
 
@@ -195,3 +196,26 @@ def test_a_jsonl_type_over_an_array_names_the_config_field(tmp_path: Path) -> No
     _write(tmp_path / "array.json", ROWS, "array")
     with pytest.raises(CorruptShardError, match=r"JSON array.*type: json"):
         list(_pipeline(str(tmp_path / "array.json"), type="jsonl"))
+
+
+class _Recording:
+    """A ``MetadataSharing`` that computes here and records what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def share(self, compute: Any, *, what: str, key: str) -> Any:
+        self.asked.append(what)
+        return compute()
+
+
+def test_the_listing_that_decides_a_format_is_shared_by_the_slice(tmp_path: Path) -> None:
+    _write(tmp_path / "d" / "part-0", ROWS, "lines")
+    recording, previous = _Recording(), default_sharing()
+    set_default_sharing(recording)
+    try:
+        source = file_source(f"{tmp_path}/d/*")
+    finally:
+        set_default_sharing(previous)
+    assert recording.asked[0].startswith("the format of")  # listed and sniffed on host 0
+    assert source.row_counts() == [len(ROWS)]

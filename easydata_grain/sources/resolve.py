@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from easydata_grain.fingerprint import digest
 from easydata_grain.io.errors import UnsupportedFormatError
 from easydata_grain.io.filesystem import filesystem_for
 from easydata_grain.io.listing import expand_paths
@@ -17,6 +18,7 @@ from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.concat import ConcatSource
 from easydata_grain.sources.in_memory import InMemorySource
 from easydata_grain.sources.json import JsonShardedSource, compression_of
+from easydata_grain.sources.metadata_sharing import default_sharing
 from easydata_grain.sources.parquet import ParquetShardedSource
 from easydata_grain.sources.protocol import ShardedSource
 from easydata_grain.sources.transformed import TransformedShardedSource
@@ -110,8 +112,20 @@ def _listed_format(
     """The one format of the files that ``patterns`` match, and the files to read: those
     whose extension names it (in any case; others, like ``_SUCCESS``, are left out), else,
     when no extension names one, every file, by the first file's content. Files of several
-    formats are an error naming one of each."""
+    formats are an error naming one of each. Listed and sniffed once per slice, on host 0
+    (``default_sharing``)."""
     fs = filesystem_for(patterns[0], storage_options, retry)
+
+    def listed() -> list[Any]:
+        return list(_format_of_listing(patterns, fs, retry))
+
+    key = digest(["listed_format", patterns, sorted(storage_options or {})])
+    kind, files = default_sharing().share(listed, what=f"the format of {patterns}", key=key)
+    return kind, files
+
+
+def _format_of_listing(patterns: list[str], fs: Any, retry: RetryPolicy) -> tuple[str, list[str]]:
+    """``_listed_format``'s result, computed here."""
     files = expand_paths(fs, patterns, policy=retry, stats=IOStats())
     by_family: dict[str, list[str]] = {}
     for name in files:

@@ -85,7 +85,7 @@ def inspect_config(path: str) -> str:
     config, loader = build(path)
     lines = [f"{path}: {len(config.datasets)} dataset(s)"]
     for ds in config.datasets:
-        lines.append(f"  {ds.name}: {ds.type or 'by extension'} {ds.data_files}")
+        lines.append(f"  {ds.name}: {ds.type or 'by extension or content'} {ds.data_files}")
     return "\n".join([*lines, loader.describe()])
 
 

@@ -125,3 +125,15 @@ def test_an_empty_python_list_keeps_the_dtype_of_the_others() -> None:
     """``np.asarray([])`` is float64: it must not turn a batch of int lists into floats."""
     batch = Collate(pad=True)([{"ids": [1, 2]}, {"ids": []}])
     assert batch["ids"].dtype == np.int64 and batch["ids"].tolist() == [[1, 2], [0, 0]]
+
+
+def test_pad_value_per_field() -> None:
+    rows = [
+        {"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1]},
+        {"input_ids": [5], "attention_mask": [1]},
+    ]
+    batch = Collate(pad=True, pad_value={"input_ids": 2})(rows)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 2, 2]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]  # fields not named: 0
+    with pytest.raises(TypeError, match="pad_value"):
+        Collate(pad=True, pad_value={"input_ids": "x"})

@@ -21,6 +21,7 @@ from easydata_grain.sources.concat import ConcatSource
 from easydata_grain.sources.mixed import MixedShardedSource
 from easydata_grain.sources.protocol import IndexedSource, ShardedSource
 from easydata_grain.sources.resolve import resolve_sources
+from easydata_grain.sources.transformed import mixture_and_steps
 from easydata_grain.transforms.chain import Chain, flatten_transforms
 from easydata_grain.transforms.collate import Collate
 from easydata_grain.types import Transform
@@ -134,11 +135,15 @@ class AsyncDataLoader:
         self.seed = seed
         self.num_epochs = num_epochs
         self.drop_remainder = drop_remainder
+        sources = resolve_sources(source)
+        # a fluent mixture (mixed.map(f)) is the mixture with its steps as the first transforms
+        self.source, steps = mixture_and_steps(
+            sources[0] if len(sources) == 1 else ConcatSource(sources)
+        )
+        transforms = [*steps, *transforms]
         self.transforms = transforms
         self.collate = Collate(pad=pad, pad_value=pad_value)
         self.worker_processes = worker_processes
-        sources = resolve_sources(source)
-        self.source = sources[0] if len(sources) == 1 else ConcatSource(sources)
         self.plan: Plan = plan_pipeline(
             self.source,
             Settings(

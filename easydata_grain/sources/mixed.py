@@ -23,6 +23,7 @@ from easydata_grain.mix_order import MixtureOrder
 from easydata_grain.mix_schedule import ScheduleType, WeightSchedule, schedule_from
 from easydata_grain.sources.protocol import ColumnarSource, IndexedSource
 from easydata_grain.sources.resolve import resolve_source
+from easydata_grain.transforms.fluent import TransformableSource
 from easydata_grain.types import Row
 
 if TYPE_CHECKING:
@@ -62,9 +63,14 @@ class MixtureSource(Protocol):
         ...
 
 
-class MixedShardedSource:
+class MixedShardedSource(TransformableSource):
     """``sources`` (a dict by name, or a list named ``dataset_{i}``) mixed by ``weights``: a
     ``MixtureSource``, and a ``ShardedSource`` of one shard when iterated directly.
+
+    The fluent methods (``map``, ``filter``, ``select_fields``, ``tokenize``...) give a
+    ``TransformedShardedSource`` over the mixture: the loader mixes the components and runs
+    the steps after mixing, as ``AsyncDataLoader(mixed, transforms=[...])`` does (same rows,
+    same exact resume); iterated directly, it is the mixture in file order, transformed.
 
     ``weights``: by name (or in order), normalised; None: equal. ``weight_schedule``:
     ``[(step, weights by name), ...]`` from step 0, interpolated per ``weight_schedule_type``

@@ -64,6 +64,20 @@ def error_at(
     return wrapped
 
 
+def mixture_and_steps(source: Any) -> tuple[Any, tuple[Any, ...]]:
+    """A ``TransformedShardedSource`` over a ``MixedShardedSource`` (as ``mixed.map(f)``
+    builds) as the mixture and its steps: the loader mixes the components in its own order and
+    runs the steps as its first transforms, exactly as ``AsyncDataLoader(mixed,
+    transforms=[f])``. Any other source is returned as it is, with no steps."""
+    from easydata_grain.sources.mixed import MixedShardedSource  # (mixed.py imports this one)
+
+    if isinstance(source, TransformedShardedSource) and isinstance(
+        source.source, MixedShardedSource
+    ):
+        return source.source, source.transform.steps
+    return source, ()
+
+
 class TransformedShardedSource(TransformableSource):
     """``source``'s shards with every row through ``transform`` (see the module's docstring).
 

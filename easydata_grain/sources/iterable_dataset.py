@@ -63,8 +63,8 @@ class IterableDatasetSource(TransformableSource):
     """
 
     def __init__(self, dataset: Any):
-        datasets = sys.modules.get("datasets")
-        if datasets is None or not isinstance(dataset, datasets.IterableDataset):
+        datasets = sys.modules.get("datasets")  # not imported: dataset is no IterableDataset
+        if not isinstance(dataset, getattr(datasets, "IterableDataset", ())):
             raise TypeError(
                 f"IterableDatasetSource takes a datasets.IterableDataset "
                 f"(load_dataset(..., streaming=True)), got {type(dataset).__name__}."
@@ -141,12 +141,10 @@ def as_sharded(source: Any) -> Any:
     """``source`` as a sharded source where it is a ``datasets`` dataset: an
     ``IterableDataset`` as an ``IterableDatasetSource``, a map-style ``Dataset`` as an
     ``InMemorySource`` (indexed); anything else unchanged."""
-    datasets = sys.modules.get("datasets")
-    if datasets is None:
-        return source
-    if isinstance(source, datasets.IterableDataset):
+    datasets = sys.modules.get("datasets")  # not imported: source is no datasets dataset
+    if isinstance(source, getattr(datasets, "IterableDataset", ())):
         return IterableDatasetSource(source)
-    if isinstance(source, datasets.Dataset):
+    if isinstance(source, getattr(datasets, "Dataset", ())):
         from easydata_grain.sources.in_memory import InMemorySource
 
         return InMemorySource.from_dataset(source)

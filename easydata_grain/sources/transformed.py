@@ -107,8 +107,9 @@ class TransformedShardedSource(TransformableSource):
             source, transform = source.source, [source.transform, transform]
         if not isinstance(source, ShardedSource):
             raise TypeError(
-                f"source must be a ShardedSource (shard_names, open_shard, open_shard_at_row); "
-                f"{type(source).__name__} lacks {missing_members(source, ShardedSource)}."
+                f"source must be a ShardedSource (shard_names, open_shard, open_shard_at_row) "
+                f"or a datasets Dataset/IterableDataset; {type(source).__name__} lacks "
+                f"{missing_members(source, ShardedSource)}."
             )
         self.source = source
         """The source whose rows are transformed."""

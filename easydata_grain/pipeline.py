@@ -37,7 +37,12 @@ from easydata_grain.config import (
     TokenizeStageConfig,
     load_config,
 )
-from easydata_grain.io.errors import MalformedRowError, NotSupportedYetError, SchemaMismatchError
+from easydata_grain.io.errors import (
+    MalformedRowError,
+    NotSupportedYetError,
+    SchemaMismatchError,
+    ShardNotFoundError,
+)
 from easydata_grain.loader import AsyncDataLoader
 from easydata_grain.sources.head import HeadSource
 from easydata_grain.sources.huggingface import HuggingFaceShardedSource
@@ -214,12 +219,16 @@ class Pipeline:
         ``DeviceLoader`` yielding global ``jax.Array`` batches on ``mesh``. Cached datasets
         are read from (or first written to) their cache; each dataset with a ``save_path``
         is written there, and with ``save.enabled`` the pipeline's rows are saved first
-        (``save()``; an existing output is an error unless ``save.overwrite``)."""
+        (``save()``). An output this pipeline already wrote, complete and with the same rows
+        (a restarted job), is kept and not written again; another one is an error unless
+        ``save.overwrite``."""
         self._tokenizers = _Tokenizers()
         sources = self.sources()
-        self._save_datasets(sources, self.config.save, None, None)
+        self._save_datasets(sources, self.config.save, None, None, keep_written=True)
         if self.config.save.enabled:
-            self._write(self._rows_of(sources), self.config.save.output_dir, self.config.save)
+            rows, output = self._rows_of(sources), self.config.save.output_dir
+            if not self._written_already(rows, output, self.config.save):
+                self._write(rows, output, self.config.save)
         source = self._combined(sources)
         load = self._stages.load or self.config.load
         options: dict[str, Any] = {}
@@ -402,14 +411,39 @@ class Pipeline:
         stage: SaveStageConfig,
         engine: Literal["local", "ray"] | None,
         workers: int | None,
+        *,
+        keep_written: bool = False,
     ) -> None:
-        """Each dataset with a ``save_path``: its processed rows, in its files' order."""
+        """Each dataset with a ``save_path``: its processed rows, in its files' order
+        (``keep_written``: not when this pipeline already wrote them there)."""
         from easydata_grain.materialize import EpochRows
 
         for ds in self.config.datasets:
             if ds.save_path is not None:
                 rows = EpochRows(sources[ds.name])  # type: ignore[index]
-                self._write(rows, ds.save_path, stage, engine, workers)
+                if not (keep_written and self._written_already(rows, ds.save_path, stage)):
+                    self._write(rows, ds.save_path, stage, engine, workers)
+
+    def _written_already(
+        self, rows: MaterializableRows, output: str, stage: SaveStageConfig
+    ) -> bool:
+        """Whether ``output`` holds a finished output of exactly ``rows`` (its manifest's
+        fingerprint), its shards all there with their sizes; False with ``overwrite``."""
+        from easydata_grain.materialize import open_materialized, read_manifest
+        from easydata_grain.materialize.manifest import json_value
+
+        if stage.overwrite:
+            return False
+        options = self._write_options(None, None, stage.storage_options)
+        store = {"storage_options": options["storage_options"], "retry": options["retry"]}
+        try:
+            manifest = read_manifest(output, **store)
+        except ShardNotFoundError:  # none, or a run that did not finish: write (or resume) it
+            return False
+        if manifest.fingerprint != json_value(rows.fingerprint()):
+            return False  # another pipeline's: writing it says so
+        open_materialized(output, verify="size", **store)  # a missing or cut shard is an error
+        return True
 
     def _cache_of(self, ds: DatasetConfig) -> tuple[str, CacheStageConfig] | None:
         """Where ``ds`` is cached and with which settings; None when it is not."""

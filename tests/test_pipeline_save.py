@@ -25,6 +25,7 @@ from easydata_grain import (
     OutputExistsError,
     Pack,
     SchemaMismatchError,
+    ShardNotFoundError,
 )
 from easydata_grain.materialize import EpochRows, open_materialized
 from easydata_grain.materialize.packed_rows import PackedRows
@@ -135,7 +136,8 @@ def test_save_enabled_and_save_path_write_when_the_loader_is_built(
         save={"enabled": True, "output_dir": str(out)},
     )
     loader = Pipeline.from_config(settings).configured().build()
-    assert saved_rows(out) == loader_rows(loader)
+    rows = loader_rows(loader)
+    assert saved_rows(out) == rows
     # The dataset's own rows: tokenized, in its files' order.
     assert [i for i, _ in saved_rows(own)] == list(range(2 * ROWS))
     tokenizer = tiny_tokenizer()
@@ -143,7 +145,23 @@ def test_save_enabled_and_save_path_write_when_the_loader_is_built(
     assert [ids for _, ids in saved_rows(own)[:3]] == tokenizer([r["text"] for r in first])[
         "input_ids"
     ]
-    with pytest.raises(OutputExistsError):  # overwrite: false
+    # A restarted job builds again: what this pipeline wrote is kept, not written again.
+    written = {p: p.stat().st_mtime_ns for p in [*out.iterdir(), *own.iterdir()]}
+    again = Pipeline.from_config(settings).configured().build()
+    assert loader_rows(again) == rows
+    assert {p: p.stat().st_mtime_ns for p in [*out.iterdir(), *own.iterdir()]} == written
+    # Another pipeline's output there is an error (overwrite: false) ...
+    other = config(
+        data,
+        tokenizers[1],
+        dataset={"save_path": str(own)},
+        save={"enabled": True, "output_dir": str(out)},
+    )
+    with pytest.raises(OutputExistsError):
+        Pipeline.from_config(other).configured().build()
+    # ... and so is an output of this pipeline that lost a shard.
+    next(out.glob("part-*.parquet")).unlink()
+    with pytest.raises(ShardNotFoundError):
         Pipeline.from_config(settings).configured().build()
 
 

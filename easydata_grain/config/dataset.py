@@ -102,7 +102,9 @@ class DatasetConfig(Config):
     """fsspec options for the store (credentials, endpoint), merged over the source stage's
     ``dask_storage_options``."""
     columns: tuple[str, ...] | None = None
-    """Read only these columns (projection pushed into the Parquet reader); None: all."""
+    """Read only these source columns (named as in the files, before ``format_fields``
+    renames): Parquet reads only their column chunks, JSON keeps them as each row is parsed;
+    None: all."""
 
     def _check(self, path: str) -> None:
         files = (self.data_files,) if isinstance(self.data_files, str) else self.data_files

@@ -13,6 +13,7 @@ import grain
 from easydata_grain import loader_state
 from easydata_grain.distributed import Hosts
 from easydata_grain.graph.compiler import build_dataset, plan_pipeline
+from easydata_grain.graph.mix import pass_order
 from easydata_grain.graph.pack import Pack, padding_batch
 from easydata_grain.graph.plan import Mode, Plan, Resume, Settings
 from easydata_grain.io.errors import LoaderStateError, NotResumableError
@@ -381,7 +382,13 @@ class AsyncDataLoader:
         position = loader_state.global_position(self.plan, self._iterator[0].get_state())
         if position is None:
             return {}
-        order = self.source.order(self.global_batch_size, self.seed)
+        if self.plan.rows_per_pass is not None:  # a short last batch counts as a whole one
+            position = min(position, self.plan.rows_per_pass)
+        order = pass_order(
+            self.source.order(self.global_batch_size, self.seed),
+            self.source.stop_strategy,
+            self.plan.rows_per_pass,
+        )
         offset = self._pass * (self.plan.rows_per_pass or 0)
         counts = order.counts_before(offset + position) - order.counts_before(offset)
         total = max(1, int(counts.sum()))

@@ -21,6 +21,14 @@ Feistel bijection), so components interleave randomly inside it, each component'
 increasing order; component ``c``'s row at position ``p`` is how many times ``c`` was chosen
 before ``p``.
 
+**Passes.** An order made by ``with_passes(L)`` also ends a pass every ``L`` positions (a
+``restart`` mixture's finite pass). A block with pass ends ``k * L`` strictly inside it is split
+there into windows; each window holds exactly the rows due first up to its end (the counts at
+that many positions, whole and non-negative since the rule is house-monotone), placed by its own
+keyed permutation. So pass ``k`` holds exactly the counts at ``k * L`` less those at
+``(k - 1) * L`` of each component: with weights proportional to the components' rows, each row
+once per epoch. The other blocks, and every order without passes, are unchanged.
+
 **Cost.** Nothing is stored per row. Blocks are made a span at a time (``MixtureOrder.span``:
 whole blocks, about ``_SPAN_POSITIONS`` positions), their permutations together
 (``order._permute_windows``), so numpy's cost per call is paid per span, not per block; the
@@ -33,6 +41,7 @@ vectorised, ``_CHUNK`` blocks at a time, on first need and kept (O(blocks) once,
 from __future__ import annotations
 
 import bisect
+import copy
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -44,6 +53,7 @@ from easydata_grain.mix_schedule import WeightSchedule
 from easydata_grain.order import _GOLDEN, _MASK64, _mix, _permute_windows
 
 _TAG_MIX = 0x3C6EF372FE94F82B
+_TAG_WINDOW = 0x510E527FADE682D1
 _CACHED_BLOCKS = 8
 _CACHED_SPANS = 2
 # A span is whole blocks, this many positions' worth (at least one block, at most _SPAN_BLOCKS).
@@ -216,11 +226,30 @@ class MixtureOrder:
         )
         self.span_blocks = max(1, min(_SPAN_BLOCKS, _SPAN_POSITIONS // block_size))
         """Blocks per span (``span``)."""
+        self.pass_length: int | None = None
+        """Positions per pass (``with_passes``); None: no pass ends."""
+        self._passes: dict[int, MixtureOrder] = {}
         self._counts: dict[int, np.ndarray] = {}
         self._blocks: dict[int, MixingBlock] = {}
         self._spans: dict[int, MixingBlock] = {}
         # The part of every block's key that does not depend on the block.
         self._key_base = np.uint64((seed * _GOLDEN ^ _TAG_MIX) & _MASK64)
+
+    def with_passes(self, length: int) -> MixtureOrder:
+        """This order with a pass ending every ``length`` positions (module docstring:
+        **Passes**): made once per length and kept, sharing this order's targets."""
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"A pass's length must be an int >= 1, got {length!r}")
+        if length == self.pass_length:
+            return self
+        found = self._passes.get(length)
+        if found is None:
+            found = copy.copy(self)
+            found.pass_length = length
+            found._passes, found._blocks, found._spans = {}, {}, {}
+            # Copy on write: readers in other threads never see a dict being changed.
+            self._passes = {**self._passes, length: found}
+        return found
 
     def counts_before(self, position: int) -> np.ndarray:
         """Rows each component got in positions ``[0, position)`` (the realized mixture)."""
@@ -234,12 +263,16 @@ class MixtureOrder:
         return counts
 
     def counts_before_block(self, block: int) -> np.ndarray:
-        """Rows each component got in positions ``[0, block * block_size)``: the rows due
-        first (see the module docstring), found from the rounded targets in a few steps."""
-        cached = self._counts.get(block)
+        """Rows each component got in positions ``[0, block * block_size)``."""
+        return self.counts_at(block * self.block_size)
+
+    def counts_at(self, seats: int) -> np.ndarray:
+        """The ``seats`` rows due first by component (see the module docstring), found from
+        the rounded targets in a few steps: what positions ``[0, seats)`` hold at a block's
+        start or at a pass end."""
+        cached = self._counts.get(seats)
         if cached is not None:
             return cached
-        seats = block * self.block_size
         due = self.target.due
         k = range(self.num_components)
         counts = [math.floor(t + 0.5) for t in self.target.at(seats).tolist()]
@@ -261,7 +294,7 @@ class MixtureOrder:
         counts = np.asarray(counts, dtype=np.int64)
         counts.flags.writeable = False
         kept = list(self._counts.items())[1 - 2 * _CACHED_BLOCKS :]
-        self._counts = {**dict(kept), block: counts}
+        self._counts = {**dict(kept), seats: counts}
         return counts
 
     def span(self, span: int) -> MixingBlock:
@@ -275,18 +308,55 @@ class MixtureOrder:
         first = span * count
         bounds = np.stack([self.counts_before_block(b) for b in range(first, first + count + 1)])
         ids = np.arange(first + 1, first + count + 1, dtype=np.uint64)
-        places = _permute_windows(size, _mix(self._key_base ^ _mix(ids)))
+        keys = _mix(self._key_base ^ _mix(ids))
+        places = _permute_windows(size, keys)
         places += np.arange(0, count * size, size)[:, None]
         components = np.empty(count * size, dtype=np.int64)
         # Block b's permutation puts its component c's rows where the sorted labels would be.
         components[places.ravel()] = np.repeat(
             np.tile(np.arange(self.num_components), count), np.diff(bounds, axis=0).ravel()
         )
+        for index in self._blocks_with_pass_ends(first, count):
+            start = index * size
+            components[start : start + size] = self._split_block(first + index, keys[index])
         result = self._arrange(components, bounds[0], bounds[-1] - bounds[0])
         # Copy on write: readers in other threads never see a dict being changed.
         kept = list(self._spans.items())[1 - _CACHED_SPANS :]
         self._spans = {**dict(kept), span: result}
         return result
+
+    def _blocks_with_pass_ends(self, first: int, count: int) -> list[int]:
+        """The indices among blocks ``first .. first + count - 1`` of those with a pass end
+        strictly inside them."""
+        if self.pass_length is None:
+            return []
+        starts = np.arange(first, first + count, dtype=np.int64) * self.block_size
+        ends = (starts // self.pass_length + 1) * self.pass_length  # the first after each start
+        return np.flatnonzero(ends < starts + self.block_size).tolist()
+
+    def _split_block(self, block: int, key: np.uint64) -> np.ndarray:
+        """The components of a block with pass ends inside it (block key ``key``): a window
+        per pass end, each holding the rows due first up to its end, each permuted by its
+        own key (module docstring: **Passes**)."""
+        size, length = self.block_size, self.pass_length
+        assert length is not None
+        start = block * size
+        edges = np.asarray([0, *range(length - start % length, size, length), size], dtype=np.int64)
+        counts = np.stack([self.counts_at(start + int(e)) for e in edges])
+        windows = np.diff(edges)
+        ids = np.arange(1, len(windows) + 1, dtype=np.uint64)
+        keys = _mix(key ^ _mix(ids ^ np.uint64(_TAG_WINDOW)))
+        places = np.empty(size, dtype=np.int64)
+        for width in np.unique(windows).tolist():  # windows of one width permuted together
+            same = np.flatnonzero(windows == width)
+            places_of = _permute_windows(width, keys[same]) + edges[same][:, None]
+            places[(edges[same][:, None] + np.arange(width)).ravel()] = places_of.ravel()
+        components = np.empty(size, dtype=np.int64)
+        components[places] = np.repeat(
+            np.tile(np.arange(self.num_components), len(windows)),
+            np.diff(counts, axis=0).ravel(),
+        )
+        return components
 
     def block(self, block: int) -> MixingBlock:
         """Block ``block``: which component and row each of its positions takes."""

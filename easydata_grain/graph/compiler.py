@@ -25,7 +25,7 @@ from easydata_grain.graph.host_split import (
     PaddingMask,
 )
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
-from easydata_grain.graph.mix import MixedMapDataset, mixture_length
+from easydata_grain.graph.mix import MixedMapDataset, mixture_length, pass_order
 from easydata_grain.graph.pack import PackIterDataset
 from easydata_grain.graph.plan import Batching, Mode, Plan, Resume, Settings, Split, op_name
 from easydata_grain.graph.shuffle_buffer import ShuffleBufferIterDataset
@@ -383,7 +383,9 @@ def _mixture(plan: Plan, pass_number: int) -> MixedMapDataset:
     (endless for an endless mixture), so its blocks are not read ahead past them."""
     s = plan.settings
     source = plan.source
-    order = source.order(s.global_batch_size, s.seed)
+    order = pass_order(
+        source.order(s.global_batch_size, s.seed), source.stop_strategy, plan.rows_per_pass
+    )
     offset = pass_number * (plan.rows_per_pass or 0)
     # Each component's rows up to this pass's end (its indices run on across passes).
     ends = None if plan.rows_per_pass is None else order.counts_before(offset + plan.rows_per_pass)

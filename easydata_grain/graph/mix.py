@@ -11,6 +11,8 @@ the components that are ever chosen (a weight > 0 at some step): ``restart``: en
 ``E`` times, in the weights' proportions); ``first_exhausted``: up to the first position that
 would need a row past a component's ``E`` epochs; ``all_exhausted``: up to the position that
 gives the last component its last row of ``E`` epochs (the others restarting meanwhile).
+A finite ``restart`` pass reads ``pass_order``: each pass holds exactly its rounded share of
+every component (with weights proportional to their rows, each row once per epoch).
 ``MixedMapDataset.from_datasets`` mixes plain Grain datasets the same way.
 """
 
@@ -91,6 +93,17 @@ def mixture_length(
             "(stop_strategy='first_exhausted' stops before its first row)."
         )
     return length
+
+
+def pass_order(
+    order: MixtureOrder, stop_strategy: StopStrategy, length: int | None
+) -> MixtureOrder:
+    """The order passes of ``length`` positions read: under ``restart`` with a finite pass,
+    ``order`` with pass ends (``MixtureOrder.with_passes``), so each pass holds exactly its
+    rounded share of each component; otherwise ``order`` (its passes end where it says)."""
+    if stop_strategy == "restart" and length:
+        return order.with_passes(length)
+    return order
 
 
 def _list_bytes(pieces: Sequence[tuple[dict[str, Column], Any, Any]], rows: int) -> int:
@@ -184,7 +197,13 @@ class MixedMapDataset(grain.MapDataset):
                 raise ValueError(f"{len(rows_per_epoch)} rows_per_epoch for {len(named)} datasets")
             sizes, datasets = list(rows_per_epoch), list(named.values())
         length = mixture_length(order, sizes, stop_strategy, num_epochs, names)
-        return cls(datasets, order, length=length, names=names, source_field=source_field)
+        return cls(
+            datasets,
+            pass_order(order, stop_strategy, length),
+            length=length,
+            names=names,
+            source_field=source_field,
+        )
 
     def __len__(self) -> int:
         return sys.maxsize if self._length is None else self._length

@@ -26,7 +26,7 @@ from easydata_grain.graph.host_split import (
 )
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.graph.mix import MixedMapDataset, mixture_length, pass_order
-from easydata_grain.graph.pack import PackIterDataset
+from easydata_grain.graph.pack import FillBatch, PackIterDataset
 from easydata_grain.graph.plan import Batching, Mode, Plan, Resume, Settings, Split, op_name
 from easydata_grain.graph.shuffle_buffer import ShuffleBufferIterDataset
 from easydata_grain.graph.stream_source import SourceIterDataset, not_resumable_reason
@@ -133,6 +133,7 @@ def plan_pipeline(source: Any, settings: Settings) -> Plan:
             )
         random_access = False
         split = Split.AFTER_ROW_OPS if hosts.count > 1 else None
+    # With packing, the host split shares a last partial global batch instead (build_dataset).
     pad_last = hosts.count > 1 and not settings.drop_remainder and settings.pack is None
     columnar, columnar_reason = _columnar(
         source, settings, row_ops, random_access, pad_last and split is Split.BEFORE_ROW_OPS
@@ -273,7 +274,7 @@ def _batching(
 def _check_rows(source: Any, settings: Settings, rows_per_epoch: int) -> None:
     if rows_per_epoch == 0:
         raise ValueError(f"The source has no rows ({source!r}): there is nothing to train on.")
-    if settings.drop_remainder and settings.num_epochs is not None:
+    if settings.drop_remainder and settings.pack is None and settings.num_epochs is not None:
         rows = rows_per_epoch * settings.num_epochs
         if rows < settings.global_batch_size:
             raise ValueError(
@@ -328,7 +329,12 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
             mask_after = plan.pad_last and bool(plan.row_ops)
             total = len(rows)
             rows = HostSliceDataset(
-                rows, s.hosts, s.global_batch_size, pad_last=plan.pad_last, mask=not mask_after
+                rows,
+                s.hosts,
+                s.global_batch_size,
+                pad_last=plan.pad_last,
+                mask=not mask_after,
+                share_last=s.pack is not None,
             )
             rows = _apply(rows, plan.row_ops[:in_workers], plan.batching)
             if mask_after:
@@ -360,7 +366,11 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
         dataset = _apply(stream.seed(seed), plan.row_ops, plan.batching)
     if plan.split is Split.AFTER_ROW_OPS:
         dataset = HostSliceIterDataset(
-            dataset, s.hosts, s.global_batch_size, pad_last=plan.pad_last
+            dataset,
+            s.hosts,
+            s.global_batch_size,
+            pad_last=plan.pad_last,
+            share_last=s.pack is not None,
         )
     if s.pack is not None:
         dataset = PackIterDataset(dataset, s.pack)
@@ -369,7 +379,11 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
                 dataset, s.pack.shuffle_rows, seed=s.seed + pass_number
             )
     if not plan.batches_random_access:
-        dataset = dataset.batch(s.batch_size, drop_remainder=s.drop_remainder, batch_fn=s.collate)
+        # Packing drops no token: a short last batch of packed rows is filled, not dropped.
+        drop = s.drop_remainder and s.pack is None
+        dataset = dataset.batch(s.batch_size, drop_remainder=drop, batch_fn=s.collate)
+        if s.pack is not None and s.drop_remainder:
+            dataset = dataset.map(FillBatch(s.pack, s.batch_size))
     if s.worker_processes:
         return prefetch_in_processes(dataset, s.worker_processes, max(1, s.prefetch_buffer_size))
     if s.prefetch_enabled and s.prefetch_buffer_size:

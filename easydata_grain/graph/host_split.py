@@ -3,7 +3,10 @@
 Global batch ``g`` covers positions ``[g*B, (g+1)*B)`` of the global order; host ``h`` of ``H``
 takes the contiguous ``b = B/H`` positions ``g*B + h*b ..``. Every host therefore has the same
 number of rows and runs the same number of steps. A last partial global batch is dropped, or
-padded: then every row carries ``sample_mask`` (False on padding rows, copies of a real row).
+padded: then every row carries ``sample_mask`` (False on padding rows, copies of a real row),
+or shared (``share_last``, for packing: a padded *document* would be packed as a real one):
+its ``r`` rows are split among the hosts unpadded, host ``h`` taking rows
+``[r*h//H, r*(h+1)//H)`` of it (``last_share``), so hosts then differ by at most one row.
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ SERVED = "served"
 
 def _masked(row: Any, valid: bool) -> Any:
     return {**row, MASK: valid}
+
+
+def last_share(rest: int, hosts: Hosts) -> tuple[int, int]:
+    """The rows ``[start, stop)`` of a last partial global batch of ``rest`` rows that host
+    ``hosts.index`` takes when it is shared (``share_last``)."""
+    return rest * hosts.index // hosts.count, rest * (hosts.index + 1) // hosts.count
 
 
 def host_position(index: int, hosts: Hosts, global_batch_size: int) -> int:
@@ -61,7 +70,8 @@ class HostSliceDataset(grain.MapDataset):
     """Indexed mode: element ``j`` of host ``h`` is ``parent[g*B + h*b + i]``, ``g, i = divmod(j, b)``.
 
     A padded last global batch (``pad_last``) repeats the last real row; ``mask=False`` leaves
-    ``sample_mask`` to a ``PaddingMask`` placed after the row ops.
+    ``sample_mask`` to a ``PaddingMask`` placed after the row ops. A shared one (``share_last``)
+    gives this host its ``last_share`` of the rows, after its full global batches.
     """
 
     def __init__(
@@ -72,8 +82,11 @@ class HostSliceDataset(grain.MapDataset):
         *,
         pad_last: bool,
         mask: bool = True,
+        share_last: bool = False,
     ):
         super().__init__(parent)
+        if pad_last and share_last:
+            raise ValueError("A last partial global batch is padded or shared, not both.")
         self._hosts = hosts
         self._global = global_batch_size
         self._local = hosts.split(global_batch_size)
@@ -82,8 +95,19 @@ class HostSliceDataset(grain.MapDataset):
         self._mask = pad_last and mask
         full, rest = divmod(self._total, global_batch_size)
         infinite = self._total >= sys.maxsize // 2
+        self._share_last = share_last and not infinite
+        self._full_rows = full * self._local
+        """This host's rows in the full global batches."""
+        self._share_start = full * global_batch_size
+        share = 0
+        if self._share_last:
+            start, stop = last_share(rest, hosts)
+            self._share_start += start
+            share = stop - start
         self._length = (
-            sys.maxsize if infinite else (full + (1 if rest and pad_last else 0)) * self._local
+            sys.maxsize
+            if infinite
+            else self._full_rows + (self._local if rest and pad_last else share)
         )
 
     def __len__(self) -> int:
@@ -130,6 +154,8 @@ class HostSliceDataset(grain.MapDataset):
         return columns
 
     def _position(self, index: int) -> int:
+        if self._share_last and index >= self._full_rows:  # its share of the last batch
+            return self._share_start + index - self._full_rows
         return host_position(index, self._hosts, self._global)
 
     def __str__(self) -> str:
@@ -140,17 +166,25 @@ class HostSliceIterDataset(grain.IterDataset):
     """Streaming mode: every host reads the stream and keeps its part of each global batch."""
 
     def __init__(
-        self, parent: grain.IterDataset, hosts: Hosts, global_batch_size: int, *, pad_last: bool
+        self,
+        parent: grain.IterDataset,
+        hosts: Hosts,
+        global_batch_size: int,
+        *,
+        pad_last: bool,
+        share_last: bool = False,
     ):
         super().__init__(parent)
+        if pad_last and share_last:
+            raise ValueError("A last partial global batch is padded or shared, not both.")
         self._hosts = hosts
         self._global = global_batch_size
-        self._local = hosts.split(global_batch_size)
         self._pad_last = pad_last
+        self._share_last = share_last
 
     def __iter__(self) -> _HostSliceIterator:
         return _HostSliceIterator(
-            self._parent.__iter__(), self._hosts, self._global, self._local, self._pad_last
+            self._parent.__iter__(), self._hosts, self._global, self._pad_last, self._share_last
         )
 
     def __str__(self) -> str:
@@ -161,7 +195,8 @@ class _HostSliceIterator(grain.DatasetIterator):
     """Reads one global batch at a time and serves this host's slots of it.
 
     A global batch is only served once it is known to be complete (or the stream ended and it
-    is padded), so that every host serves the same number of rows. The state is the parent's
+    is padded or shared), so that every host serves the same number of rows (within one, when
+    shared). The state is the parent's
     state at the start of the current global batch plus how many rows of it were served.
     """
 
@@ -170,14 +205,16 @@ class _HostSliceIterator(grain.DatasetIterator):
         parent: grain.DatasetIterator,
         hosts: Hosts,
         global_size: int,
-        local: int,
         pad_last: bool,
+        share_last: bool,
     ):
         super().__init__(parent)
-        self._first = hosts.index * local
+        self._hosts = hosts
+        self._local = hosts.split(global_size)
+        self._first = hosts.index * self._local
         self._global = global_size
-        self._local = local
         self._pad_last = pad_last
+        self._share_last = share_last
         self._start_state = parent.get_state()
         self._mine: list[Any] = []
         self._served = 0
@@ -200,6 +237,9 @@ class _HostSliceIterator(grain.DatasetIterator):
             mine = [_masked(r, True) for r in rows[self._first : self._first + self._local]]
             mine += [_masked(copy.copy(rows[-1]), False) for _ in range(self._local - len(mine))]
             self._mine = mine
+        elif self._share_last:
+            start, stop = last_share(len(rows), self._hosts)
+            self._mine = rows[start:stop]
         else:
             self._mine = []
 

@@ -21,7 +21,8 @@ Other fields of the input rows are not carried (they have no per-token meaning).
   tokens are left out, because it was asked for).
 
 ``eos_token_id`` (when given) is appended to each document that does not end with it. The last
-rows are emitted padded. The iterator's state is small: the upstream state before the oldest
+rows are emitted padded; with ``drop_remainder`` the loader fills a short last batch of packed
+rows with padding rows (``FillBatch``) rather than drop it. The iterator's state is small: the upstream state before the oldest
 document still held in an open row, how many documents were read since, and each open row's
 layout as ``(document, start, length)`` triples (no tokens): a restore re-reads those few
 documents and continues exactly.
@@ -143,6 +144,33 @@ def padding_batch(pack: Pack, batch_size: int) -> dict[str, np.ndarray]:
     batch = {f: np.zeros((batch_size, pack.seq_length), dtype=np.int32) for f in fields}
     batch["input_ids"][:] = pack.pad_token_id
     return batch
+
+
+class FillBatch(grain.transforms.Map):
+    """Fills a short batch of packed rows up to ``batch_size`` with padding rows (``pad_token_id``,
+    every mask and segment id 0): with packing, ``drop_remainder`` keeps the batch shape static
+    this way instead of dropping the last batch's real tokens."""
+
+    def __init__(self, pack: Pack, batch_size: int):
+        self.pack = pack
+        self.batch_size = batch_size
+
+    def map(self, element: dict[str, Any]) -> dict[str, Any]:
+        """The batch, with padding rows after its own when it is short."""
+        missing = self.batch_size - len(element["input_ids"])
+        if missing <= 0:
+            return element
+        filled = {}
+        for name, value in element.items():
+            value = np.asarray(value)
+            padding = np.zeros((missing, *value.shape[1:]), dtype=value.dtype)
+            if name == "input_ids":
+                padding[:] = self.pack.pad_token_id
+            filled[name] = np.concatenate([value, padding])
+        return filled
+
+    def __repr__(self) -> str:
+        return f"FillBatch(batch_size={self.batch_size}, pad_token_id={self.pack.pad_token_id})"
 
 
 def _tokens(row: Any, pack: Pack, index: int) -> tuple[np.ndarray, np.ndarray | None]:

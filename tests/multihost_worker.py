@@ -19,7 +19,8 @@ import numpy as np
 
 
 def build(mode: str, data: Path) -> Any:
-    """The loader every host builds (``global_batch_size`` 4 on any host count)."""
+    """The loader every host builds (``global_batch_size`` 4 on any host count; ``pack`` with
+    ``drop_remainder``, which packing fills with padding rows instead of dropping)."""
     from easydata_grain import AsyncDataLoader, MixedShardedSource, Pack, ParquetShardedSource
 
     if mode == "pack":
@@ -29,6 +30,7 @@ def build(mode: str, data: Path) -> Any:
             shuffle_buffer_size=32,
             seed=4,
             pack=Pack(24, eos_token_id=0, strategy="first_fit"),
+            drop_remainder=True,
         )
     mixture = MixedShardedSource(
         {

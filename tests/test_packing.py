@@ -360,7 +360,8 @@ def test_two_hosts_pack_their_rows_with_equal_steps_and_resume(tmp_path: Path) -
     from tpu_scripts.simulate_multihost import run_slice
 
     data = tmp_path / "data"
-    write_parquet_dataset(data, num_shards=2, rows_per_shard=150, row_group_size=20, max_tokens=30)
+    # 303 documents: the last 3 fill no global batch of 4, and are shared among the hosts.
+    write_parquet_dataset(data, num_shards=3, rows_per_shard=101, row_group_size=20, max_tokens=30)
     script = Path(__file__).with_name("multihost_worker.py")
     out = tmp_path / "out"
     out.mkdir()
@@ -370,6 +371,7 @@ def test_two_hosts_pack_their_rows_with_equal_steps_and_resume(tmp_path: Path) -
     assert result.ok, result.describe()
     hosts = [json.loads((out / f"host-{h}.json").read_text()) for h in range(2)]
     assert len(hosts[0]) == len(hosts[1])  # equal steps, padding batches at the end of one
+    assert {len(step["input_ids"]) for steps in hosts for step in steps} == {2}  # filled
     tokens = pq.read_table(sorted(data.glob("*.parquet"))).column("input_ids").to_pylist()
     expected = sorted(t for ids in tokens for t in [*ids, *([0] if ids[-1] != 0 else [])])
     got = sorted(

@@ -25,7 +25,8 @@ from easydata_grain.sources.protocol import IdentifiedSource, ShardedSource
 
 STATE_VERSION = 5
 """The state's format. 5: plain functions are fingerprinted by their code and the values they
-capture (4: by name alone). 4: transforms and tokenizers are fingerprinted by content (3: by
+capture (4: by name alone), a ``restart`` mixture's pass ends exactly (the block at its end is
+split), and packing on several hosts shares the last partial global batch of documents. 4: transforms and tokenizers are fingerprinted by content (3: by
 name). A state of an older version could not be matched to its pipeline: it is refused."""
 _FIELDS = frozenset(
     {

@@ -96,6 +96,7 @@ class MixtureRows:
                 "seed": self.seed,
                 "shuffle_buffer_size": self.shuffle_buffer_size,
                 "global_batch_size": self.global_batch_size,
+                "pass_end": "split",  # a restart pass ends exactly (older outputs: not)
             },
         }
 

@@ -155,7 +155,12 @@ class Plan:
         if s.pack is not None:
             lines.append(f"  pack      {self._pack_text()}")
         batch = f"{s.batch_size} rows per host (global {s.global_batch_size})"
-        batch += ", last partial batch dropped" if s.drop_remainder else ""
+        if s.drop_remainder:
+            batch += (
+                ", last partial batch filled with padding rows"
+                if s.pack is not None
+                else ", last partial batch dropped"
+            )
         pad = getattr(s.collate, "pad", False)
         batch += f", padded ({pad}) with masks" if pad else ", not padded (ragged lists raise)"
         lines.append(f"  batch     {batch}")
@@ -229,7 +234,8 @@ class Plan:
         )
         eos = "" if pack.eos_token_id is None else f", EOS {pack.eos_token_id} appended"
         hosts = (
-            "; each host packs its own rows, and at the end a host out of rows yields padding "
+            "; each host packs its own rows (the documents of a last partial global batch are "
+            "shared among the hosts), and at the end a host out of rows yields padding "
             "batches (loss_mask 0) until all are done, so steps stay equal"
             if self.hosts.count > 1
             else ""

@@ -9,6 +9,7 @@ follows the plan.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import grain
@@ -28,6 +29,8 @@ from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.graph.mix import MixedMapDataset, mixture_length, pass_order
 from easydata_grain.graph.pack import FillBatch, PackIterDataset
 from easydata_grain.graph.plan import Batching, Mode, Plan, Resume, Settings, Split, op_name
+from easydata_grain.graph.row_address import NEXT_INDEX as NEXT_INDEX  # loader_state
+from easydata_grain.graph.row_address import last_read_address
 from easydata_grain.graph.shuffle_buffer import ShuffleBufferIterDataset
 from easydata_grain.graph.stream_source import SourceIterDataset, not_resumable_reason
 from easydata_grain.graph.thread_prefetch import PrefetchThreadIterDataset
@@ -43,9 +46,6 @@ from easydata_grain.sources.protocol import (
     WrappingSource,
     missing_members,
 )
-
-NEXT_INDEX = "next_index"
-"""The key of a Grain ``MapDataset`` iterator's state: the next element's index."""
 
 ROWS_PER_CALL = 1024
 """Rows a batched map (a tokenizer) is given per call, where the batches leave the choice."""
@@ -308,6 +308,7 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
     """The Grain dataset of ``plan`` for pass ``pass_number`` (epochs ``pass * num_epochs`` on,
     or the stream read again with the shuffle seeded anew)."""
     s = plan.settings
+    locate = None  # names a bad row's source shard and row in the packer's errors
     if isinstance(plan.source, MixedShardedSource):
         rows = _mixture(plan, pass_number)
     elif plan.mode is Mode.INDEXED:
@@ -357,6 +358,8 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
         else:  # Grain's own: it skips filtered-out rows, and worker processes slice it
             dataset = rows.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
             dataset = _apply(dataset, plan.row_ops[in_workers:], plan.batching)
+            if in_workers == len(plan.row_ops) and not s.worker_processes:
+                locate = functools.partial(last_read_address, rows)  # rows' own indices
     else:
         # An unresumable stream (say, a datasets shuffle) still iterates; get_state refuses.
         stream: grain.IterDataset = SourceIterDataset(plan.source, allow_unresumable=True)
@@ -373,7 +376,7 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
             share_last=s.pack is not None,
         )
     if s.pack is not None:
-        dataset = PackIterDataset(dataset, s.pack)
+        dataset = PackIterDataset(dataset, s.pack, locate)
         if s.pack.shuffle_rows:
             dataset = WindowShuffleIterDataset(
                 dataset, s.pack.shuffle_rows, seed=s.seed + pass_number

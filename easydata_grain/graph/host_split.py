@@ -116,7 +116,7 @@ class HostSliceDataset(grain.MapDataset):
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
             return self.slice(index)
-        position = self._position(index)
+        position = self.position(index)
         if position < self._total:
             row = self._parent[position]
             return _masked(row, True) if self._mask else row
@@ -124,7 +124,7 @@ class HostSliceDataset(grain.MapDataset):
         return _masked(last, False) if self._mask else last
 
     def _getitems(self, indices: Sequence[int]) -> list[Any]:
-        positions = [self._position(index) for index in indices]
+        positions = [self.position(index) for index in indices]
         real = [p for p in positions if p < self._total]
         rows = iter(self._parent._getitems(real))
         out = []
@@ -147,13 +147,14 @@ class HostSliceDataset(grain.MapDataset):
 
     def _gather_columns(self, indices: Sequence[int]) -> dict[str, Any] | None:
         """The rows at ``indices`` column by column, as ``_getitems`` gives them as dicts."""
-        positions = [self._position(index) for index in indices]
+        positions = [self.position(index) for index in indices]
         columns = self._parent._gather_columns([min(p, self._total - 1) for p in positions])
         if columns is not None and self._mask:
             columns[MASK] = np.array([p < self._total for p in positions], dtype=bool)
         return columns
 
-    def _position(self, index: int) -> int:
+    def position(self, index: int) -> int:
+        """The parent's index of element ``index``."""
         if self._share_last and index >= self._full_rows:  # its share of the last batch
             return self._share_start + index - self._full_rows
         return host_position(index, self._hosts, self._global)

@@ -132,6 +132,16 @@ class IndexedSourceDataset(grain.MapDataset):
         return self._last_rows[1][segment.offsets[k]]
 
     @property
+    def source(self) -> Any:
+        """The source read."""
+        return self._source
+
+    def address(self, index: int) -> tuple[int, int]:
+        """The ``(shard, row)`` of the source that element ``index`` is."""
+        epoch, position = divmod(index, self.rows_per_epoch)
+        return self.order.address(epoch + self._first_epoch, position)
+
+    @property
     def table_schema(self) -> pa.Schema | None:
         """The schema of the rows ``_gather_columns`` gathers; None when the source reads rows only."""
         return self._source.block_schema if self._cache.tables else None

@@ -35,7 +35,7 @@ def test_a_bad_document_names_its_shard_and_row(
         if shard == 1:
             rows[7]["input_ids"] = bad
         pq.write_table(pa.Table.from_pylist(rows), tmp_path / f"s{shard}.parquet", row_group_size=3)
-    messages = []
+    errors = []
     for h in range(2):
         source = ParquetShardedSource(str(tmp_path / "*.parquet"))
         loader = AsyncDataLoader(
@@ -49,6 +49,7 @@ def test_a_bad_document_names_its_shard_and_row(
         try:
             list(loader)
         except MalformedRowError as error:
-            messages.append(str(error))
-    assert len(messages) == 1  # the bad row is on one host only
-    assert re.match(r"Input row \d+ \(shard '.*s1\.parquet', row 7\): ", messages[0])
+            errors.append(error)
+    assert len(errors) == 1  # the bad row is on one host only
+    assert re.match(r"Input row \d+ \(shard '.*s1\.parquet', row 7\): ", str(errors[0]))
+    assert errors[0].path == str(tmp_path / "s1.parquet") and errors[0].row == 7

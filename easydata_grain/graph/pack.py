@@ -173,38 +173,25 @@ class FillBatch(grain.transforms.Map):
         return f"FillBatch(batch_size={self.batch_size}, pad_token_id={self.pack.pad_token_id})"
 
 
-def _row_name(index: int, address: Callable[[], str | None]) -> str:
-    """``Input row INDEX``, with the row's source address when it is known."""
-    where = address()
-    return f"Input row {index}" + (f" ({where})" if where else "")
-
-
-def _no_address() -> None:
-    return None
-
-
-def _tokens(
-    row: Any, pack: Pack, index: int, address: Callable[[], str | None] = _no_address
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The checked token ids (with EOS) and mask of input row ``index``; ``address`` is called
-    only to name a bad row's source shard and row."""
+def _tokens(row: Any, pack: Pack, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The checked token ids (with EOS) and mask of input row ``index``."""
     if not isinstance(row, Mapping) or pack.field not in row:
         fields = sorted(row) if isinstance(row, Mapping) else type(row).__name__
         raise MalformedRowError(
-            f"{_row_name(index, address)} to packing has no {pack.field!r} field (it has {fields}).",
+            f"Input row {index} to packing has no {pack.field!r} field (it has {fields}).",
             row=index,
             hint="Tokenize before packing (TokenizeTransform), or set Pack(field=...).",
         )
     ids = np.asarray(row[pack.field])
     if ids.ndim != 1 or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
         raise MalformedRowError(
-            f"{_row_name(index, address)}: {pack.field!r} must be a 1-D list of token ids, got "
+            f"Input row {index}: {pack.field!r} must be a 1-D list of token ids, got "
             f"{ids.dtype} of shape {ids.shape}.",
             row=index,
         )
     if ids.size == 0:
         raise MalformedRowError(
-            f"{_row_name(index, address)}: an empty document ({pack.field!r} has no tokens).",
+            f"Input row {index}: an empty document ({pack.field!r} has no tokens).",
             row=index,
             hint="Filter empty texts before tokenizing (FilterNonEmpty).",
         )
@@ -213,7 +200,7 @@ def _tokens(
     if low < 0 or high >= limit:
         bad = low if low < 0 else high
         raise MalformedRowError(
-            f"{_row_name(index, address)}: token id {bad} is outside the vocabulary [0, {limit}).",
+            f"Input row {index}: token id {bad} is outside the vocabulary [0, {limit}).",
             row=index,
             hint="Check the tokenizer and Pack(vocab_size=...).",
         )
@@ -221,7 +208,7 @@ def _tokens(
     if pack.mask_field is not None:
         if pack.mask_field not in row:
             raise MalformedRowError(
-                f"{_row_name(index, address)} to packing has no {pack.mask_field!r} field (Pack.mask_field).",
+                f"Input row {index} to packing has no {pack.mask_field!r} field (Pack.mask_field).",
                 row=index,
                 hint="Write it with ChatTemplateTransform(assistant_mask_field=...), or drop "
                 "Pack(mask_field=...).",
@@ -229,7 +216,7 @@ def _tokens(
         mask = np.asarray(row[pack.mask_field])
         if mask.shape != ids.shape or not np.isin(mask, (0, 1)).all():
             raise MalformedRowError(
-                f"{_row_name(index, address)}: {pack.mask_field!r} must be one 0/1 value per token "
+                f"Input row {index}: {pack.mask_field!r} must be one 0/1 value per token "
                 f"({ids.size} tokens), got {mask.tolist()[:8]} of shape {mask.shape}.",
                 row=index,
             )
@@ -248,15 +235,15 @@ class PackIterDataset(grain.IterDataset):
     """Rows of ``parent`` packed per ``pack`` (see the module docstring).
 
     ``locate``, when given, names a bad input row's source: it is called with the parent
-    iterator's state just after that row and returns its address (``"shard 'a', row 3"``) or
-    None (``graph/row_address.py``).
+    iterator's state just after that row and returns its ``(shard, row)`` or None
+    (``graph/row_address.py``).
     """
 
     def __init__(
         self,
         parent: grain.IterDataset,
         pack: Pack,
-        locate: Callable[[Any], str | None] | None = None,
+        locate: Callable[[Any], tuple[str, int] | None] | None = None,
     ):
         super().__init__(parent)
         if not isinstance(pack, Pack):
@@ -278,7 +265,7 @@ class _PackIterator(grain.DatasetIterator):
         self,
         parent: grain.DatasetIterator,
         pack: Pack,
-        locate: Callable[[Any], str | None] | None,
+        locate: Callable[[Any], tuple[str, int] | None] | None,
     ):
         super().__init__(parent)
         self._pack = pack
@@ -349,16 +336,31 @@ class _PackIterator(grain.DatasetIterator):
             row = next(self._parent)
         except StopIteration:
             return False
-        self._docs.append(_tokens(row, self._pack, self._input_rows, self._address))
+        self._docs.append(self._checked(row))
         self._input_rows += 1
         self._place(len(self._docs) - 1)
         if self._pack.strategy == "first_fit" and self._rows:
             self._emit_oldest_if_held_too_long()
         return True
 
-    def _address(self) -> str | None:
-        """The source address of the row just read, when ``locate`` can tell it."""
-        return None if self._locate is None else self._locate(self._parent.get_state())
+    def _checked(self, row: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """``_tokens`` of the row just read; its error names the row's source shard and row
+        when ``locate`` can tell them."""
+        try:
+            return _tokens(row, self._pack, self._input_rows)
+        except MalformedRowError as error:
+            address = None if self._locate is None else self._locate(self._parent.get_state())
+            if address is None:
+                raise
+            shard, number = address
+            named = f"Input row {self._input_rows} (shard {shard!r}, row {number})"
+            located = MalformedRowError(
+                str(error).replace(f"Input row {self._input_rows}", named, 1),
+                path=shard,
+                row=number,
+            )
+            located.hint = error.hint
+            raise located from error
 
     def _emit(self, layout: list[tuple[int, int, int]]) -> dict[str, np.ndarray]:
         size = self._pack.seq_length
@@ -437,7 +439,7 @@ class _PackIterator(grain.DatasetIterator):
         for _ in range(int(state[DOCS_READ])):
             self._doc_states.append(self._parent.get_state())
             row = next(self._parent)
-            self._docs.append(_tokens(row, self._pack, self._input_rows, self._address))
+            self._docs.append(self._checked(row))
             self._input_rows += 1
         layouts = [[tuple(p) for p in r] for r in state[OPEN_ROWS]]
         ready = int(state[READY_ROWS])

@@ -20,14 +20,13 @@ NEXT_INDEX = "next_index"
 """The key of a Grain ``MapDataset`` iterator's state: the next element's index."""
 
 
-def row_address(dataset: grain.MapDataset, index: int) -> str | None:
-    """``"shard NAME, row R"`` of element ``index`` of ``dataset``, or None when unknown."""
+def row_address(dataset: grain.MapDataset, index: int) -> tuple[str, int] | None:
+    """The ``(shard name, row)`` of element ``index`` of ``dataset``, or None when unknown."""
     while True:
         if isinstance(dataset, IndexedSourceDataset):
             shard, row = dataset.address(index)
             names = getattr(dataset.source, "shard_names", None)
-            name = repr(names[shard]) if names is not None else str(shard)
-            return f"shard {name}, row {row}"
+            return (str(names[shard]) if names is not None else str(shard)), row
         if isinstance(dataset, HostSliceDataset):
             index = dataset.position(index)
         parents = dataset.parents
@@ -38,7 +37,7 @@ def row_address(dataset: grain.MapDataset, index: int) -> str | None:
         dataset = parents[0]
 
 
-def last_read_address(dataset: grain.MapDataset, state: Any) -> str | None:
+def last_read_address(dataset: grain.MapDataset, state: Any) -> tuple[str, int] | None:
     """The address of the row a Grain iterator over ``dataset`` returned last, from the
     iterator's ``state`` after it (its next index); None when the state is not such."""
     if not isinstance(state, dict) or not isinstance(state.get(NEXT_INDEX), int):

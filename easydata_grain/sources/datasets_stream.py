@@ -23,11 +23,11 @@ from typing import Any
 from easydata_grain.fingerprint import digest
 from easydata_grain.io.errors import (
     MissingColumnError,
-    ShardNotFoundError,
 )
 from easydata_grain.io.retry import RetryPolicy, storage_error
 from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.protocol import projected_identities
+from easydata_grain.sources.replayed_shards import ReplayedShards
 from easydata_grain.transforms.fluent import TransformableSource
 from easydata_grain.types import Row, close_rows
 
@@ -38,7 +38,7 @@ def _local_identity(path: str) -> str:
     return f"{path}|{info.st_size}|{info.st_mtime_ns}"
 
 
-class DatasetsStreamSource(TransformableSource):
+class DatasetsStreamSource(ReplayedShards, TransformableSource):
     """A split of a Hugging Face dataset streamed by ``datasets``, pinned to one commit; each
     data file is a shard. Streaming mode only (no row counts).
 
@@ -119,42 +119,17 @@ class DatasetsStreamSource(TransformableSource):
         self._dataset = builder.as_streaming_dataset(split=split)
         self._num_shards = self._dataset.num_shards
         if self._num_shards == len(self.urls):
-            self._names = [str(url) for url in self.urls]
+            self._name_shards([str(url) for url in self.urls])
         else:  # files that datasets does not stream one per shard: the split is one shard
             at = f"@{self.commit}" if self.commit else ""
-            self._names = [
-                f"{dataset_name}{at}:{self.subset}/{split} "
-                f"({len(self.urls)} files, {digest([str(u) for u in self.urls])})"
-            ]
-        self._positions = {name: i for i, name in enumerate(self._names)}
-
-    # -- the ShardedSource protocol ------------------------------------------------------------
-
-    @property
-    def shard_names(self) -> list[str]:
-        """The data files (``hf://datasets/{repo}@{commit}/{path}``), in ``datasets``' order."""
-        return list(self._names)
-
-    def open_shard(self, shard: str | int) -> Iterator[Row]:
-        """All rows of a shard."""
-        return self.open_shard_at_row(shard, 0)
-
-    def open_shard_at_row(self, shard: str | int, row: int) -> Iterator[Row]:
-        """The rows of a shard from ``row`` on (the rows before it are parsed and dropped)."""
-        if isinstance(row, bool) or not isinstance(row, int) or row < 0:
-            raise ValueError(f"row must be an int >= 0, got {row!r}")
-        return self._rows(self.shard_index(shard), row)
-
-    def shard_index(self, shard: str | int) -> int:
-        """The position of a shard given by name (or by position, checked)."""
-        index = self._positions.get(shard) if isinstance(shard, str) else shard
-        if index is None or isinstance(index, bool) or not 0 <= index < len(self._names):
-            raise ShardNotFoundError(
-                f"{shard!r} is not a shard of {self!r}.",
-                path=str(shard),
-                hint=f"Use one of source.shard_names ({len(self._names)} shards).",
+            self._name_shards(
+                [
+                    f"{dataset_name}{at}:{self.subset}/{split} "
+                    f"({len(self.urls)} files, {digest([str(u) for u in self.urls])})"
+                ]
             )
-        return index
+
+    # -- identities ----------------------------------------------------------------------------
 
     def identities(self) -> list[str]:
         """Each shard's name, which carries the commit sha; for a local directory, the files'

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from easydata_grain.fingerprint import digest
-from easydata_grain.io.errors import ShardNotFoundError
+from easydata_grain.sources.replayed_shards import ReplayedShards
 from easydata_grain.transforms.fluent import TransformableSource
 from easydata_grain.types import Row, close_rows
 
@@ -53,7 +53,7 @@ def _file_identity(path: str) -> str:
     return path
 
 
-class IterableDatasetSource(TransformableSource):
+class IterableDatasetSource(ReplayedShards, TransformableSource):
     """The shards of a ``datasets.IterableDataset`` (see the module's docstring).
 
     Shards are named by their data file where each shard is one file and the stream does not
@@ -76,12 +76,11 @@ class IterableDatasetSource(TransformableSource):
         steps = [type(node).__name__ for node in _nodes(dataset)]
         by_file = len(files) == self.num_shards and not set(_SHUFFLE_NODES) & set(steps)
         label = dataset.info.dataset_name or "IterableDataset"
-        self._names = (
+        self._name_shards(
             files
             if by_file
             else [f"{label}[{i}/{self.num_shards}]" for i in range(self.num_shards)]
         )
-        self._positions = {name: i for i, name in enumerate(self._names)}
         self._identity = digest(
             {
                 "files": [_file_identity(f) for f in files],
@@ -89,32 +88,6 @@ class IterableDatasetSource(TransformableSource):
                 "name": [label, dataset.info.config_name],
             }
         )
-
-    @property
-    def shard_names(self) -> list[str]:
-        """The shards: data files, or ``{label}[i/n]``."""
-        return list(self._names)
-
-    def open_shard(self, shard: str | int) -> Iterator[Row]:
-        """All rows of a shard."""
-        return self.open_shard_at_row(shard, 0)
-
-    def open_shard_at_row(self, shard: str | int, row: int) -> Iterator[Row]:
-        """The rows of a shard from ``row`` on (the rows before it are read and dropped)."""
-        if isinstance(row, bool) or not isinstance(row, int) or row < 0:
-            raise ValueError(f"row must be an int >= 0, got {row!r}")
-        return self._rows(self.shard_index(shard), row)
-
-    def shard_index(self, shard: str | int) -> int:
-        """The position of a shard given by name (or by position, checked)."""
-        index = self._positions.get(shard) if isinstance(shard, str) else shard
-        if index is None or isinstance(index, bool) or not 0 <= index < len(self._names):
-            raise ShardNotFoundError(
-                f"{shard!r} is not a shard of {self!r}.",
-                path=str(shard),
-                hint=f"Use one of source.shard_names ({len(self._names)} shards).",
-            )
-        return index
 
     def identities(self) -> list[str]:
         """Each shard's name with a digest of the stream's files, steps and builder name."""

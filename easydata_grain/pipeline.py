@@ -49,7 +49,7 @@ from easydata_grain.sources.huggingface import HuggingFaceShardedSource
 from easydata_grain.sources.in_memory import InMemorySource
 from easydata_grain.sources.resolve import file_source
 from easydata_grain.sources.transformed import DEFAULT_CHUNK_ROWS, TransformedShardedSource
-from easydata_grain.transforms.fields import DropFields, RenameFields, SelectFields
+from easydata_grain.transforms.fields import AddField, DropFields, RenameFields, SelectFields
 from easydata_grain.transforms.functions import MapFunction
 from easydata_grain.transforms.tokenize import TokenizeTransform
 
@@ -153,7 +153,7 @@ class Pipeline:
     def configured(self) -> Pipeline:
         """Every stage the config asks for, in order: ``source()``, ``tokenize()`` when a
         tokenizer is set, ``cache()`` when the config sets any cache field, ``mix()`` for
-        several datasets, ``pack()`` when enabled, ``load()`` (what ``easydata-grain run
+        several datasets (or a source field to add), ``pack()`` when enabled, ``load()`` (what ``easydata-grain run
         CONFIG`` builds)."""
         config = self.config
         self.source()
@@ -165,7 +165,7 @@ class Pipeline:
             self.tokenize()
         if config.cache != CacheStageConfig():
             self.cache()
-        if len(config.datasets) > 1:
+        if len(config.datasets) > 1 or config.mix.add_source_field is not None:
             self.mix()
         if config.pack.enabled:
             self.pack()
@@ -320,7 +320,13 @@ class Pipeline:
                 "stage: call mix() to interleave them by weight (build() never silently keeps "
                 "one)."
             )
-        return next(iter(sources.values())) if len(sources) == 1 else self._mixed(sources)
+        if len(sources) > 1:
+            return self._mixed(sources)
+        ((name, source),) = sources.items()
+        field = self._stages.mix.add_source_field if self._stages.mix is not None else None
+        if field is None:
+            return source
+        return TransformedShardedSource(source, [AddField(field, name)])  # as a mixture would
 
     def _rows_of(self, sources: dict[str, Any]) -> MaterializableRows:
         """``rows()`` of these sources (see there)."""
@@ -607,6 +613,12 @@ def _open(ds: DatasetConfig, config: PipelineConfig, stage: SourceStageConfig) -
             columns=columns,
             storage_options=options,
             retry=retry,
+        )
+    if ds.subset is not None or ds.split != "train":
+        raise ValueError(
+            f"Dataset {ds.name!r}: split={ds.split!r} and subset={ds.subset!r} pick a split and "
+            f"config of a Hugging Face dataset (type: huggingface), and its data_files {files} "
+            "are files: point data_files at the split's files and leave split and subset out."
         )
     source = file_source(
         files,

@@ -309,3 +309,21 @@ def test_prefetch_to_device_yields_global_arrays_and_exact_state(shards: str) ->
     assert rest == _ids(plain)
     loader.set_state(state)
     assert [int(i) for batch in loader for i in batch["id"]] == rest
+
+
+@pytest.mark.parametrize("picked", [{"split": "validation"}, {"subset": "en"}])
+def test_split_or_subset_on_files_is_an_error_not_ignored(shards: str, picked: dict) -> None:
+    config = {"datasets": [{"data_files": f"{shards}/*.parquet", "name": "web", **picked}]}
+    with pytest.raises(ValueError, match=r"Dataset 'web': split=.* point data_files at"):
+        Pipeline.from_config(config).build()
+
+
+def test_add_source_field_labels_a_single_dataset_as_a_mixture_would(shards: str) -> None:
+    config = {
+        "datasets": [{"data_files": f"{shards}/*.parquet", "name": "web", "columns": ["id"]}],
+        "mix": {"add_source_field": "source"},
+        "load": {"batch_size": 100},
+    }
+    batches = list(Pipeline.from_config(config).configured().build())
+    assert {s for batch in batches for s in batch["source"]} == {"web"}
+    assert sorted(_ids(batches)) == list(range(2 * ROWS))

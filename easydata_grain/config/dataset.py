@@ -63,9 +63,10 @@ class DatasetConfig(Config):
     ``huggingface`` (alias ``hf``, kept as ``huggingface``); None: from the files'
     extensions, as ``AsyncDataLoader`` does."""
     split: str = "train"
-    """The split of a Hugging Face dataset (``HuggingFaceShardedSource(split=...)``)."""
+    """The split of a Hugging Face dataset (``HuggingFaceShardedSource(split=...)``); for
+    files, another split than the default is an error (point ``data_files`` at its files)."""
     subset: str | None = None
-    """The config name of a Hugging Face dataset (``subset="en"`` for C4)."""
+    """The config name of a Hugging Face dataset (``subset="en"`` for C4); an error for files."""
     num_rows: int | None = bounded(None, minimum=1)
     """Read exactly the first ``num_rows`` rows of the dataset, in shard order (before
     shuffling); more than the dataset has is an error. None: all rows."""

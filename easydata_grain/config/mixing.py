@@ -59,8 +59,8 @@ class MixStageConfig(Config):
     seed: int | None = bounded(None, minimum=0)
     """The seed of the block order; None: the pipeline's ``seed``."""
     add_source_field: str | None = None
-    """Add each row's dataset name under this field; None: rows are not changed. (Not an
-    EasyData field.)"""
+    """Add each row's dataset name under this field (with one dataset too); None: rows are not
+    changed. (Not an EasyData field.)"""
 
     def _check(self, path: str) -> None:
         if self.weights is not None:

@@ -17,17 +17,18 @@ import re
 from typing import Any
 
 from easydata_grain.fingerprint import describe, differences, digest
-from easydata_grain.graph.compiler import NEXT_INDEX
 from easydata_grain.graph.host_split import SERVED, START
 from easydata_grain.graph.plan import Mode, Plan, Resume
+from easydata_grain.graph.row_address import NEXT_INDEX
 from easydata_grain.io.errors import LoaderStateError
 from easydata_grain.sources.protocol import IdentifiedSource, ShardedSource
 
 STATE_VERSION = 5
 """The state's format. 5: plain functions are fingerprinted by their code and the values they
 capture (4: by name alone), a ``restart`` mixture's pass ends exactly (the block at its end is
-split), and packing on several hosts shares the last partial global batch of documents. 4: transforms and tokenizers are fingerprinted by content (3: by
-name). A state of an older version could not be matched to its pipeline: it is refused."""
+split), and packing on several hosts shares the last partial global batch of documents.
+4: transforms and tokenizers are fingerprinted by content (3: by name). A state of an older
+version could not be matched to its pipeline: it is refused."""
 _FIELDS = frozenset(
     {
         "version",

@@ -153,8 +153,8 @@ class Pipeline:
     def configured(self) -> Pipeline:
         """Every stage the config asks for, in order: ``source()``, ``tokenize()`` when a
         tokenizer is set, ``cache()`` when the config sets any cache field, ``mix()`` for
-        several datasets (or a source field to add), ``pack()`` when enabled, ``load()`` (what ``easydata-grain run
-        CONFIG`` builds)."""
+        several datasets (or a source field to add), ``pack()`` when enabled, ``load()`` (what
+        ``easydata-grain run CONFIG`` builds)."""
         config = self.config
         self.source()
         if (

@@ -29,7 +29,6 @@ from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.graph.mix import MixedMapDataset, mixture_length, pass_order
 from easydata_grain.graph.pack import FillBatch, PackIterDataset
 from easydata_grain.graph.plan import Batching, Mode, Plan, Resume, Settings, Split, op_name
-from easydata_grain.graph.row_address import NEXT_INDEX as NEXT_INDEX  # loader_state
 from easydata_grain.graph.row_address import last_read_address
 from easydata_grain.graph.shuffle_buffer import ShuffleBufferIterDataset
 from easydata_grain.graph.stream_source import SourceIterDataset, not_resumable_reason

@@ -22,10 +22,10 @@ Other fields of the input rows are not carried (they have no per-token meaning).
 
 ``eos_token_id`` (when given) is appended to each document that does not end with it. The last
 rows are emitted padded; with ``drop_remainder`` the loader fills a short last batch of packed
-rows with padding rows (``FillBatch``) rather than drop it. The iterator's state is small: the upstream state before the oldest
-document still held in an open row, how many documents were read since, and each open row's
-layout as ``(document, start, length)`` triples (no tokens): a restore re-reads those few
-documents and continues exactly.
+rows with padding rows (``FillBatch``) rather than drop it. The iterator's state is small: the
+upstream state before the oldest document still held in an open row, how many documents were
+read since, and each open row's layout as ``(document, start, length)`` triples (no tokens): a
+restore re-reads those few documents and continues exactly.
 """
 
 from __future__ import annotations

@@ -25,8 +25,7 @@ def row_address(dataset: grain.MapDataset, index: int) -> tuple[str, int] | None
     while True:
         if isinstance(dataset, IndexedSourceDataset):
             shard, row = dataset.address(index)
-            names = getattr(dataset.source, "shard_names", None)
-            return (str(names[shard]) if names is not None else str(shard)), row
+            return str(dataset.source.shard_names[shard]), row
         if isinstance(dataset, HostSliceDataset):
             index = dataset.position(index)
         parents = dataset.parents

@@ -76,7 +76,8 @@ class Collate:
         )
         if any(isinstance(v, bool) or not isinstance(v, Number) for v in values):
             raise TypeError(
-                f"pad_value must be a number or a mapping of field -> number, got {self.pad_value!r}"
+                "pad_value must be a number or a mapping of field -> number, got "
+                f"{self.pad_value!r}"
             )
 
     def __call__(self, rows: Sequence[Any]) -> Any:

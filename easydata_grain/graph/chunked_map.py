@@ -25,6 +25,7 @@ from typing import Any
 
 import grain
 
+from easydata_grain.graph.row_errors import Locate, named
 from easydata_grain.op_protocols import BatchMap
 
 
@@ -55,7 +56,11 @@ def _map_chunk(transform: BatchMap, rows: Sequence[Any]) -> list[Any]:
 
 class ChunkedMapDataset(grain.MapDataset):
     """Element ``i`` is ``transform.map(parent[i])``, computed with one ``map_batch`` call for
-    the ``chunk_size`` consecutive elements around ``i`` (the last ``cached_chunks`` kept)."""
+    the ``chunk_size`` consecutive elements around ``i`` (the last ``cached_chunks`` kept).
+
+    ``locate``, when given, maps an element index to its source ``(shard, row)``: a failing
+    call is then retried row by row, and the first failing row's error names its address
+    (``graph/row_errors.py``)."""
 
     def __init__(
         self,
@@ -64,6 +69,7 @@ class ChunkedMapDataset(grain.MapDataset):
         chunk_size: int = 1000,
         *,
         cached_chunks: int = 2,
+        locate: Locate | None = None,
     ):
         super().__init__(parent)
         _check(transform, chunk_size)
@@ -76,6 +82,7 @@ class ChunkedMapDataset(grain.MapDataset):
         self.transform = transform
         self.chunk_size = chunk_size
         self.cached_chunks = cached_chunks
+        self.locate = locate
         self._cache: OrderedDict[int, list[Any]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -90,11 +97,29 @@ class ChunkedMapDataset(grain.MapDataset):
                 return rows
             start = chunk * self.chunk_size
             stop = min(start + self.chunk_size, len(self._parent))
-            rows = _map_chunk(self.transform, self._parent._getitems(list(range(start, stop))))
+            rows = self._map(start, self._parent._getitems(list(range(start, stop))))
             self._cache[chunk] = rows
             while len(self._cache) > self.cached_chunks:
                 self._cache.popitem(last=False)
             return rows
+
+    def _map(self, start: int, rows: list[Any]) -> list[Any]:
+        """The chunk of ``rows`` (elements ``start ..``) mapped; an error names the failing
+        row where ``locate`` can tell it."""
+        try:
+            return _map_chunk(self.transform, rows)
+        except Exception:
+            if self.locate is None:
+                raise
+            for k, row in enumerate(rows):
+                try:
+                    _map_chunk(self.transform, [row])
+                except Exception as row_error:
+                    renamed = named(row_error, self.locate(start + k))
+                    if renamed is row_error:
+                        raise
+                    raise renamed from row_error
+            raise
 
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):

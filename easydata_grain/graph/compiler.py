@@ -29,7 +29,8 @@ from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.graph.mix import MixedMapDataset, mixture_length, pass_order
 from easydata_grain.graph.pack import FillBatch, PackIterDataset
 from easydata_grain.graph.plan import Batching, Mode, Plan, Resume, Settings, Split, op_name
-from easydata_grain.graph.row_address import last_read_address
+from easydata_grain.graph.row_address import last_read_address, row_address
+from easydata_grain.graph.row_errors import NamedRowErrorsDataset
 from easydata_grain.graph.shuffle_buffer import ShuffleBufferIterDataset
 from easydata_grain.graph.stream_source import SourceIterDataset, not_resumable_reason
 from easydata_grain.graph.thread_prefetch import PrefetchThreadIterDataset
@@ -341,6 +342,8 @@ def build_dataset(plan: Plan, pass_number: int) -> grain.IterDataset:
                 rows = rows.map_with_index(PaddingMask(s.hosts, s.global_batch_size, total))
         else:
             rows = _apply(rows, plan.row_ops[:in_workers], plan.batching)
+        if in_workers:  # a row op's error names the row's source shard and row
+            rows = NamedRowErrorsDataset(rows, functools.partial(row_address, rows))
         if plan.batches_random_access:
             # Batches as random-access elements: Grain's per-element iterator overhead is paid
             # once per batch, and the state counts batches.
@@ -445,12 +448,11 @@ def _apply(dataset: Any, row_ops: tuple[Any, ...], batching: Batching | None) ->
         elif isinstance(op, grain.transforms.RandomMap):
             dataset = dataset.random_map(op)
         elif isinstance(op, BatchMap) and batching is not None and batching.rows_per_call:
-            chunked = (
-                ChunkedMapDataset
-                if isinstance(dataset, grain.MapDataset)
-                else ChunkedMapIterDataset
-            )
-            dataset = chunked(dataset, op, batching.rows_per_call)
+            if isinstance(dataset, grain.MapDataset):
+                locate = functools.partial(row_address, dataset)
+                dataset = ChunkedMapDataset(dataset, op, batching.rows_per_call, locate=locate)
+            else:
+                dataset = ChunkedMapIterDataset(dataset, op, batching.rows_per_call)
         else:
             dataset = dataset.map(op)
     return dataset

@@ -131,3 +131,25 @@ class ManifestMismatchError(SourceError, ValueError):
 class CacheRebuiltWarning(UserWarning):
     """A cache entry that failed its checks (a shard deleted, truncated or altered) or
     expired, and is made again."""
+
+
+def error_at(
+    error: BaseException, shard: str, row: int, last_row: int | None = None
+) -> SourceError:
+    """``error`` raised by a transform, as a ``SourceError`` naming the shard and row (or the
+    rows ``row..last_row`` when the failing one is not known)."""
+    where = f"row {row}" if last_row is None else f"rows {row}..{last_row}"
+    if isinstance(error, SourceError):
+        message = f"{shard}, {where}: {error}"
+        try:
+            wrapped = type(error)(message, path=shard, row=row)
+        except TypeError:
+            wrapped = MalformedRowError(message, path=shard, row=row)
+    else:
+        wrapped = MalformedRowError(
+            f"{shard}, {where}: a transform failed: {type(error).__name__}: {error}",
+            path=shard,
+            row=row,
+        )
+    wrapped.__cause__ = error
+    return wrapped

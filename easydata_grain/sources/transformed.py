@@ -23,7 +23,7 @@ import itertools
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
-from easydata_grain.io.errors import MalformedRowError, SourceError
+from easydata_grain.io.errors import error_at
 from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.iterable_dataset import as_sharded
 from easydata_grain.sources.protocol import (
@@ -40,28 +40,6 @@ from easydata_grain.types import Row
 
 DEFAULT_CHUNK_ROWS = 1000
 """Rows transformed per call (a batched tokenizer gets lists this long)."""
-
-
-def error_at(
-    error: BaseException, shard: str, row: int, last_row: int | None = None
-) -> SourceError:
-    """``error`` raised by a transform, as a ``SourceError`` naming the shard and row (or the
-    rows ``row..last_row`` when the failing one is not known)."""
-    where = f"row {row}" if last_row is None else f"rows {row}..{last_row}"
-    if isinstance(error, SourceError):
-        message = f"{shard}, {where}: {error}"
-        try:
-            wrapped = type(error)(message, path=shard, row=row)
-        except TypeError:
-            wrapped = MalformedRowError(message, path=shard, row=row)
-    else:
-        wrapped = MalformedRowError(
-            f"{shard}, {where}: a transform failed: {type(error).__name__}: {error}",
-            path=shard,
-            row=row,
-        )
-    wrapped.__cause__ = error
-    return wrapped
 
 
 def mixture_and_steps(source: Any) -> tuple[Any, tuple[Any, ...]]:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import pickle
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import grain
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -287,17 +289,61 @@ def test_a_users_function_error_is_wrapped_with_the_address() -> None:
     )
 
 
-def test_through_the_loader_errors_name_the_address_or_the_fields() -> None:
+def test_through_the_loader_errors_name_the_address() -> None:
     rows = _rows(40)
     rows[33] = {"id": 33, "body": None}
     source = InMemorySource.from_rows(rows)
     ops = RenameFields({"body": "text"}) >> TokenizeTransform(TOKENIZER, allow_empty=True)
-    loader = AsyncDataLoader(TransformedShardedSource(source, ops), batch_size=8, pad=True)
-    with pytest.raises(MalformedRowError, match=r"rows\[40\], row 33: TokenizeTransform"):
-        list(loader)
-    loader = AsyncDataLoader(source, batch_size=8, pad=True, transforms=[ops])
-    with pytest.raises(MalformedRowError, match=r"row with fields \['id', 'text'\] is a NoneType"):
-        list(loader)
+    for loader in (
+        AsyncDataLoader(TransformedShardedSource(source, ops), batch_size=8, pad=True),
+        AsyncDataLoader(source, batch_size=8, pad=True, transforms=[ops]),
+    ):
+        with pytest.raises(MalformedRowError, match=r"^rows\[40\], row 33: TokenizeTransform"):
+            list(loader)
+
+
+class CountedMap(grain.transforms.Map):
+    """Doubles ``id`` and appends a byte to a file per row (rows mapped, across processes)."""
+
+    def __init__(self, log: str):
+        self.log = log
+
+    def map(self, row: dict) -> dict:
+        with open(self.log, "ab") as log:
+            log.write(b".")
+        return {**row, "twice": row["id"] * 2}
+
+
+@pytest.mark.slow
+def test_in_worker_processes_each_row_is_transformed_once(tmp_path: Path) -> None:
+    rows = _rows(300)
+    rows[211] = {"id": 211, "body": None}
+    batches = {}
+    for workers in (0, 2):
+        log = str(tmp_path / f"mapped-{workers}")
+        ops = (
+            CountedMap(log)
+            >> RenameFields({"body": "text"})
+            >> TokenizeTransform(TOKENIZER, allow_empty=True)
+        )
+        source = TransformedShardedSource(InMemorySource.from_rows(rows[:200]), ops, chunk_rows=64)
+        loader = AsyncDataLoader(
+            source,
+            batch_size=16,
+            shuffle_buffer_size=50,
+            seed=4,
+            pad=True,
+            worker_processes=workers,
+        )
+        batches[workers] = _batches(loader)
+        assert Path(log).stat().st_size == 200  # not once per worker process that reads it
+        if workers:
+            assert "maps run as the first row ops" in loader.plan.describe()
+        bad = TransformedShardedSource(InMemorySource.from_rows(rows), ops)
+        loader = AsyncDataLoader(bad, batch_size=16, pad=True, worker_processes=workers)
+        with pytest.raises(MalformedRowError, match=r"^rows\[300\], row 211: TokenizeTransform"):
+            list(loader)
+    assert batches[0] == batches[2]
 
 
 # -- loaders with transforms resume exactly -----------------------------------------------------

@@ -90,12 +90,47 @@ def _columnar(
     return True, "numpy gathers from cached Arrow blocks, no dict rows (blocks with nulls use rows)"
 
 
+def _lifted(source: Any, settings: Settings) -> tuple[Any, tuple[Any, ...], str]:
+    """With worker processes, an indexed ``WrappingSource`` of maps (``TransformedShardedSource``)
+    as its inner source and its steps, run as the first row ops; else ``source``, no steps.
+
+    Its blocks are transformed whole where they are read, but each worker process makes its
+    own batches and uses only their rows of a block: every worker would transform every row
+    it touches. As row ops (one call per batch) each row is transformed once, by the worker
+    whose batch holds it, and an error names the row as the source's would. Only where the
+    batches stay random-access (no filter, skipped rows or packing), which that needs."""
+    lift = (
+        settings.worker_processes
+        and settings.pack is None
+        and isinstance(source, WrappingSource)
+        and isinstance(source, IndexedSource)
+        and isinstance(source.inner_source, IndexedSource)
+        and not (isinstance(source.inner_source, SkippingSource) and source.inner_source.skips_rows)
+        and not any(
+            isinstance(op, grain.transforms.Filter)
+            for op in (*source.row_steps, *settings.transforms)
+        )
+    )
+    if not lift:
+        return source, (), ""
+    return (
+        source.inner_source,
+        tuple(source.row_steps),
+        (
+            f"{type(source).__name__}'s maps run as the first row ops, each row transformed once "
+            "in the worker process whose batch holds it (its blocks transformed where they are "
+            "read would be transformed in every worker that reads them)"
+        ),
+    )
+
+
 def plan_pipeline(source: Any, settings: Settings) -> Plan:
     """Decide the pipeline for this host; raise early for a pipeline that cannot run."""
+    source, steps, lifted_reason = _lifted(source, settings)
     mode, mode_reason = _mode(source)
     parts = source.sources if isinstance(source, MixedShardedSource) else [source]
     skips = any(isinstance(p, SkippingSource) and p.skips_rows for p in parts)
-    transforms = tuple(settings.transforms)
+    transforms = steps + tuple(settings.transforms)
     row_ops = (DropSkippedRows(),) * (skips and mode is Mode.INDEXED) + transforms
     source, columns, columns_reason = _projection(source, settings, row_ops)
     counts_change = skips or any(isinstance(t, grain.transforms.Filter) for t in transforms)
@@ -147,6 +182,7 @@ def plan_pipeline(source: Any, settings: Settings) -> Plan:
         rows_per_epoch=rows_per_epoch,
         rows_per_pass=rows_per_pass,
         row_ops=row_ops,
+        row_ops_reason=lifted_reason,
         batching=_batching(mode, settings, row_ops, random_access),
         columns=columns,
         columns_reason=columns_reason,

@@ -102,6 +102,8 @@ class Plan:
     length by its stop strategy); None when endless or a stream."""
     row_ops: tuple[Any, ...]
     """Per-row operations in order (the source's skipped-row filter first, if any)."""
+    row_ops_reason: str
+    """Why the row ops hold a source's own transforms (worker processes); empty when not."""
     batching: Batching | None
     """How the batched maps run; None when no row op is a ``BatchMap``."""
     columns: tuple[str, ...] | None
@@ -278,7 +280,8 @@ class Plan:
         if not self.row_ops:
             return "none"
         names = " -> ".join(op_text(op) for op in self.row_ops)
-        return names + ("; the row count changes" if self.counts_change else "")
+        names += "; the row count changes" if self.counts_change else ""
+        return names + (f" ({self.row_ops_reason})" if self.row_ops_reason else "")
 
     def _batching_text(self) -> str:
         batching = self.batching

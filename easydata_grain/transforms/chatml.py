@@ -39,6 +39,10 @@ SHAREGPT_ROLES: Mapping[str, str] = {
 """ShareGPT's ``from`` values -> OpenAI roles."""
 
 
+_LAYOUT_KEYS = frozenset({"role", "content", "from", "value"})
+"""The keys that tell a turn's layout (OpenAI ``role``/``content``, ShareGPT ``from``/``value``)."""
+
+
 def _turns(value: Any, field: str, row: Row) -> list[Any]:
     """A conversation field's turns as a list (Parquet lists may come as numpy arrays)."""
     if isinstance(value, np.ndarray) and value.dtype == object:
@@ -57,21 +61,31 @@ def to_messages(
     value: Any, field: str, row: Row, roles: Mapping[str, str] = SHAREGPT_ROLES
 ) -> list[dict[str, Any]]:
     """A list of OpenAI or ShareGPT turns as OpenAI messages (OpenAI turns are kept as they
-    are, with any extra keys such as ``tool_calls``)."""
+    are, with any extra keys such as ``tool_calls``).
+
+    A null key counts as absent: a Parquet or Arrow column that holds both layouts gives every
+    turn all four keys, the other layout's null. A ShareGPT turn's ``value`` must be a string."""
     messages = []
     for i, turn in enumerate(_turns(value, field, row)):
+        if isinstance(turn, Mapping):
+            turn = {k: v for k, v in turn.items() if not (k in _LAYOUT_KEYS and v is None)}
         if isinstance(turn, Mapping) and "role" in turn:
-            messages.append(dict(turn))
-        elif isinstance(turn, Mapping) and "from" in turn and "value" in turn:
-            source = turn["from"]
+            messages.append(turn)
+        elif isinstance(turn, Mapping) and "from" in turn:
+            source, text = turn["from"], turn.get("value")
             if source not in roles:
                 raise MalformedRowError(
                     f"Message {i} of {field!r} in {describe_row(row)} is from {source!r}, a "
                     f"speaker not in {sorted(roles)}.",
                     hint="Pass roles={...} mapping it to a role.",
                 )
+            if not isinstance(text, str):
+                raise MalformedRowError(
+                    f"Message {i} of {field!r} in {describe_row(row)} (from {source!r}) has no "
+                    f"text: its 'value' is {text!r:.80}, not a string."
+                )
             extra = {k: v for k, v in turn.items() if k not in ("from", "value")}
-            messages.append({"role": roles[source], "content": turn["value"], **extra})
+            messages.append({"role": roles[source], "content": text, **extra})
         else:
             shown = sorted(turn) if isinstance(turn, Mapping) else type(turn).__name__
             raise MalformedRowError(
@@ -98,6 +112,11 @@ def alpaca_messages(
         (input_field, extra),
         (output_field, output),
     ):
+        if value is None and name != input_field:
+            raise MalformedRowError(
+                f"{name!r} of {describe_row(row)} is null: an Alpaca row needs its instruction "
+                "and its output (only the input may be empty)."
+            )
         if value is not None and not isinstance(value, str):
             raise MalformedRowError(
                 f"{name!r} of {describe_row(row)} should be a string, not a "

@@ -151,3 +151,31 @@ def test_with_worker_processes_the_error_names_the_row(tmp_path: Path) -> None:
     with pytest.raises(MalformedRowError) as caught:
         list(loader)
     assert str(caught.value).startswith(f"{paths[1]}, row 13: ")
+
+
+def forget_to_return(row: dict) -> None:
+    """A map that changes the row in place and returns nothing."""
+    row["n2"] = row["n"] * 2
+
+
+class NoneOnRow(grain.transforms.Map):
+    """Returns None on the row whose ``n`` is 3."""
+
+    def map(self, row: dict) -> dict | None:
+        return None if row["n"] == 3 else row
+
+
+@pytest.mark.parametrize("form", ["fluent", "chain", "loader function", "loader Map"])
+def test_a_map_that_returns_none_is_an_error_not_a_dropped_row(tmp_path: Path, form: str) -> None:
+    paths = write_shards(tmp_path, [8], (9, 9))
+    source = ParquetShardedSource(paths)
+    message = r"part-0\.parquet, row (0|3): .* returned None for the row with fields"
+    with pytest.raises(MalformedRowError, match=message):
+        if form == "fluent":
+            list(source.map(forget_to_return).open_shard(paths[0]))
+        elif form == "chain":
+            chained = source.filter(lambda row: True).map(NoneOnRow())
+            list(chained.open_shard(paths[0]))
+        else:
+            op = forget_to_return if form == "loader function" else NoneOnRow()
+            list(AsyncDataLoader(source, batch_size=2, transforms=[op]))

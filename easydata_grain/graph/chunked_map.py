@@ -27,6 +27,7 @@ import grain
 
 from easydata_grain.graph.row_errors import Locate, named
 from easydata_grain.op_protocols import BatchMap
+from easydata_grain.transforms.chain import mapped_row
 
 
 def _check(transform: Any, chunk_size: int) -> None:
@@ -50,7 +51,7 @@ def _map_chunk(transform: BatchMap, rows: Sequence[Any]) -> list[Any]:
             "map must return one row per input row."
         )
     for i, row in zip(present, mapped, strict=True):
-        out[i] = row
+        out[i] = mapped_row(transform, rows[i], row)
     return out
 
 

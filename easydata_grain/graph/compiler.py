@@ -46,6 +46,7 @@ from easydata_grain.sources.protocol import (
     WrappingSource,
     missing_members,
 )
+from easydata_grain.transforms.chain import map_row
 
 ROWS_PER_CALL = 1024
 """Rows a batched map (a tokenizer) is given per call, where the batches leave the choice."""
@@ -490,5 +491,5 @@ def _apply(dataset: Any, row_ops: tuple[Any, ...], batching: Batching | None) ->
             else:
                 dataset = ChunkedMapIterDataset(dataset, op, batching.rows_per_call)
         else:
-            dataset = dataset.map(op)
+            dataset = dataset.map(functools.partial(map_row, op))
     return dataset

@@ -10,14 +10,15 @@ a ``Chain``: not a Grain operation (a filter changes the row count, a map cannot
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grain
 
 from easydata_grain.fingerprint import describe
+from easydata_grain.io.errors import MalformedRowError
 from easydata_grain.op_protocols import BatchMap, FieldTransform
-from easydata_grain.transforms.base import RowTransform
+from easydata_grain.transforms.base import RowTransform, describe_row
 from easydata_grain.transforms.functions import MapFunction
 from easydata_grain.types import Row
 
@@ -42,6 +43,23 @@ def _steps(op: Any) -> list[Step]:
     raise TypeError(
         f"Cannot chain {op!r}: give Grain Map/Filter operations, functions (maps) or chains."
     )
+
+
+def map_row(step: grain.transforms.Map | Callable[[Row], Row], row: Row) -> Row:
+    """``step.map(row)`` (or ``step(row)``, a function); a map that returns None (one that
+    changes the row in place and forgets ``return row``) is an error, never a dropped row."""
+    out = step.map(row) if isinstance(step, grain.transforms.Map) else step(row)
+    return mapped_row(step, row, out)
+
+
+def mapped_row(step: Any, row: Row, out: Any) -> Row:
+    """``out``, what ``step`` made of ``row``; ``MalformedRowError`` when it is None."""
+    if out is None:
+        raise MalformedRowError(
+            f"{step!r:.80} returned None for {describe_row(row)}: a map returns the row (end "
+            "it with 'return row'); to drop rows, use a filter (FilterFunction, .filter)."
+        )
+    return out
 
 
 def chain(*ops: Any) -> Chain:
@@ -110,7 +128,7 @@ class Chain(RowTransform):
                 if not step.filter(row):
                     return None
             else:
-                row = step.map(row)
+                row = map_row(step, row)
         return row
 
     def apply_batch(self, rows: Sequence[Row]) -> list[Row | None]:
@@ -126,10 +144,10 @@ class Chain(RowTransform):
             elif isinstance(step, BatchMap):
                 mapped = step.map_batch([out[i] for i in alive])
                 for i, row in zip(alive, mapped, strict=True):
-                    out[i] = row
+                    out[i] = mapped_row(step, out[i], row)
             else:
                 for i in alive:
-                    out[i] = step.map(out[i])
+                    out[i] = map_row(step, out[i])
         return out
 
     def __repr__(self) -> str:
@@ -142,7 +160,7 @@ class MapChain(Chain, grain.transforms.Map):
     def map(self, element: Row) -> Row:
         """The row through every step."""
         for step in self.steps:
-            element = step.map(element)
+            element = map_row(step, element)
         return element
 
     def map_batch(self, elements: list[Row]) -> list[Row]:

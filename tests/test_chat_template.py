@@ -94,7 +94,12 @@ def test_assistant_mask(tokenizer: Any) -> None:
     assert out["text"] == _render(tokenizer, OPENAI)
     only_ids = ChatTemplateTransform(tokenizer, output_field=None, assistant_mask_field="m")
     assert "text" not in only_ids.map({"messages": OPENAI})
-    assert only_ids.writes == {"input_ids", "m"}
+    # (it removes the conversation fields by default: drop_messages)
+    assert only_ids.writes == {"input_ids", "m", "messages", "conversations", "conversation"}
+    keeping = ChatTemplateTransform(
+        tokenizer, output_field=None, assistant_mask_field="m", drop_messages=False
+    )
+    assert keeping.writes == {"input_ids", "m"}
 
 
 def test_construction_errors(tokenizer: Any) -> None:
@@ -248,3 +253,107 @@ def test_a_null_field_falls_through_to_the_next_layout(tokenizer: Any, tmp_path:
             tokenizer, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
         )
     )
+
+
+def test_the_template_is_taken_when_the_transform_is_built(tokenizer: Any) -> None:
+    """A later change of ``tokenizer.chat_template`` changes neither the rows nor the
+    fingerprint: both are the template the transform was built with."""
+    changed = tiny_tokenizer()
+    op = ChatTemplateTransform(changed)
+    before, identity = op.map({"messages": OPENAI})["text"], op.fingerprint()
+    changed.chat_template = "{% for m in messages %}[{{ m.role }}] {{ m.content }}{% endfor %}"
+    assert op.map({"messages": OPENAI})["text"] == before == _render(tokenizer, OPENAI)
+    assert op.map_batch([{"messages": OPENAI}])[0]["text"] == before
+    assert op.fingerprint() == identity
+    rebuilt = ChatTemplateTransform(changed)  # built after the change: the new template
+    assert rebuilt.map({"messages": OPENAI})["text"] == "[user] the fox[assistant] and the dog"
+    assert rebuilt.fingerprint() != identity
+    named = tiny_tokenizer()
+    named.chat_template = {"default": "{{ messages | length }}", "short": "{{ 'short' }}"}
+    assert ChatTemplateTransform(named).map({"messages": OPENAI})["text"] == "2"
+    assert ChatTemplateTransform(named, chat_template="short").chat_template == "{{ 'short' }}"
+
+
+def test_pass_through_rows_keep_the_fields_read_downstream(tmp_path: Any) -> None:
+    """With ``pass_through`` a row without a conversation is passed on as it is, so the fields
+    the next steps read from it (its ``text``) are read from the source too: the loader's
+    column projection keeps them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from easydata_grain import AsyncDataLoader, ParquetShardedSource, SelectFields
+    from easydata_grain.transforms.tokenize import TokenizeTransform
+
+    tokenizer = tiny_tokenizer()
+    chat = ChatTemplateTransform(tokenizer, pass_through=True)
+    assert chat.fields_needed(frozenset({"text", "id"})) >= {"text", "id", "messages"}
+    strict = ChatTemplateTransform(tokenizer)
+    assert "text" not in strict.fields_needed(frozenset({"text"}))  # it writes text on every row
+    rows = [
+        {"id": i, "messages": OPENAI if i % 2 else None, "text": None if i % 2 else f"doc {i}"}
+        for i in range(16)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "mixed.parquet")
+    ops = [chat, TokenizeTransform(tokenizer), SelectFields(["id", "input_ids"])]
+    loader = AsyncDataLoader(
+        ParquetShardedSource(str(tmp_path / "mixed.parquet")),
+        batch_size=4,
+        pad=True,
+        transforms=ops,
+    )
+    got = {
+        int(i): list(ids[mask == 1])
+        for batch in loader
+        for i, ids, mask in zip(
+            batch["id"], batch["input_ids"], batch["input_ids_mask"], strict=True
+        )
+    }
+    plain_text = tokenizer("doc 4")["input_ids"]
+    assert len(got) == 16 and got[4] == plain_text
+
+
+def test_easydel_arguments(tokenizer: Any) -> None:
+    """EasyDeL's ``ChatTemplateTransform(tok, drop_messages=..., **template_kwargs)`` calls work:
+    the conversation fields are dropped by default, other keyword arguments go to the template,
+    and a singular ``conversation`` field is read too."""
+    out = ChatTemplateTransform(tokenizer).map({"messages": OPENAI, "id": 1})
+    assert out == {"id": 1, "text": _render(tokenizer, OPENAI)}
+    kept = ChatTemplateTransform(tokenizer, drop_messages=False).map({"messages": OPENAI})
+    assert kept["messages"] == OPENAI
+    # a pass-through row loses its (null) conversation fields too, so rows batch alike
+    mixed = ChatTemplateTransform(tokenizer, pass_through=True)
+    assert mixed.map({"messages": None, "text": "doc"}) == {"text": "doc"}
+    singular = ChatTemplateTransform(tokenizer).map({"conversation": OPENAI})
+    assert singular == {"text": _render(tokenizer, OPENAI)}
+    go_on = ChatTemplateTransform(tokenizer, continue_final_message=True)
+    assert go_on.template_kwargs == {"continue_final_message": True}
+    text = go_on.map({"messages": OPENAI})["text"]
+    assert text == _render(tokenizer, OPENAI, continue_final_message=True)
+    assert text.endswith("and the dog")
+    assert go_on.fingerprint() != ChatTemplateTransform(tokenizer).fingerprint()
+    variable = ChatTemplateTransform(tokenizer, chat_template="{{ greeting }}", greeting="hi")
+    assert variable.map({"messages": OPENAI})["text"] == "hi"
+    assert ChatTemplateTransform(tokenizer, convert_from_value_format=True).fingerprint() == (
+        ChatTemplateTransform(tokenizer).fingerprint()
+    )
+    with pytest.raises(ValueError, match="not supported"):
+        ChatTemplateTransform(tokenizer, convert_from_value_format=False)
+    with pytest.raises(ValueError, match="given twice"):
+        ChatTemplateTransform(tokenizer, template_kwargs={"x": 1}, x=2)
+    with pytest.raises(ValueError, match=r"\['tokenize'\] are set by ChatTemplateTransform"):
+        ChatTemplateTransform(tokenizer, tokenize=True)
+
+
+def test_chat_template_then_tokenize_in_the_loader() -> None:
+    """``AsyncDataLoader(transforms=[ChatTemplateTransform(tok), TokenizeTransform(tok)])``
+    batches out of the box: the list-valued conversation field is dropped by default."""
+    from easydata_grain import AsyncDataLoader, InMemorySource
+    from easydata_grain.transforms.tokenize import TokenizeTransform
+
+    tokenizer = tiny_tokenizer()
+    rows = [{"id": i, "messages": OPENAI} for i in range(8)]
+    ops = [ChatTemplateTransform(tokenizer), TokenizeTransform(tokenizer)]
+    loader = AsyncDataLoader(InMemorySource.from_rows(rows), batch_size=4, pad=True, transforms=ops)
+    batch = next(iter(loader))
+    assert sorted(batch) == ["id", "input_ids", "input_ids_mask", "text"]
+    assert batch["input_ids"].shape[0] == 4

@@ -1,15 +1,19 @@
 """Conversations rendered with a tokenizer's chat template (``apply_chat_template``).
 
 ``ChatTemplateTransform`` finds the conversation in any of the layouts of chatml.py (the
-``messages_field``, a ``conversations`` field, OpenAI or ShareGPT turns, or an Alpaca row) and
-writes the rendered text. A template that fails raises ``MalformedRowError`` with the template's
-own message, never a silent fallback to some other format. It is a ``BatchMap``: ``map_batch``
+``messages_field``, a ``conversations`` or ``conversation`` field, OpenAI or ShareGPT turns, or
+an Alpaca row) and writes the rendered text. It takes the arguments of EasyDeL's
+``easydel.data.ChatTemplateTransform`` too (``drop_messages``, ``convert_from_value_format``,
+other keyword arguments going to the template). A template that fails raises
+``MalformedRowError`` with the template's own message, never a silent fallback to some other
+format. It is a ``BatchMap``: ``map_batch``
 renders (and, for the assistant mask, tokenizes) a list of rows' conversations in one
 ``apply_chat_template`` call, which the loader uses.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,20 +32,42 @@ if TYPE_CHECKING:
 _GENERATION_BLOCK = re.compile(r"\{%-?\s*generation\s*-?%\}")
 ALPACA_FIELDS = ("instruction", "input", "output")
 """The fields of an Alpaca row (``input`` may be empty or absent)."""
+CONVERSATION_FIELDS = ("conversations", "conversation")
+"""The fields looked in after ``messages_field`` for a list of turns."""
+_RENDER_ARGUMENTS = frozenset(
+    {
+        "tokenize",
+        "return_dict",
+        "return_assistant_tokens_mask",
+        "return_tensors",
+        "padding",
+        "truncation",
+        "max_length",
+        "tokenizer_kwargs",
+        "conversation",
+    }
+)
+"""``apply_chat_template`` arguments the transform sets itself (not template variables)."""
 
 
 class ChatTemplateTransform(FieldMap):
     """Render a row's conversation with the tokenizer's chat template into ``output_field``.
 
-    The conversation is the first found of: ``messages_field``, a ``conversations`` field
-    (OpenAI ``role``/``content`` or ShareGPT ``from``/``value`` turns), or an Alpaca row
-    (``instruction``, optional ``input``, ``output``: a user and an assistant turn); a null
-    field counts as absent. A row with none of them is an error unless ``pass_through=True``
-    (then it is returned unchanged).
-    Other fields are kept; ``output_field`` is overwritten.
+    The conversation is the first found of: ``messages_field``, a ``conversations`` or
+    ``conversation`` field (OpenAI ``role``/``content`` or ShareGPT ``from``/``value`` turns), or
+    an Alpaca row (``instruction``, optional ``input``, ``output``: a user and an assistant
+    turn); a null field counts as absent. A row with none of them is an error unless
+    ``pass_through=True`` (then it is returned unchanged, but for ``drop_messages``).
+    ``drop_messages`` (the default, as EasyDeL's) removes the conversation fields
+    (``messages_field``, ``conversations``, ``conversation``) from every row, so the loader can
+    batch the rows; the Alpaca fields and the other fields are kept. ``output_field`` is
+    overwritten.
 
-    ``tools`` and ``add_generation_prompt`` go to the template as in
-    ``tokenizer.apply_chat_template``; ``chat_template`` replaces the tokenizer's own.
+    ``tools``, ``add_generation_prompt``, ``template_kwargs`` and any other keyword argument
+    (``continue_final_message=True``, template variables) go to
+    ``tokenizer.apply_chat_template``. The template is taken when the transform is built
+    (``chat_template``, a template or a template's name, else the tokenizer's): a later change
+    of ``tokenizer.chat_template`` changes neither the rows nor the fingerprint.
 
     With ``assistant_mask_field`` the transform also tokenizes the conversation
     (``return_assistant_tokens_mask=True``): ``input_ids_field`` gets the int32 token ids and
@@ -65,6 +91,9 @@ class ChatTemplateTransform(FieldMap):
         system_prompt: str | None = None,
         roles: Mapping[str, str] | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
+        drop_messages: bool = True,
+        convert_from_value_format: bool = True,
+        **more_template_kwargs: Any,
     ):
         from transformers import PreTrainedTokenizerBase
 
@@ -72,8 +101,7 @@ class ChatTemplateTransform(FieldMap):
             raise TypeError(
                 f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}"
             )
-        template = chat_template if chat_template is not None else tokenizer.chat_template
-        if not template:
+        if not (chat_template or tokenizer.chat_template):
             raise ValueError(
                 f"The tokenizer ({type(tokenizer).__name__}) has no chat template: set "
                 "tokenizer.chat_template or pass chat_template=..."
@@ -81,21 +109,35 @@ class ChatTemplateTransform(FieldMap):
         for flag, value in (
             ("add_generation_prompt", add_generation_prompt),
             ("pass_through", pass_through),
+            ("drop_messages", drop_messages),
+            ("convert_from_value_format", convert_from_value_format),
         ):
             if not isinstance(value, bool):
                 raise TypeError(f"{flag} must be a bool, got {value!r}")
+        if not convert_from_value_format:
+            raise ValueError(
+                "convert_from_value_format=False is not supported: ShareGPT from/value turns are "
+                "always read as role/content messages (a template cannot render from/value)."
+            )
         if output_field is None and assistant_mask_field is None:
             raise ValueError("output_field=None writes nothing: give assistant_mask_field too.")
-        if assistant_mask_field is not None and not any(
-            _GENERATION_BLOCK.search(t)
-            for t in (template.values() if isinstance(template, Mapping) else [template])
-        ):
+        if tools is not None and (isinstance(tools, str) or not isinstance(tools, Sequence)):
+            raise TypeError(f"tools must be a list of tool schemas or functions, got {tools!r}")
+        kwargs = dict(template_kwargs or {})
+        if twice := sorted(kwargs.keys() & more_template_kwargs.keys()):
+            raise ValueError(f"Template arguments {twice} are given twice: in template_kwargs too.")
+        kwargs.update(more_template_kwargs)
+        if reserved := sorted(kwargs.keys() & _RENDER_ARGUMENTS):
+            raise ValueError(
+                f"{reserved} are set by ChatTemplateTransform, not template arguments: it renders "
+                "text (assistant_mask_field also tokenizes); truncate in TokenizeTransform."
+            )
+        template = tokenizer.get_chat_template(chat_template, tools=tools)
+        if assistant_mask_field is not None and not _GENERATION_BLOCK.search(template):
             raise ValueError(
                 "assistant_mask_field needs a chat template with a {% generation %} ... "
                 "{% endgeneration %} block around the assistant's content; this one has none."
             )
-        if tools is not None and (isinstance(tools, str) or not isinstance(tools, Sequence)):
-            raise TypeError(f"tools must be a list of tool schemas or functions, got {tools!r}")
         self.tokenizer = tokenizer
         self.messages_field = check_name(messages_field, "messages_field")
         self.output_field = (
@@ -110,21 +152,35 @@ class ChatTemplateTransform(FieldMap):
         self.tools = None if tools is None else list(tools)
         self.add_generation_prompt = add_generation_prompt
         self.pass_through = pass_through
-        self.chat_template = chat_template
+        self.chat_template: str = template
+        """The template rendered with, taken when the transform was built."""
         self.system_prompt = system_prompt
         self.roles = dict(SHAREGPT_ROLES if roles is None else roles)
-        self.template_kwargs = dict(template_kwargs or {})
+        self.template_kwargs = kwargs
+        self.drop_messages = drop_messages
         self.tokenizer_id = tokenizer_fingerprint(tokenizer)
         """The tokenizer's content hash (``tokenizer_fingerprint``), chat template included."""
-        self.reads = frozenset({self.messages_field, "conversations", *ALPACA_FIELDS})
+        self.conversation_fields = tuple(dict.fromkeys((self.messages_field, *CONVERSATION_FIELDS)))
+        """The fields a list of turns is looked for in, in order."""
+        self.reads = frozenset({*self.conversation_fields, *ALPACA_FIELDS})
         written = {self.output_field} if self.output_field else set()
         if self.assistant_mask_field:
             written |= {self.input_ids_field, self.assistant_mask_field}
+        if drop_messages:
+            written |= set(self.conversation_fields)
         self.writes = frozenset(written)
         self._seal()
 
+    def fields_needed(self, downstream: frozenset[str] | None) -> frozenset[str] | None:
+        """The input fields needed for ``downstream``; with ``pass_through`` a row without a
+        conversation keeps its own fields (its ``text``, say), so those are read too."""
+        if self.pass_through and downstream is not None:
+            return self.reads | downstream
+        return super().fields_needed(downstream)
+
     def config(self) -> dict[str, Any]:
-        """The fields, the template's options and the tokenizer's content hash."""
+        """The fields, the template's options, the template's hash and the tokenizer's content
+        hash."""
         return {
             "tokenizer": self.tokenizer_id,
             "messages_field": self.messages_field,
@@ -133,11 +189,12 @@ class ChatTemplateTransform(FieldMap):
             "add_generation_prompt": self.add_generation_prompt,
             "assistant_mask_field": self.assistant_mask_field,
             "pass_through": self.pass_through,
-            "chat_template": self.chat_template,
+            "chat_template": hashlib.sha256(self.chat_template.encode()).hexdigest()[:16],
             "input_ids_field": self.input_ids_field,
             "system_prompt": self.system_prompt,
             "roles": self.roles,
             "template_kwargs": self.template_kwargs,
+            "drop_messages": self.drop_messages,
         }
 
     def messages(self, row: Row) -> tuple[str, list[dict[str, Any]]] | None:
@@ -145,7 +202,7 @@ class ChatTemplateTransform(FieldMap):
         row has no conversation. A null field counts as absent (a Parquet file of mixed
         layouts has nulls where a row has another layout)."""
         check_row(row, self)
-        for field in dict.fromkeys((self.messages_field, "conversations")):
+        for field in self.conversation_fields:
             if row.get(field) is not None:
                 messages = to_messages(row[field], field, row, self.roles)
                 if self.system_prompt and messages[0].get("role") != "system":
@@ -175,8 +232,8 @@ class ChatTemplateTransform(FieldMap):
         if found is None and not self.pass_through:
             raise MalformedRowError(
                 f"ChatTemplateTransform found no conversation in {describe_row(element)}: "
-                f"expected a non-null {self.messages_field!r} or 'conversations' (OpenAI "
-                "role/content or ShareGPT from/value turns), or non-null Alpaca fields "
+                f"expected a non-null {self.messages_field!r}, 'conversations' or 'conversation' "
+                "(OpenAI role/content or ShareGPT from/value turns), or non-null Alpaca fields "
                 "(instruction, output; input optional).",
                 hint="Pass messages_field=..., convert the row first, or pass_through=True.",
             )
@@ -198,11 +255,19 @@ class ChatTemplateTransform(FieldMap):
                 out[self.assistant_mask_field] = np.asarray(mask, dtype=np.int32)
         return outputs
 
+    def _finish(self, element: Row, written: Mapping[str, Any]) -> Row:
+        """``element`` with the ``written`` fields, without its conversation fields when
+        ``drop_messages``."""
+        if not self.drop_messages:
+            return {**element, **written}
+        kept = {k: v for k, v in element.items() if k not in self.conversation_fields}
+        return {**kept, **written}
+
     def map(self, element: Row) -> Row:
         """The row with the rendered conversation (and its ids and mask, when asked)."""
         found = self._conversation(element)
         if found is None:
-            return element
+            return self._finish(element, {})
         layout, messages = found
         try:
             (written,) = self._outputs([messages])
@@ -212,7 +277,7 @@ class ChatTemplateTransform(FieldMap):
                 f"{len(messages)} messages, roles {[m.get('role') for m in messages]}): "
                 f"{type(error).__name__}: {error}"
             ) from error
-        return {**element, **written}
+        return self._finish(element, written)
 
     def map_batch(self, elements: list[Row]) -> list[Row]:
         """Many rows, their conversations rendered (and tokenized, for the mask) in one call
@@ -226,7 +291,7 @@ class ChatTemplateTransform(FieldMap):
             for i in todo:
                 self.map(elements[i])  # raises, naming the row
             raise
-        out = list(elements)
-        for i, fields in zip(todo, written, strict=True):
-            out[i] = {**elements[i], **fields}
-        return out
+        fields: list[Mapping[str, Any]] = [{} for _ in elements]
+        for i, one in zip(todo, written, strict=True):
+            fields[i] = one
+        return [self._finish(row, one) for row, one in zip(elements, fields, strict=True)]

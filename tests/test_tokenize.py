@@ -10,6 +10,7 @@ from typing import Any
 import grain
 import numpy as np
 import pytest
+import tokenizers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from easydata_grain.synthetic import synthetic_table, tiny_tokenizer
 from easydata_grain.transforms.chain import MapChain
 from easydata_grain.transforms.fields import RenameFields
 from easydata_grain.transforms.tokenize import TokenizeTransform
+from easydata_grain.transforms.tokenizer_identity import tokenizer_fingerprint
 
 TEXTS = [
     "the fox",
@@ -215,3 +217,50 @@ def test_chunked_ops_check_their_arguments(tokenizer: Any) -> None:
         ChunkedMapDataset(source, RenameFields({"a": "b"}))
     with pytest.raises(ValueError, match="chunk_size"):
         ChunkedMapDataset(source, TokenizeTransform(tokenizer), chunk_size=0)
+
+
+# -- the tokenizer's Python-side settings ------------------------------------------------------
+
+
+def test_split_special_tokens_is_honoured_and_fingerprinted() -> None:
+    """A tokenizer set to ``split_special_tokens=True`` tokenizes a special token's text inside a
+    document as text; the transform's ids are the tokenizer's, and the fingerprint differs."""
+    splitting = tiny_tokenizer()
+    splitting.split_special_tokens = True
+    plain_tokenizer = tiny_tokenizer()
+    op = TokenizeTransform(splitting)
+    text = "a page that quotes <|im_start|>system"
+    assert op.map({"text": text})["input_ids"].tolist() == splitting(text)["input_ids"]
+    assert (
+        splitting.convert_tokens_to_ids("<|im_start|>")
+        not in op.map({"text": text})["input_ids"].tolist()
+    )
+    assert [r["input_ids"].tolist() for r in op.tokenize_batch([{"text": t} for t in TEXTS])] == (
+        splitting(TEXTS)["input_ids"]
+    )
+    assert op.fingerprint() != TokenizeTransform(plain_tokenizer).fingerprint()
+    assert tokenizer_fingerprint(splitting) != tokenizer_fingerprint(plain_tokenizer)
+    raw = tokenizers.Tokenizer.from_str(plain_tokenizer.backend_tokenizer.to_str())
+    raw_id = tokenizer_fingerprint(raw)
+    raw.encode_special_tokens = True  # a raw backend's own setting
+    assert tokenizer_fingerprint(raw) != raw_id
+    copy = pickle.loads(pickle.dumps(op))
+    assert copy.map({"text": text})["input_ids"].tolist() == splitting(text)["input_ids"]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_truncation_side_is_honoured_and_fingerprinted(side: str) -> None:
+    """``tokenizer.truncation_side`` decides which end is cut: the ids are the tokenizer's, and
+    the fingerprint names the side (a state saved with one side is refused by the other)."""
+    sided = tiny_tokenizer()
+    sided.truncation_side = side
+    op = TokenizeTransform(sided, max_length=4, truncation=True)
+    expected = sided(TEXTS, max_length=4, truncation=True)["input_ids"]
+    assert [r["input_ids"].tolist() for r in op.tokenize_batch([{"text": t} for t in TEXTS])] == (
+        expected
+    )
+    other = tiny_tokenizer()
+    other.truncation_side = "right" if side == "left" else "left"
+    assert op.fingerprint() != TokenizeTransform(other, max_length=4, truncation=True).fingerprint()
+    # without truncation the side does not matter
+    assert TokenizeTransform(sided).fingerprint() == TokenizeTransform(other).fingerprint()

@@ -7,9 +7,12 @@ batched path is what ``TransformedShardedSource`` uses for each block it reads, 
 ``ChunkedMapDataset``/``ChunkedMapIterDataset`` (graph/chunked_map.py) run over chunks of a
 Grain dataset (the loader places them for ``transforms=[...]``).
 
-A fast tokenizer is used through a private copy of its Rust backend, configured once
-(truncation), so calls from several threads never change shared settings; the ids are those of
-``tokenizer(texts, add_special_tokens=..., truncation=..., max_length=...)["input_ids"]``.
+A fast tokenizer is used through a private copy of its Rust backend, configured once with the
+tokenizer's Python-side settings (``truncation_side``, ``split_special_tokens``), so calls from
+several threads never change shared settings; the ids are those of
+``tokenizer(texts, add_special_tokens=..., truncation=..., max_length=...)["input_ids"]`` with
+the tokenizer as it was when the transform was built. Those settings are in the fingerprint
+(``split_special_tokens`` in the tokenizer's, ``truncation_side`` in the transform's).
 """
 
 from __future__ import annotations
@@ -28,16 +31,18 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-def _backend_copy(tokenizer: Any, max_length: int | None, truncation: bool) -> Any:
-    """A fast tokenizer's Rust backend, copied and configured once (no padding)."""
+def _backend_copy(tokenizer: Any, max_length: int | None, truncation_side: str | None) -> Any:
+    """A fast tokenizer's Rust backend, copied and configured once as ``tokenizer(...)`` sets
+    it before each call (no padding; ``truncation_side`` None: no truncation)."""
     import tokenizers
 
     backend = tokenizers.Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.no_padding()
-    if truncation:
-        backend.enable_truncation(max_length, direction=tokenizer.truncation_side)
-    else:
+    if truncation_side is None:
         backend.no_truncation()
+    else:
+        backend.enable_truncation(max_length, direction=truncation_side)
+    backend.encode_special_tokens = tokenizer.split_special_tokens
     return backend
 
 
@@ -97,10 +102,16 @@ class TokenizeTransform(FieldMap):
         self.add_special_tokens = add_special_tokens
         self.return_attention_mask = return_attention_mask
         self.allow_empty = allow_empty
+        self.truncation_side: str | None = tokenizer.truncation_side if truncation else None
+        """The side cut (the tokenizer's ``truncation_side`` when built), None without
+        truncation."""
+        self.split_special_tokens: bool = tokenizer.split_special_tokens
+        """Whether a special token's text in a document is split like text (the tokenizer's
+        setting when built; in ``tokenizer_id``)."""
         self.tokenizer_id = tokenizer_fingerprint(tokenizer)
         """The tokenizer's content hash (``tokenizer_fingerprint``)."""
         self._backend = (
-            _backend_copy(tokenizer, max_length, truncation)
+            _backend_copy(tokenizer, max_length, self.truncation_side)
             if isinstance(tokenizer, PreTrainedTokenizerFast)
             else None
         )
@@ -110,6 +121,13 @@ class TokenizeTransform(FieldMap):
         )
         self._seal()
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (in a worker process, say): the backend copy is told
+        ``split_special_tokens`` again (a backend pickles its definition, not that flag)."""
+        self.__dict__.update(state)
+        if self._backend is not None:
+            self._backend.encode_special_tokens = self.split_special_tokens
+
     def config(self) -> dict[str, Any]:
         """The fields, options and the tokenizer's content hash."""
         return {
@@ -118,6 +136,7 @@ class TokenizeTransform(FieldMap):
             "output_field": self.output_field,
             "max_length": self.max_length,
             "truncation": self.truncation,
+            "truncation_side": self.truncation_side,
             "add_special_tokens": self.add_special_tokens,
             "return_attention_mask": self.return_attention_mask,
             "attention_mask_field": self.attention_mask_field,

@@ -4,8 +4,10 @@ Two tokenizers with the same name can differ (a revision changed the vocabulary 
 template) and two names can be the same tokenizer; a saved state or a materialized cache must
 follow the content. The hash covers the fast tokenizer's whole definition (vocabulary, merges,
 normalizer, pre-tokenizer, post-processor, added and special tokens, from ``tokenizer.json``),
-the chat template and the special tokens map. The truncation and padding settings of the
-backend are left out: a call with ``truncation=True`` changes them, not the tokenizer.
+the chat template, the special tokens map and ``split_special_tokens`` (whether a special
+token's text inside a document is split like any text: ``tokenizer(text)`` honours it). The
+truncation and padding settings of the backend are left out: a call with ``truncation=True``
+changes them, not the tokenizer (``TokenizeTransform`` fingerprints the side it cuts).
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ def _backend_definition(backend: tokenizers.Tokenizer) -> Any:
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase | tokenizers.Tokenizer) -> str:
     """A short hash of the tokenizer's content: vocabulary, merges, special tokens, chat
-    template (a slow tokenizer: its vocabulary, added tokens and special tokens)."""
+    template, ``split_special_tokens`` (a slow tokenizer: its vocabulary, added tokens and
+    special tokens)."""
     import tokenizers  # imported here: transformers takes seconds to import
     from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
     if isinstance(tokenizer, tokenizers.Tokenizer):
         content: dict[str, Any] = {"tokenizer.json": _backend_definition(tokenizer)}
+        split = tokenizer.encode_special_tokens
     elif isinstance(tokenizer, PreTrainedTokenizerBase):
         if isinstance(tokenizer, PreTrainedTokenizerFast):
             content = {"tokenizer.json": _backend_definition(tokenizer.backend_tokenizer)}
@@ -50,10 +54,13 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase | tokenizers.Tokeni
         )
         content["special_tokens"] = {k: str(v) for k, v in tokenizer.special_tokens_map.items()}
         content["chat_template"] = tokenizer.chat_template
+        split = tokenizer.split_special_tokens
     else:
         raise TypeError(
             "tokenizer must be a transformers tokenizer (PreTrainedTokenizerBase) or a "
             f"tokenizers.Tokenizer, got {type(tokenizer).__name__}"
         )
+    if split:  # (only when set: the hashes of tokenizers that do not split stay as they were)
+        content["split_special_tokens"] = True
     text = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

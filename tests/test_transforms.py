@@ -104,8 +104,8 @@ def test_combine_fields() -> None:
     assert out["q"] == "Do it -> Done"
     with pytest.raises(ValueError, match="placeholder"):
         CombineFields(["instruction"], "q", template="{nope}")
-    with pytest.raises(MalformedRowError, match=r"'a' of the row .* is a int"):
-        CombineFields(["a", "b"], "q").map(ROW)
+    with pytest.raises(MalformedRowError, match=r"'c' of the row .* is a list"):
+        CombineFields(["a", "c"], "q").map(ROW)
 
 
 def test_add_and_map_field() -> None:
@@ -113,7 +113,7 @@ def test_add_and_map_field() -> None:
     out["tags"].append(1)
     assert AddField("tags", []).map(ROW)["tags"] == []  # each row gets its own copy
     assert AddField("n", fn=lambda row: len(row)).map(ROW)["n"] == 3
-    with pytest.raises(MalformedRowError, match="already has it"):
+    with pytest.raises(MalformedRowError, match=r"AddField\('a'\) would overwrite 'a'"):
         AddField("a", 2).map(ROW)
     assert AddField("a", 2, overwrite=True).map(ROW)["a"] == 2
     with pytest.raises(ValueError, match="exactly one"):
@@ -220,10 +220,13 @@ def test_every_transform_declares_fields_and_is_a_grain_op() -> None:
 
 def test_fields_needed_walks_back() -> None:
     steps = RenameFields({"body": "text"}) >> FilterNonEmpty("text") >> DropFields("junk")
-    assert steps.fields_needed(frozenset({"text", "id"})) == {"body", "id", "junk"}
-    assert steps.reads == {"body", "junk"}
+    # RenameFields reads 'text' too: a row that has it is refused
+    assert steps.fields_needed(frozenset({"text", "id"})) == {"body", "text", "id", "junk"}
+    assert steps.reads == {"body", "text", "junk"}
     assert SelectFields(["a", "b"]).fields_needed(frozenset({"a"})) == {"a", "b"}
-    assert ExtractField("meta.x[0]", "x").fields_needed(frozenset({"x", "id"})) == {"meta", "id"}
+    extract = ExtractField("meta.x[0]", "x")
+    assert extract.fields_needed(frozenset({"x", "id"})) == {"meta", "x", "id"}
+    assert ExtractField("meta.x", "x", overwrite=True).fields_needed(frozenset({"x"})) == {"meta"}
     assert (MapFunction(dict) >> SelectFields("a")).fields_needed(frozenset({"a"})) is None
     assert DropFields("q", strict=False).fields_needed(frozenset({"a"})) == {"a"}
 
@@ -265,3 +268,120 @@ def test_fingerprints_follow_the_configuration() -> None:
 
     assert describe(one) != describe(two)
     assert "RenameFields" in repr(one) and ">>" in repr(one)
+
+
+# -- overwriting, EasyDeL's forms ---------------------------------------------------------------
+
+
+def test_add_field_computes_a_callable_value_per_row() -> None:
+    length = AddField("length", lambda x: len(x["text"]))
+    assert length.map({"text": "hello"}) == {"text": "hello", "length": 5}
+    assert AddField("n", len).map({"a": 1, "b": 2}) == {"a": 1, "b": 2, "n": 2}
+    assert length.reads is None and length.fn is not None  # a function of the whole row
+    # identified by the function's behaviour, like fn=
+    twice = AddField("length", lambda x: 2 * len(x["text"]))
+    assert length.fingerprint() != twice.fingerprint()
+    assert length.fingerprint() == AddField("length", fn=lambda x: len(x["text"])).fingerprint()
+    with pytest.raises(ValueError, match="exactly one"):
+        AddField("n", len, fn=len)
+    assert AddField(field="lang", value="en").map({}) == {"lang": "en"}  # EasyDeL's name
+
+
+def test_writing_a_field_the_row_has_is_an_error_unless_overwrite() -> None:
+    row = {"meta": {"a": "x"}, "t": "q", "u": "w", "messages": "old", "conversations": [], "o": 1}
+    turns = {"conversations": [{"from": "human", "value": "hi"}], "messages": "old"}
+    alpaca = {"instruction": "i", "output": "o", "messages": "old"}
+    cases = [
+        (ExtractField, ("meta.a", "t"), row, "t", "x"),
+        (CombineFields, (["t", "u"], "o"), row, "o", "q w"),
+        (MapField, ("t", str.upper, "u"), row, "u", "Q"),
+        (AddField, ("t", "new"), row, "t", "new"),
+        (ConvertToChatML, (), turns, "messages", [{"role": "user", "content": "hi"}]),
+        (ConvertInputOutputToChatML, (), alpaca, "messages", None),
+    ]
+    for kind, args, data, target, value in cases:
+        with pytest.raises(MalformedRowError, match=f"would overwrite '{target}'.*overwrite=True"):
+            kind(*args).map(data)
+        out = kind(*args, overwrite=True).map(data)
+        assert value is None or out[target] == value, kind
+        assert target in kind(*args).reads and target not in (kind(*args, overwrite=True).reads)
+    # writing back into a field read is not an overwrite
+    assert MapField("t", str.upper).map(row)["t"] == "Q"
+    assert CombineFields(["t", "u"], "t").map(row)["t"] == "q w"
+    assert ExtractField("meta.a", "meta").map(row)["meta"] == "x"
+    same = ConvertToChatML("conversations", "conversations").map(turns)
+    assert same["conversations"] == [{"role": "user", "content": "hi"}]
+    with pytest.raises(MalformedRowError, match="would rename 'a' to 'b'"):
+        RenameFields({"a": "b"}, strict=False).map(ROW)
+    assert RenameFields({"a": "z", "b": "a"}).reads == {"a", "b", "z"}
+
+
+def test_easydel_argument_names() -> None:
+    row = {"metadata": {"author": "Ann"}, "first": "A", "last": "B", "n": 2}
+    extract = ExtractField(source_path="metadata.author", target_field="author")
+    assert extract.map(row)["author"] == "Ann"
+    assert extract.fingerprint() == ExtractField("metadata.author", "author").fingerprint()
+    with pytest.raises(MissingColumnError, match="default="):  # strict unless default= is given
+        extract.map({"metadata": {}})
+    missing = ExtractField(source_path="metadata.x", target_field="x", default=None)
+    assert missing.map({"metadata": {}})["x"] is None
+    with pytest.raises(TypeError, match="not both"):
+        ExtractField("a", "b", source_path="a")
+    with pytest.raises(TypeError, match="required"):
+        ExtractField(target_field="b")
+    full = CombineFields(source_fields=["first", "last"], target_field="name", drop_sources=True)
+    assert full.map(row) == {"metadata": {"author": "Ann"}, "n": 2, "name": "A B"}
+    assert full.writes == {"first", "last", "name"}
+    total = CombineFields(["n", "n2"], "sum", combiner=lambda v: sum(x for x in v if x is not None))
+    assert total.map({"n": 2, "n2": None})["sum"] == 2
+    assert CombineFields(["first", "n"], "c", separator="-").map(row)["c"] == "A-2"  # str(number)
+    assert CombineFields(["n"], "c", template="n={n}").map(row)["c"] == "n=2"
+    with pytest.raises(ValueError, match="not both"):
+        CombineFields(["n"], "c", template="{n}", combiner=sum)
+    assert RenameFields({"first": "given"})(row)["given"] == "A"  # transform(row) is map
+    assert FilterByField("n", _positive)(row) is True
+
+
+def test_convert_input_output_turns_to_chatml() -> None:
+    row = {
+        "id": 3,
+        "conversation": [
+            {"input": "What is 2+2?", "output": "4."},
+            {"input": "Thanks!", "output": None},
+        ],
+    }
+    want = [
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4."},
+        {"role": "user", "content": "Thanks!"},
+    ]
+    assert ConvertInputOutputToChatML().map(row) == {"id": 3, "messages": want}
+    easydel = ConvertInputOutputToChatML(input_field="conversation", output_field="chat")
+    assert easydel.map(row) == {"id": 3, "chat": want}
+    roles = ConvertInputOutputToChatML(user_role="human", assistant_role="gpt", system_prompt="S")
+    assert [m["role"] for m in roles.map(row)["messages"]] == ["system", "human", "gpt", "human"]
+    arrays = {"conversation": np.array([{"input": "a", "output": "b"}], dtype=object)}
+    assert len(ConvertInputOutputToChatML().map(arrays)["messages"]) == 2
+    assert "conversation" in ConvertInputOutputToChatML(keep_input=True).map(row)
+    with pytest.raises(MalformedRowError, match=r"Turn 0 .* no 'input' or 'output'"):
+        ConvertInputOutputToChatML().map({"conversation": [{"q": "a"}]})
+    with pytest.raises(MalformedRowError, match=r"Turn 0 .* 'output' that is a int"):
+        ConvertInputOutputToChatML().map({"conversation": [{"input": "a", "output": 3}]})
+    with pytest.raises(MalformedRowError, match="both an Alpaca 'instruction' and input/output"):
+        ConvertInputOutputToChatML().map({**row, "instruction": "x", "output": "y"})
+    with pytest.raises(TypeError, match="not both"):
+        ConvertInputOutputToChatML(messages_field="m", output_field="m")
+
+
+def test_convert_to_chatml_roles_extend_the_defaults() -> None:
+    turns = [{"from": "human", "value": "hi"}, {"from": "bot", "value": "yo"}]
+    out = ConvertToChatML(roles={"bot": "assistant"}).map({"conversations": turns})
+    assert [m["role"] for m in out["messages"]] == ["user", "assistant"]
+    assert ConvertToChatML(role_mapping={"human": "system"}).map({"conversations": turns[:1]})[
+        "messages"
+    ] == [{"role": "system", "content": "hi"}]  # an entry of yours wins
+    only = ConvertToChatML(roles={"bot": "assistant"}, use_default_mapping=False)
+    with pytest.raises(MalformedRowError, match=r"from 'human', a speaker not in \['bot'\]"):
+        only.map({"conversations": turns})
+    with pytest.raises(ValueError, match="use_default_mapping=False needs roles"):
+        ConvertToChatML(use_default_mapping=False)

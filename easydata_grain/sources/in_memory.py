@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -22,6 +23,16 @@ def _table_digest(table: pa.Table) -> str:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return hashlib.sha256(sink.getvalue()).hexdigest()[:16]
+
+
+def _row_index(row: Any) -> int | None:
+    """``row`` as an int (a Python or numpy integer, not a bool); None when it is not one."""
+    if isinstance(row, bool):
+        return None
+    try:
+        return operator.index(row)
+    except TypeError:
+        return None
 
 
 class InMemorySource(TransformableSource):
@@ -92,13 +103,14 @@ class InMemorySource(TransformableSource):
     def open_shard_at_row(self, shard: str | int, row: int) -> Iterator[Row]:
         """The rows from ``row`` on."""
         self._check_shard(shard)
-        if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row <= len(self.table):
+        index = _row_index(row)
+        if index is None or not 0 <= index <= len(self.table):
             raise RowOutOfRangeError(
                 f"Row {row!r} is out of range for {self.name}, which has {len(self.table)} rows.",
                 path=self.name,
-                row=row if isinstance(row, int) else None,
+                row=index,
             )
-        for batch in self.table.slice(row).to_batches(max_chunksize=self.block_rows):
+        for batch in self.table.slice(index).to_batches(max_chunksize=self.block_rows):
             yield from batch_to_rows(batch, True)
 
     # -- indexed access ---------------------------------------------------------------------------

@@ -67,6 +67,33 @@ def check_name(name: Any, what: str) -> str:
     return name
 
 
+def either(ours: Any, theirs: Any, names: tuple[str, str], default: Any = None) -> Any:
+    """An argument given under our name or under EasyDeL's (``names``: ours, then theirs);
+    both is an error, neither gives ``default`` (an error when there is none)."""
+    if ours is not None and theirs is not None:
+        raise TypeError(f"Give {names[0]}= or {names[1]}= (two names of one argument), not both.")
+    value = theirs if ours is None else ours
+    if value is None and default is None:
+        raise TypeError(f"{names[0]}= (or {names[1]}=) is required.")
+    return default if value is None else value
+
+
+def check_new_field(row: Row, field: str, who: str) -> None:
+    """Raise ``MalformedRowError`` when ``row`` already has ``field``, which ``who`` (a
+    transform in words) would overwrite."""
+    if field in row:
+        raise MalformedRowError(
+            f"{who} would overwrite {field!r}, which {describe_row(row)} already has.",
+            hint="Pass overwrite=True to replace it, or drop or rename the field first.",
+        )
+
+
+def guarded(reads: frozenset[str], target: str, overwrite: bool) -> frozenset[str]:
+    """``reads`` with ``target`` when the transform checks that a row lacks it (so a column
+    projection keeps the column and the check sees it; a source without it loses nothing)."""
+    return reads if overwrite else reads | {target}
+
+
 def check_callable(fn: Any, what: str) -> None:
     """Raise ``TypeError`` unless ``fn`` is callable."""
     if not callable(fn):
@@ -154,6 +181,10 @@ class FieldMap(RowTransform, grain.transforms.Map):
         """The transformed row (a new dict; the input is not changed)."""
         raise NotImplementedError
 
+    def __call__(self, element: Row) -> Row:
+        """``transform(row)``: the same as ``transform.map(row)``."""
+        return self.map(element)
+
 
 class FieldFilter(RowTransform, grain.transforms.Filter):
     """A row filter (a Grain ``Filter``) with declared fields; it writes nothing."""
@@ -163,3 +194,7 @@ class FieldFilter(RowTransform, grain.transforms.Filter):
     def filter(self, element: Row) -> bool:
         """Whether to keep the row."""
         raise NotImplementedError
+
+    def __call__(self, element: Row) -> bool:
+        """``predicate(row)``: the same as ``predicate.filter(row)``."""
+        return self.filter(element)

@@ -4,7 +4,9 @@ The layouts instruction-tuning sets come in:
 - OpenAI: a list of ``{"role", "content"}`` dicts (``messages``);
 - ShareGPT: a list of ``{"from", "value"}`` dicts (``conversations``), ``from`` being
   ``human``/``gpt``/``system``/... (``SHAREGPT_ROLES``);
-- Alpaca: ``instruction``, an optional ``input`` and ``output`` fields.
+- Alpaca: ``instruction``, an optional ``input`` and ``output`` fields;
+- input/output turns (Capybara, Pure-Dove): a list of ``{"input", "output"}`` dicts
+  (``conversation``), each turn a user message and the assistant's answer.
 
 ``ConvertToChatML`` and ``ConvertInputOutputToChatML`` write the messages into a field;
 ``ChatTemplateTransform`` reads any of the layouts directly (``find_messages``).
@@ -18,7 +20,16 @@ from typing import Any
 import numpy as np
 
 from easydata_grain.io.errors import MalformedRowError
-from easydata_grain.transforms.base import FieldMap, check_name, check_row, describe_row, field_of
+from easydata_grain.transforms.base import (
+    FieldMap,
+    check_name,
+    check_new_field,
+    check_row,
+    describe_row,
+    either,
+    field_of,
+    guarded,
+)
 from easydata_grain.types import Row
 
 SHAREGPT_ROLES: Mapping[str, str] = {
@@ -127,12 +138,47 @@ def alpaca_messages(
     return [*messages, {"role": "user", "content": user}, {"role": "assistant", "content": output}]
 
 
+def input_output_messages(
+    value: Any, field: str, row: Row, user_role: str = "user", assistant_role: str = "assistant"
+) -> list[dict[str, Any]]:
+    """A list of ``{"input", "output"}`` turns (Capybara) as OpenAI messages: each input a
+    user message, each output an assistant message (a null or absent one is left out; a turn
+    with neither is an error, as is a value that is not a string)."""
+    messages = []
+    for i, turn in enumerate(_turns(value, field, row)):
+        said = (
+            [
+                (k, role, turn.get(k))
+                for k, role in (("input", user_role), ("output", assistant_role))
+            ]
+            if isinstance(turn, Mapping)
+            else []
+        )
+        said = [(k, role, text) for k, role, text in said if text is not None]
+        if not said:
+            shown = sorted(turn) if isinstance(turn, Mapping) else type(turn).__name__
+            raise MalformedRowError(
+                f"Turn {i} of {field!r} in {describe_row(row)} has no 'input' or 'output': {shown}."
+            )
+        for key, role, text in said:
+            if not isinstance(text, str):
+                raise MalformedRowError(
+                    f"Turn {i} of {field!r} in {describe_row(row)} has an {key!r} that is a "
+                    f"{type(text).__name__}, not a string: {text!r:.80}."
+                )
+            messages.append({"role": role, "content": text})
+    return messages
+
+
 class ConvertToChatML(FieldMap):
     """ShareGPT turns (``from``/``value``) -> OpenAI messages (``role``/``content``).
 
     Reads ``input_field`` (default ``conversations``) and writes ``output_field`` (default
     ``messages``), removing the input field when they differ. Turns already in OpenAI form
-    are kept; an unknown speaker is an error (``roles`` maps more).
+    are kept; an unknown speaker is an error. ``roles`` adds speakers to ``SHAREGPT_ROLES`` (its
+    entries win); ``use_default_mapping=False`` uses ``roles`` alone (``role_mapping`` is
+    EasyDeL's name of ``roles``). An output field the row has (other than the input) is an
+    error unless ``overwrite=True``.
     """
 
     def __init__(
@@ -141,16 +187,25 @@ class ConvertToChatML(FieldMap):
         output_field: str = "messages",
         *,
         roles: Mapping[str, str] | None = None,
+        use_default_mapping: bool = True,
         keep_input: bool = False,
+        overwrite: bool = False,
+        role_mapping: Mapping[str, str] | None = None,
     ):
         self.input_field = check_name(input_field, "input_field")
         self.output_field = check_name(output_field, "output_field")
-        self.roles = dict(SHAREGPT_ROLES if roles is None else roles)
+        given = either(roles, role_mapping, ("roles", "role_mapping"), default={})
+        if not isinstance(given, Mapping):
+            raise TypeError(f"roles maps speaker names to role names, got {given!r}")
+        self.roles = {**(SHAREGPT_ROLES if use_default_mapping else {}), **given}
         for source, role in self.roles.items():
             if not isinstance(source, str) or not isinstance(role, str):
-                raise TypeError(f"roles maps speaker names to role names, got {roles!r}")
+                raise TypeError(f"roles maps speaker names to role names, got {given!r}")
+        if not self.roles:
+            raise ValueError("use_default_mapping=False needs roles={speaker: role, ...}.")
         self.keep_input = keep_input
-        self.reads = frozenset({self.input_field})
+        self.overwrite = overwrite or self.output_field == self.input_field
+        self.reads = guarded(frozenset({self.input_field}), self.output_field, self.overwrite)
         self.writes = frozenset({self.output_field, self.input_field})
         self._seal()
 
@@ -161,6 +216,7 @@ class ConvertToChatML(FieldMap):
             "output_field": self.output_field,
             "roles": self.roles,
             "keep_input": self.keep_input,
+            "overwrite": self.overwrite,
         }
 
     def map(self, element: Row) -> Row:
@@ -168,17 +224,25 @@ class ConvertToChatML(FieldMap):
         messages = to_messages(
             field_of(element, self.input_field, self), self.input_field, element, self.roles
         )
+        if not self.overwrite:
+            check_new_field(element, self.output_field, "ConvertToChatML")
         out = {k: v for k, v in element.items() if self.keep_input or k != self.input_field}
         out[self.output_field] = messages
         return out
 
 
 class ConvertInputOutputToChatML(FieldMap):
-    """An Alpaca row (``instruction``, optional ``input``, ``output``) -> OpenAI messages.
+    """An Alpaca row (``instruction``, optional ``input``, ``output``) or input/output turns
+    (Capybara: ``{"conversation": [{"input", "output"}, ...]}``) -> OpenAI messages.
 
-    The user turn is the instruction, followed by the input after a blank line when the input
-    is not empty; the assistant turn is the output; ``system_prompt`` adds a system turn. The
-    three fields are removed unless ``keep_input``.
+    Alpaca: the user turn is the instruction, followed by the input after a blank line when
+    the input is not empty; the assistant turn is the output. Turns: each input is a user turn
+    (``user_role``), each output an assistant turn (``assistant_role``); they are read from
+    ``conversation_field``, or from ``input_field`` when it holds a list (EasyDeL's
+    ``ConvertInputOutputToChatML(input_field="conversation", output_field="messages")``). A row
+    with both layouts is an error. ``system_prompt`` adds a system turn. The fields read are
+    removed unless ``keep_input``. ``output_field`` is EasyDeL's name of ``messages_field``;
+    a messages field the row has (not one read) is an error unless ``overwrite=True``.
     """
 
     def __init__(
@@ -186,46 +250,88 @@ class ConvertInputOutputToChatML(FieldMap):
         instruction_field: str = "instruction",
         input_field: str = "input",
         response_field: str = "output",
-        messages_field: str = "messages",
+        messages_field: str | None = None,
         *,
+        conversation_field: str = "conversation",
+        user_role: str = "user",
+        assistant_role: str = "assistant",
         system_prompt: str | None = None,
         keep_input: bool = False,
+        overwrite: bool = False,
+        output_field: str | None = None,
     ):
         self.instruction_field = check_name(instruction_field, "instruction_field")
         self.input_field = check_name(input_field, "input_field")
         self.response_field = check_name(response_field, "response_field")
-        self.messages_field = check_name(messages_field, "messages_field")
+        self.conversation_field = check_name(conversation_field, "conversation_field")
+        self.messages_field = check_name(
+            either(messages_field, output_field, ("messages_field", "output_field"), "messages"),
+            "messages_field",
+        )
+        self.user_role = check_name(user_role, "user_role")
+        self.assistant_role = check_name(assistant_role, "assistant_role")
         if system_prompt is not None and not isinstance(system_prompt, str):
             raise TypeError(f"system_prompt must be a str or None, got {system_prompt!r}")
         self.system_prompt = system_prompt
         self.keep_input = keep_input
-        inputs = {self.instruction_field, self.input_field, self.response_field}
-        self.reads = frozenset(inputs)
-        self.writes = frozenset(inputs | {self.messages_field})
+        self.overwrite = overwrite
+        self.inputs = frozenset(
+            {self.instruction_field, self.input_field, self.response_field, conversation_field}
+        )
+        self.reads = guarded(self.inputs, self.messages_field, overwrite)
+        self.writes = self.inputs | {self.messages_field}
         self._seal()
 
     def config(self) -> dict[str, Any]:
-        """The fields and the system prompt."""
+        """The fields, the roles, the system prompt and the flags."""
         return {
             "instruction_field": self.instruction_field,
             "input_field": self.input_field,
             "response_field": self.response_field,
+            "conversation_field": self.conversation_field,
             "messages_field": self.messages_field,
+            "user_role": self.user_role,
+            "assistant_role": self.assistant_role,
             "system_prompt": self.system_prompt,
             "keep_input": self.keep_input,
+            "overwrite": self.overwrite,
         }
 
     def map(self, element: Row) -> Row:
         """The row with the conversation in ``messages_field``."""
         check_row(element, self)
-        messages = alpaca_messages(
-            element,
-            self.instruction_field,
-            self.input_field,
-            self.response_field,
-            self.system_prompt,
-        )
-        dropped = () if self.keep_input else self.reads
+        turns = self._turns_field(element)
+        if turns is None:
+            fields = self.instruction_field, self.input_field, self.response_field
+            used = set(fields)
+            messages = alpaca_messages(element, *fields)
+        else:
+            used = {turns}
+            messages = input_output_messages(
+                element[turns], turns, element, self.user_role, self.assistant_role
+            )
+        if self.system_prompt:
+            messages = [{"role": "system", "content": self.system_prompt}, *messages]
+        if not self.overwrite and self.messages_field not in used:
+            check_new_field(element, self.messages_field, "ConvertInputOutputToChatML")
+        dropped = () if self.keep_input else used
         out = {k: v for k, v in element.items() if k not in dropped}
         out[self.messages_field] = messages
         return out
+
+    def _turns_field(self, row: Row) -> str | None:
+        """The field holding input/output turns (None: an Alpaca row)."""
+        for field in (self.input_field, self.conversation_field):
+            value = row.get(field)
+            if isinstance(value, np.ndarray) or (
+                isinstance(value, Sequence) and not isinstance(value, str | bytes)
+            ):
+                if self.instruction_field in row:
+                    raise MalformedRowError(
+                        f"ConvertInputOutputToChatML found both an Alpaca "
+                        f"{self.instruction_field!r} and input/output turns in {field!r} of "
+                        f"{describe_row(row)}.",
+                        hint="Drop one of them first (DropFields).",
+                    )
+                return field
+        return None

@@ -22,7 +22,6 @@ from easydata_grain import (
     AsyncDataLoader,
     ChatTemplateTransform,
     ConcatSource,
-    DropFields,
     FilterByField,
     Hosts,
     InMemorySource,
@@ -428,9 +427,9 @@ def test_describe_names_the_ops_the_batching_and_the_columns(data: str) -> None:
     text = AsyncDataLoader(ParquetShardedSource(data), transforms=ops, pad=True).describe()
     row_ops = next(line for line in text.splitlines() if line.startswith("  row ops"))
     assert row_ops.startswith(
-        "  row ops   RenameFields(mapping={'text': 'body'}, strict=True) [reads text; writes body, "
-        "text] -> RenameFields(mapping={'body': 'text'}, strict=True) [reads body; writes body, "
-        "text] -> FilterByField [reads text] -> TokenizeTransform [reads text; writes tokens] -> "
+        "  row ops   RenameFields(mapping={'text': 'body'}, strict=True) [reads body, text; writes "
+        "body, text] -> RenameFields(mapping={'body': 'text'}, strict=True) [reads body, text; "
+        "writes body, text] -> FilterByField [reads text] -> TokenizeTransform [reads text; writes tokens] -> "
         "DropFields(fields=['tokens'], strict=False) [writes tokens] -> upper_text -> "
         "KeepNotDivisible; the row count changes"
     )
@@ -541,10 +540,11 @@ def test_the_chat_template_is_batched_in_the_loader() -> None:
         {"id": i, "messages": [{"role": "user", "content": f"the fox {i}"}]} for i in range(300)
     ]
     source = InMemorySource.from_rows(rows)
-    ops = [ChatTemplateTransform(TOKENIZER), DropFields("messages")]
+    ops = [ChatTemplateTransform(TOKENIZER)]  # the conversation is dropped (drop_messages)
     loader = AsyncDataLoader(source, batch_size=50, transforms=ops)
     assert "ChatTemplateTransform on 1000 rows per call" in loader.describe()
     got = batches(loader)
-    fluent = source.apply_chat_template(TOKENIZER).drop_fields("messages")
+    assert sorted(got[0]) == ["id", "text"]
+    fluent = source.apply_chat_template(TOKENIZER)
     assert got == batches(AsyncDataLoader(fluent, batch_size=50))
     assert got[0]["text"][3] == "<|im_start|>user\nthe fox 3<|im_end|>"

@@ -27,7 +27,7 @@ import grain
 
 from easydata_grain.graph.row_errors import Locate, named
 from easydata_grain.op_protocols import BatchMap
-from easydata_grain.transforms.chain import mapped_row
+from easydata_grain.types import mapped_row
 
 
 def _check(transform: Any, chunk_size: int) -> None:

@@ -46,7 +46,7 @@ from easydata_grain.sources.protocol import (
     WrappingSource,
     missing_members,
 )
-from easydata_grain.transforms.chain import map_row
+from easydata_grain.types import map_row
 
 ROWS_PER_CALL = 1024
 """Rows a batched map (a tokenizer) is given per call, where the batches leave the choice."""

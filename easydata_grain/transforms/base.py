@@ -17,7 +17,7 @@ import grain
 from easydata_grain.fingerprint import callable_identity, digest
 from easydata_grain.io.errors import MalformedRowError, MissingColumnError
 from easydata_grain.op_protocols import Fingerprinted
-from easydata_grain.types import Row
+from easydata_grain.types import Row, describe_row
 
 if TYPE_CHECKING:
     from easydata_grain.transforms.chain import Chain
@@ -98,13 +98,6 @@ def check_callable(fn: Any, what: str) -> None:
     """Raise ``TypeError`` unless ``fn`` is callable."""
     if not callable(fn):
         raise TypeError(f"{what} must be callable, got {fn!r}")
-
-
-def describe_row(row: Any) -> str:
-    """A row in words for an error whose address is unknown here: its fields."""
-    if isinstance(row, Mapping):
-        return f"the row with fields {sorted(map(str, row))}"
-    return f"the element {type(row).__name__} (not a dict row)"
 
 
 def check_row(row: Any, who: Any) -> None:

@@ -10,17 +10,16 @@ a ``Chain``: not a Grain operation (a filter changes the row count, a map cannot
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grain
 
 from easydata_grain.fingerprint import describe
-from easydata_grain.io.errors import MalformedRowError
 from easydata_grain.op_protocols import BatchMap, FieldTransform
-from easydata_grain.transforms.base import RowTransform, describe_row
+from easydata_grain.transforms.base import RowTransform
 from easydata_grain.transforms.functions import MapFunction
-from easydata_grain.types import Row
+from easydata_grain.types import Row, map_row, mapped_row
 
 Step = grain.transforms.Map | grain.transforms.Filter
 """One step of a chain: a Grain ``Map`` or ``Filter``."""
@@ -43,23 +42,6 @@ def _steps(op: Any) -> list[Step]:
     raise TypeError(
         f"Cannot chain {op!r}: give Grain Map/Filter operations, functions (maps) or chains."
     )
-
-
-def map_row(step: grain.transforms.Map | Callable[[Row], Row], row: Row) -> Row:
-    """``step.map(row)`` (or ``step(row)``, a function); a map that returns None (one that
-    changes the row in place and forgets ``return row``) is an error, never a dropped row."""
-    out = step.map(row) if isinstance(step, grain.transforms.Map) else step(row)
-    return mapped_row(step, row, out)
-
-
-def mapped_row(step: Any, row: Row, out: Any) -> Row:
-    """``out``, what ``step`` made of ``row``; ``MalformedRowError`` when it is None."""
-    if out is None:
-        raise MalformedRowError(
-            f"{step!r:.80} returned None for {describe_row(row)}: a map returns the row (end "
-            "it with 'return row'); to drop rows, use a filter (FilterFunction, .filter)."
-        )
-    return out
 
 
 def chain(*ops: Any) -> Chain:

@@ -385,3 +385,11 @@ def test_convert_to_chatml_roles_extend_the_defaults() -> None:
         only.map({"conversations": turns})
     with pytest.raises(ValueError, match="use_default_mapping=False needs roles"):
         ConvertToChatML(use_default_mapping=False)
+
+
+def test_a_chain_is_called_on_a_row_like_its_steps() -> None:
+    maps = RenameFields({"a": "b"}) >> RenameFields({"b": "c"})
+    assert maps({"a": 1}) == {"c": 1}
+    with_filter = RenameFields({"a": "b"}) >> FilterNonEmpty("b")
+    assert with_filter({"a": "x"}) == {"b": "x"}
+    assert with_filter({"a": ""}) is None  # dropped by the filter

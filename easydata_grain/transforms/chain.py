@@ -113,6 +113,10 @@ class Chain(RowTransform):
                 row = map_row(step, row)
         return row
 
+    def __call__(self, row: Row) -> Row | None:
+        """``chain(row)``: the same as ``chain.apply(row)`` (None when a filter dropped it)."""
+        return self.apply(row)
+
     def apply_batch(self, rows: Sequence[Row]) -> list[Row | None]:
         """Many rows through every step; batched maps (``map_batch``) get the surviving rows
         in one call. None where a filter dropped the row."""

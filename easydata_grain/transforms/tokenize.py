@@ -17,7 +17,9 @@ the tokenizer as it was when the transform was built. Those settings are in the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from copy import copy as shallow_copy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,8 +51,10 @@ def _backend_copy(tokenizer: Any, max_length: int | None, truncation_side: str |
 class TokenizeTransform(FieldMap):
     """``row[text_field]`` -> ``row[output_field]``: the token ids as an int32 numpy array.
 
-    ``max_length`` with ``truncation=True`` cuts the ids (special tokens included) to that
-    length; ``return_attention_mask`` adds ``attention_mask_field`` (int32 ones: rows are not
+    ``add_special_tokens`` adds the tokenizer's own (a BOS, say); left out (None) it is True,
+    and False where the text comes from a chat template that writes them itself (see
+    ``after_chat_template``). ``max_length`` with ``truncation=True`` cuts the ids (special
+    tokens included) to that length; ``return_attention_mask`` adds ``attention_mask_field`` (int32 ones: rows are not
     padded here). A text that is not a string is an error, and so is an empty one unless
     ``allow_empty`` (filter them first with ``FilterNonEmpty``).
     """
@@ -62,7 +66,7 @@ class TokenizeTransform(FieldMap):
         output_field: str = "input_ids",
         max_length: int | None = None,
         truncation: bool = False,
-        add_special_tokens: bool = True,
+        add_special_tokens: bool | None = None,
         return_attention_mask: bool = False,
         *,
         attention_mask_field: str = "attention_mask",
@@ -74,9 +78,12 @@ class TokenizeTransform(FieldMap):
             raise TypeError(
                 f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}"
             )
+        if add_special_tokens is not None and not isinstance(add_special_tokens, bool):
+            raise TypeError(
+                f"add_special_tokens must be a bool or None, got {add_special_tokens!r}"
+            )
         for flag, value in (
             ("truncation", truncation),
-            ("add_special_tokens", add_special_tokens),
             ("return_attention_mask", return_attention_mask),
             ("allow_empty", allow_empty),
         ):
@@ -99,7 +106,10 @@ class TokenizeTransform(FieldMap):
         self.attention_mask_field = check_name(attention_mask_field, "attention_mask_field")
         self.max_length = max_length
         self.truncation = truncation
-        self.add_special_tokens = add_special_tokens
+        self.add_special_tokens = True if add_special_tokens is None else add_special_tokens
+        self.special_tokens_given = add_special_tokens is not None
+        """Whether ``add_special_tokens`` was passed (else it may follow a chat template:
+        ``after_chat_template``)."""
         self.return_attention_mask = return_attention_mask
         self.allow_empty = allow_empty
         self.truncation_side: str | None = tokenizer.truncation_side if truncation else None
@@ -120,6 +130,21 @@ class TokenizeTransform(FieldMap):
             {self.output_field} | ({self.attention_mask_field} if return_attention_mask else set())
         )
         self._seal()
+
+    @property
+    def adds_special_tokens(self) -> bool:
+        """Whether ``add_special_tokens`` adds any token to a text with this tokenizer."""
+        if self._backend is not None:
+            return bool(self._backend.encode("", add_special_tokens=True).ids)
+        return bool(self.tokenizer("", add_special_tokens=True)["input_ids"])
+
+    def without_special_tokens(self) -> TokenizeTransform:
+        """This transform with ``add_special_tokens=False`` (as if passed)."""
+        copy = shallow_copy(self)
+        copy.add_special_tokens = False
+        copy.special_tokens_given = True
+        copy._seal()
+        return copy
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickled (in a worker process, say): the backend copy is told
@@ -198,3 +223,36 @@ class TokenizeTransform(FieldMap):
     def map(self, element: Row) -> Row:
         """One row tokenized (batch the calls with ``tokenize_batch`` where rows come in lists)."""
         return self.tokenize_batch([element])[0]
+
+
+def after_chat_template(steps: Sequence[Any]) -> list[Any]:
+    """``steps`` (a flat list of operations, in order) where each ``TokenizeTransform`` left at
+    ``add_special_tokens=None`` that reads the ``output_field`` of an earlier
+    ``ChatTemplateTransform`` tokenizes with ``add_special_tokens=False``: the template wrote the
+    special tokens (a Llama template writes ``{{ bos_token }}``), and the tokenizer would add a
+    second BOS (transformers' ``apply_chat_template(tokenize=True)`` passes False too). With
+    ``pass_through=True`` the rows that pass through are plain text, which needs them: the
+    default stays True, with a warning when the tokenizer adds any. Idempotent (a resolved
+    transform counts as given)."""
+    from easydata_grain.transforms.chat import ChatTemplateTransform
+
+    rendered: dict[str, ChatTemplateTransform] = {}
+    out = []
+    for step in steps:
+        if isinstance(step, ChatTemplateTransform) and step.output_field is not None:
+            rendered[step.output_field] = step
+        chat = rendered.get(step.text_field) if isinstance(step, TokenizeTransform) else None
+        if chat is not None and not step.special_tokens_given and step.adds_special_tokens:
+            if chat.pass_through:
+                warnings.warn(
+                    f"ChatTemplateTransform(pass_through=True), then TokenizeTransform of "
+                    f"{step.text_field!r}: the tokenizer's special tokens are added to every "
+                    "row, the rendered ones too (transformers' apply_chat_template(tokenize=True) "
+                    "adds none: a template that writes a BOS gets a second one), as the plain "
+                    "rows need them. Pass add_special_tokens=True or False to decide.",
+                    stacklevel=2,
+                )
+            else:
+                step = step.without_special_tokens()
+        out.append(step)
+    return out

@@ -3,6 +3,7 @@ stream; and what every layer does with them: describe a row, map one."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -39,6 +40,16 @@ def close_rows(rows: object) -> None:
     without ``close`` holds nothing to release."""
     if isinstance(rows, Closable):
         rows.close()
+
+
+def row_number(row: Any) -> int | None:
+    """``row`` as an int (a Python or numpy integer, not a bool); None when it is not one."""
+    if isinstance(row, bool):
+        return None
+    try:
+        return operator.index(row)
+    except TypeError:
+        return None
 
 
 def describe_row(row: Any) -> str:

@@ -45,7 +45,7 @@ from easydata_grain.sources.metadata_sharing import (
     default_sharing,
 )
 from easydata_grain.sources.skipped import SkippedRow
-from easydata_grain.types import Row
+from easydata_grain.types import Row, row_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,8 +261,10 @@ class FileShardedSource(abc.ABC):
         so that the ``k``-th item is row ``row + k``: addresses never shift."""
         index = self.shard_index(shard)
         meta = self.shard_meta(index)
-        if isinstance(row, bool) or not isinstance(row, int):
+        number = row_number(row)
+        if number is None:
             raise TypeError(f"row must be an int, got {row!r}")
+        row = number
         if not 0 <= row <= meta.num_rows:
             raise RowOutOfRangeError(
                 f"Row {row} is out of range for {self._shards[index]!r}, which has "

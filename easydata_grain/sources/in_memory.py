@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import operator
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -14,7 +13,7 @@ from easydata_grain.io.stats import IOStats
 from easydata_grain.sources.arrow_rows import batch_to_rows
 from easydata_grain.sources.protocol import columns_to_keep
 from easydata_grain.transforms.fluent import TransformableSource
-from easydata_grain.types import Row
+from easydata_grain.types import Row, row_number
 
 
 def _table_digest(table: pa.Table) -> str:
@@ -23,16 +22,6 @@ def _table_digest(table: pa.Table) -> str:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return hashlib.sha256(sink.getvalue()).hexdigest()[:16]
-
-
-def _row_index(row: Any) -> int | None:
-    """``row`` as an int (a Python or numpy integer, not a bool); None when it is not one."""
-    if isinstance(row, bool):
-        return None
-    try:
-        return operator.index(row)
-    except TypeError:
-        return None
 
 
 class InMemorySource(TransformableSource):
@@ -103,7 +92,7 @@ class InMemorySource(TransformableSource):
     def open_shard_at_row(self, shard: str | int, row: int) -> Iterator[Row]:
         """The rows from ``row`` on."""
         self._check_shard(shard)
-        index = _row_index(row)
+        index = row_number(row)
         if index is None or not 0 <= index <= len(self.table):
             raise RowOutOfRangeError(
                 f"Row {row!r} is out of range for {self.name}, which has {len(self.table)} rows.",

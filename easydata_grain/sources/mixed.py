@@ -24,7 +24,7 @@ from easydata_grain.mix_schedule import ScheduleType, WeightSchedule, schedule_f
 from easydata_grain.sources.protocol import ColumnarSource, IndexedSource
 from easydata_grain.sources.resolve import resolve_source
 from easydata_grain.transforms.fluent import TransformableSource
-from easydata_grain.types import Row
+from easydata_grain.types import Row, row_number
 
 if TYPE_CHECKING:
     from easydata_grain.config import MixStageConfig
@@ -183,8 +183,10 @@ class MixedShardedSource(TransformableSource):
 
         if shard != SHARD:
             raise KeyError(f"A MixedShardedSource has one shard, {SHARD!r}; got {shard!r}")
-        if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+        number = row_number(row)
+        if number is None or number < 0:
             raise ValueError(f"row must be an int >= 0, got {row!r}")
+        row = number
         dataset = MixedMapDataset.from_datasets(
             {
                 name: IndexedSourceDataset(source, shuffle=False, num_epochs=None)

@@ -7,7 +7,7 @@ import abc
 from collections.abc import Iterator, Sequence
 
 from easydata_grain.io.errors import ShardNotFoundError
-from easydata_grain.types import Row
+from easydata_grain.types import Row, row_number
 
 
 class ReplayedShards(abc.ABC):
@@ -34,8 +34,10 @@ class ReplayedShards(abc.ABC):
 
     def open_shard_at_row(self, shard: str | int, row: int) -> Iterator[Row]:
         """The rows of a shard from ``row`` on (the rows before it are read and dropped)."""
-        if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+        number = row_number(row)
+        if number is None or number < 0:
             raise ValueError(f"row must be an int >= 0, got {row!r}")
+        row = number
         return self._rows(self.shard_index(shard), row)
 
     def shard_index(self, shard: str | int) -> int:

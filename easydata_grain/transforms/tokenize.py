@@ -54,8 +54,9 @@ class TokenizeTransform(FieldMap):
     ``add_special_tokens`` adds the tokenizer's own (a BOS, say); left out (None) it is True,
     and False where the text comes from a chat template that writes them itself (see
     ``after_chat_template``). ``max_length`` with ``truncation=True`` cuts the ids (special
-    tokens included) to that length; ``return_attention_mask`` adds ``attention_mask_field`` (int32 ones: rows are not
-    padded here). A text that is not a string is an error, and so is an empty one unless
+    tokens included) to that length, on the tokenizer's ``truncation_side``;
+    ``return_attention_mask`` adds ``attention_mask_field`` (int32 ones: rows are not padded
+    here). A text that is not a string is an error, and so is an empty one unless
     ``allow_empty`` (filter them first with ``FilterNonEmpty``).
     """
 
@@ -199,6 +200,7 @@ class TokenizeTransform(FieldMap):
                 add_special_tokens=self.add_special_tokens,
                 truncation=self.truncation,
                 max_length=self.max_length,
+                split_special_tokens=self.split_special_tokens,
                 return_attention_mask=False,
                 return_token_type_ids=False,
             )["input_ids"]

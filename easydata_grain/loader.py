@@ -332,13 +332,16 @@ class AsyncDataLoader:
         )
 
     def set_state(self, state: dict[str, Any] | str | bytes) -> None:
-        """Continue from ``state`` (a dict or its JSON text); a state from another pipeline, or
-        one whose fields do not hold what they should, raises ``LoaderStateError``."""
+        """Continue from ``state`` (a dict or its JSON text), its batch counter included
+        (``stats()["batches"]`` and the next ``get_state()`` count on from it); a state from
+        another pipeline, or one whose fields do not hold what they should, raises
+        ``LoaderStateError``."""
         state = loader_state.parse(state, self.fingerprint())
         iterator_state = loader_state.iterator_state_for(self.plan, state)
         if state.get("pass", 0) != self._pass:
             self._start_pass(state.get("pass", 0))
         self._pass_done = state.get("pass_done", False)
+        self._batches = state.get("batches", 0)
         self._state_at_close = None
         try:
             self._iter().set_state(iterator_state)

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from easydata_grain import AsyncDataLoader, LoaderStateError
+from easydata_grain import AsyncDataLoader, InMemorySource, LoaderStateError, Pack
 from easydata_grain.synthetic import synthetic_table
 from tests.resume_worker import build_loader, model_state
 
@@ -246,6 +246,28 @@ def test_two_and_three_successive_resumes(
         state = saved(loader)
         loader.close()
     assert_batches_equal(got, expected)
+
+
+@pytest.mark.parametrize("pack", [None, Pack(8)], ids=["rows", "packed"])
+def test_a_restored_loader_counts_batches_on_from_the_state(pack: Pack | None) -> None:
+    """get_state() right after set_state(s) is s, and stats()["batches"] counts on from it (a
+    restored loader said 0, so every state saved after a resume under-counted)."""
+    rows = [{"id": i, "input_ids": [i + 1] * (1 + i % 5)} for i in range(40)]
+
+    def build() -> AsyncDataLoader:
+        return AsyncDataLoader(
+            InMemorySource.from_rows(rows), batch_size=2, pad=pack is None, pack=pack
+        )
+
+    first = build()
+    take(first, 3)
+    state = json.loads(json.dumps(first.get_state()))
+    second = build()
+    second.set_state(state)
+    assert second.get_state() == state
+    assert second.stats()["batches"] == 3
+    next(second)
+    assert second.get_state()["batches"] == second.stats()["batches"] == 4
 
 
 @settings(_settings, max_examples=60)

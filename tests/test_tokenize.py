@@ -342,11 +342,6 @@ def _loader(tokenizer: Any) -> list[int]:
     return next(iter(loader))["input_ids"][0].tolist()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs chain.py to pass its flat steps through tokenize.after_chat_template (in "
-    "chain() and flatten_transforms()); remove this mark then",
-)
 @pytest.mark.parametrize("pipeline", [_fluent, _chained, _loader])
 def test_chat_template_then_tokenize_has_one_bos(pipeline: Any) -> None:
     """``.apply_chat_template(tok).tokenize(tok)``, ``ChatTemplateTransform >>

@@ -19,6 +19,7 @@ from easydata_grain.fingerprint import describe
 from easydata_grain.op_protocols import BatchMap, FieldTransform
 from easydata_grain.transforms.base import RowTransform
 from easydata_grain.transforms.functions import MapFunction
+from easydata_grain.transforms.tokenize import after_chat_template
 from easydata_grain.types import Row, map_row, mapped_row
 
 Step = grain.transforms.Map | grain.transforms.Filter
@@ -46,7 +47,7 @@ def _steps(op: Any) -> list[Step]:
 
 def chain(*ops: Any) -> Chain:
     """The operations in order, flattened: a ``MapChain`` when all are maps, else a ``Chain``."""
-    steps = tuple(step for op in ops for step in _steps(op))
+    steps = tuple(after_chat_template([step for op in ops for step in _steps(op)]))
     if not steps:
         raise ValueError("A chain needs at least one operation.")
     if all(isinstance(step, grain.transforms.Map) for step in steps):
@@ -56,11 +57,17 @@ def chain(*ops: Any) -> Chain:
 
 def flatten_transforms(transforms: Any) -> list[Any]:
     """A loader's transforms as one flat list: a chain (``a >> b``) becomes its steps, a list or
-    tuple (of operations, chains or lists) its items in order, one operation a list of one."""
+    tuple (of operations, chains or lists) its items in order, one operation a list of one. As
+    in a chain, a ``TokenizeTransform`` reading a ``ChatTemplateTransform``'s text adds no
+    special tokens unless told to (``tokenize.after_chat_template``)."""
+    return after_chat_template(_flat(transforms))
+
+
+def _flat(transforms: Any) -> list[Any]:
     if isinstance(transforms, Chain):
         return list(transforms.steps)
     if isinstance(transforms, list | tuple):
-        return [step for item in transforms for step in flatten_transforms(item)]
+        return [step for item in transforms for step in _flat(item)]
     return [transforms]
 
 

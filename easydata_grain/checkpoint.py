@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 import orbax.checkpoint as ocp
@@ -47,16 +48,7 @@ class LoaderCheckpointHandler(ocp.CheckpointHandler):
 
     def restore(self, directory: epath.Path, args: LoaderRestore) -> AsyncDataLoader:
         """Set ``args.loader`` to the saved state and return it (prefetch already started)."""
-        path = epath.Path(directory) / STATE_FILE
-        if not path.exists():
-            hosts = args.loader.hosts
-            host_path = epath.Path(directory) / state_file(hosts.index, hosts.count)
-            path = host_path if host_path.exists() else path
-        if not path.exists():
-            raise LoaderStateError(
-                f"{path} does not exist: this checkpoint holds no loader state (was it saved "
-                "with LoaderSave?)."
-            )
+        path = _state_path(epath.Path(directory), args.loader)
         try:
             state = json.loads(path.read_text())
         except ValueError as exc:
@@ -74,6 +66,44 @@ class LoaderCheckpointHandler(ocp.CheckpointHandler):
 
     def close(self) -> None:
         """Nothing to close."""
+
+
+def _state_path(directory: epath.Path, loader: AsyncDataLoader) -> epath.Path:
+    """The state file ``loader`` restores from: the one shared file, else this host's own; a
+    ``LoaderStateError`` says what the step holds instead (per-host states of another host
+    count, or none for this host)."""
+    shared = directory / STATE_FILE
+    hosts = loader.hosts
+    own = directory / state_file(hosts.index, hosts.count)
+    for path in (shared, own):
+        if path.exists():
+            return path
+    saved = sorted(
+        (int(match[2]), int(match[1]), path.name)
+        for path in directory.glob("loader_state.process_*-of-*.json")
+        if (match := re.fullmatch(r"loader_state\.process_(\d+)-of-(\d+)\.json", path.name))
+    )
+    if not saved:
+        raise LoaderStateError(
+            f"{shared} does not exist: this checkpoint holds no loader state (was it saved "
+            "with LoaderSave?)."
+        )
+    counts = sorted({count for count, _, _ in saved})
+    names = ", ".join(name for _, _, name in saved)
+    if counts != [hosts.count]:
+        raise LoaderStateError(
+            f"{directory} holds loader states saved on {' and '.join(map(str, counts))} hosts "
+            f"({names}) and cannot be restored on {hosts.count}: each host saved its own state "
+            "(packing, or worker processes on an indexed source), which restores on the same "
+            f"host count only. Restart with {counts[-1]} hosts, or start the loader afresh "
+            "(not an exact resume)."
+        )
+    raise LoaderStateError(
+        f"{own} does not exist: this checkpoint holds the states of hosts "
+        f"{[index for _, index, _ in saved]} of {hosts.count} ({names}), not of host "
+        f"{hosts.index}. Every host must save its own state (LoaderSave on every process) "
+        "into the same checkpoint directory."
+    )
 
 
 @ocp.args.register_with_handler(LoaderCheckpointHandler, for_save=True)

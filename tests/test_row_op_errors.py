@@ -104,21 +104,15 @@ def test_a_tokenizer_error_names_the_source_shard_and_row(
 
 def test_a_users_map_error_names_the_row_and_keeps_the_cause(tmp_path: Path) -> None:
     paths = write_shards(tmp_path, [12, 9], (9, 9))
-    loader = AsyncDataLoader(
-        ParquetShardedSource(paths),
-        batch_size=4,
-        shuffle_buffer_size=4,
-        seed=1,
-        drop_remainder=False,
-        transforms=[FailOnRow(10)],
-    )
-    with pytest.raises(MalformedRowError, match=r"part-\d\.parquet, row 10: a transform failed: "):
+    source = ParquetShardedSource(paths)
+    options = {"shuffle_buffer_size": 4, "seed": 1, "drop_remainder": False}
+    loader = AsyncDataLoader(source, batch_size=4, transforms=[FailOnRow(10)], **options)
+    with pytest.raises(MalformedRowError, match=r"part-0\.parquet, row 10: a transform failed: "):
+        list(loader)  # only shard 0 has a row 10
+    with pytest.raises(MalformedRowError) as caught:
         list(loader)
-    try:
-        list(loader)
-    except MalformedRowError as error:
-        assert error.path == paths[0] and error.row == 10  # only shard 0 has 10 rows
-        assert isinstance(error.__cause__, ValueError)
+    assert (caught.value.path, caught.value.row) == (paths[0], 10)
+    assert isinstance(caught.value.__cause__, ValueError)
 
 
 def test_a_missing_field_keeps_its_class_and_names_the_row(tmp_path: Path) -> None:
@@ -179,3 +173,19 @@ def test_a_map_that_returns_none_is_an_error_not_a_dropped_row(tmp_path: Path, f
         else:
             op = forget_to_return if form == "loader function" else NoneOnRow()
             list(AsyncDataLoader(source, batch_size=2, transforms=[op]))
+
+
+def test_a_padding_copy_of_the_bad_row_names_the_row_it_copies(tmp_path: Path) -> None:
+    paths = write_shards(tmp_path, [1, 1], (1, 0))  # 2 rows, a global batch of 4: padded
+    for host in range(2):
+        loader = AsyncDataLoader(
+            ParquetShardedSource(paths),
+            global_batch_size=4,
+            hosts=Hosts(host, 2),
+            drop_remainder=False,
+            pad=True,
+            transforms=[TokenizeTransform(TOKENIZER)],
+        )
+        with pytest.raises(MalformedRowError) as caught:
+            list(loader)
+        assert (caught.value.path, caught.value.row) == (paths[1], 0)  # not epoch 2's first

@@ -154,10 +154,14 @@ class HostSliceDataset(grain.MapDataset):
         return columns
 
     def position(self, index: int) -> int:
-        """The parent's index of element ``index``."""
+        """The parent's index of element ``index`` (past the parent's end: padding)."""
         if self._share_last and index >= self._full_rows:  # its share of the last batch
             return self._share_start + index - self._full_rows
         return host_position(index, self._hosts, self._global)
+
+    def row_position(self, index: int) -> int:
+        """The parent's index of the row element ``index`` holds (padding holds the last)."""
+        return min(self.position(index), self._total - 1)
 
     def __str__(self) -> str:
         return f"HostSliceDataset(host={self._hosts.index}/{self._hosts.count}, global_batch={self._global})"

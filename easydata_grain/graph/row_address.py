@@ -27,7 +27,7 @@ def row_address(dataset: grain.MapDataset, index: int) -> tuple[str, int] | None
             shard, row = dataset.address(index)
             return str(dataset.source.shard_names[shard]), row
         if isinstance(dataset, HostSliceDataset):
-            index = dataset.position(index)
+            index = dataset.row_position(index)
         parents = dataset.parents
         if len(parents) != 1 or not isinstance(parents[0], grain.MapDataset):
             return None

@@ -50,6 +50,7 @@ from easydata_grain.sources.in_memory import InMemorySource
 from easydata_grain.sources.resolve import file_source
 from easydata_grain.sources.transformed import DEFAULT_CHUNK_ROWS, TransformedShardedSource
 from easydata_grain.transforms.fields import AddField, DropFields, RenameFields, SelectFields
+from easydata_grain.transforms.filters import FilterNonEmpty
 from easydata_grain.transforms.functions import MapFunction
 from easydata_grain.transforms.tokenize import TokenizeTransform
 
@@ -143,12 +144,20 @@ class Pipeline:
         return self._add("mix", config, self.config.mix, MixStageConfig)
 
     def pack(self, config: PackStageConfig | Mapping[str, Any] | None = None) -> Pipeline:
-        """Pack token sequences into rows of ``seq_length`` tokens (when ``enabled``)."""
-        return self._add("pack", config, self.config.pack, PackStageConfig)
+        """Pack token sequences into rows of ``seq_length`` tokens (when ``enabled``); a
+        tokenizer that pads is refused (packed rows are padded by the packer)."""
+        self._add("pack", config, self.config.pack, PackStageConfig)
+        if self._packs() and self._stages.tokenize is not None:
+            _refuse_padding(self.config, self._stages.tokenize)
+        return self
 
     def load(self, config: LoadStageConfig | Mapping[str, Any] | None = None) -> Pipeline:
         """Batch, shuffle and prefetch (the config's ``load`` stage, or ``config``)."""
         return self._add("load", config, self.config.load, LoadStageConfig)
+
+    def _packs(self) -> bool:
+        """Whether the pack stage was called and is enabled."""
+        return self._stages.pack is not None and self._stages.pack.enabled
 
     def configured(self) -> Pipeline:
         """Every stage the config asks for, in order: ``source()``, ``tokenize()`` when a
@@ -232,10 +241,13 @@ class Pipeline:
         source = self._combined(sources)
         load = self._stages.load or self.config.load
         options: dict[str, Any] = {}
-        pack = self._stages.pack
-        if pack is not None and pack.enabled:
+        if self._packs():
             options["pack"] = _pack_of(
-                pack, self.config, self._stages.tokenize, self._tokenizers, load.batch_size
+                self._stages.pack,  # type: ignore[arg-type]
+                self.config,
+                self._stages.tokenize,
+                self._tokenizers,
+                load.batch_size,
             )
         if self._stages.tokenize is not None:
             options["worker_processes"] = self._stages.tokenize.num_workers
@@ -342,11 +354,14 @@ class Pipeline:
             )
         else:
             rows = EpochRows(source, seed=seed, shuffle=window > 0, window_size=max(1, window))
-        pack = self._stages.pack
-        if pack is not None and pack.enabled:
-            rows = PackedRows(
-                rows, _pack_of(pack, self.config, self._stages.tokenize, self._tokenizers)
+        if self._packs():
+            pack = _pack_of(
+                self._stages.pack,  # type: ignore[arg-type]
+                self.config,
+                self._stages.tokenize,
+                self._tokenizers,
             )
+            rows = PackedRows(rows, pack)
         return rows
 
     def _write_options(
@@ -492,7 +507,9 @@ class Pipeline:
             steps.append(MapFunction(ds.format_callback))
         tokenize = self._stages.tokenize
         if tokenize is not None:
-            steps.extend(_tokenize_steps(ds, self.config, tokenize, self._tokenizers))
+            steps.extend(
+                _tokenize_steps(ds, self.config, tokenize, self._tokenizers, self._packs())
+            )
         if steps:
             chunk = tokenize.batch_size if tokenize is not None else DEFAULT_CHUNK_ROWS
             source = TransformedShardedSource(source, steps, chunk_rows=chunk)
@@ -670,26 +687,38 @@ def _tokenizer_config(
 
 
 def _tokenize_steps(
-    ds: DatasetConfig, config: PipelineConfig, stage: TokenizeStageConfig, tokenizers: _Tokenizers
+    ds: DatasetConfig,
+    config: PipelineConfig,
+    stage: TokenizeStageConfig,
+    tokenizers: _Tokenizers,
+    packing: bool,
 ) -> list[Any]:
-    """The tokenize stage's transforms for one dataset: tokenize, keep, drop."""
+    """The tokenize stage's transforms for one dataset: empty texts refused or skipped,
+    tokenize (cut at ``max_length`` as ``TokenizerConfig.cuts(packing)`` says), keep, drop."""
     chosen = _tokenizer_config(ds, config, stage)
     if chosen is None:
         raise ValueError(
             f"datasets[{ds.name!r}]: the tokenize stage has no tokenizer for this dataset: set "
             "its tokenizer, tokenize.default_tokenizer or the pipeline's default_tokenizer."
         )
-    steps: list[Any] = [
+    steps: list[Any] = []
+    if stage.empty_texts == "skip":
+        steps.append(FilterNonEmpty(ds.content_field))
+    elif stage.empty_texts == "error":
+        steps.append(MapFunction(functools.partial(_refuse_empty, text_field=ds.content_field)))
+    cut = chosen.cuts(packing)
+    steps.append(
         TokenizeTransform(
             tokenizers.load(chosen, ds.tokenizer_kwargs),
             text_field=ds.content_field,
-            max_length=chosen.max_length if chosen.truncation else None,
-            truncation=chosen.truncation,
+            max_length=chosen.max_length if cut else None,
+            truncation=cut,
             add_special_tokens=chosen.add_special_tokens,
             return_attention_mask=chosen.return_attention_mask,
+            allow_empty=stage.empty_texts == "keep",
         )
-    ]
-    if not chosen.truncation:
+    )
+    if not cut and not packing:
         check = functools.partial(
             _refuse_longer, max_length=chosen.max_length, text_field=ds.content_field
         )
@@ -700,6 +729,31 @@ def _tokenize_steps(
     if stage.remove_columns:
         steps.append(DropFields(list(stage.remove_columns), strict=False))
     return steps
+
+
+def _refuse_empty(row: dict[str, Any], *, text_field: str) -> dict[str, Any]:
+    """``row`` as it is; a ``MalformedRowError`` naming the config's remedy when its text is
+    empty (the source adds the shard and row)."""
+    if row.get(text_field) == "":
+        raise MalformedRowError(
+            f"The text in {text_field!r} is empty.",
+            hint="Set the pipeline's tokenize.empty_texts: skip to leave such rows out (or "
+            "keep to tokenize them as they are), or drop them from the data.",
+        )
+    return row
+
+
+def _refuse_padding(config: PipelineConfig, stage: TokenizeStageConfig) -> None:
+    """A ``ValueError`` when a dataset's tokenizer pads while the pack stage is enabled."""
+    for ds in config.datasets:
+        chosen = _tokenizer_config(ds, config, stage)
+        if chosen is not None and chosen.padding not in (False, "do_not_pad"):
+            raise ValueError(
+                f"datasets[{ds.name!r}].tokenizer.padding={chosen.padding!r} with pack.enabled: "
+                "packing makes every row exactly seq_length tokens and pads it itself "
+                "(pack.pad_token_id), so the tokenizer's padding cannot apply to packed rows. "
+                "Set the tokenizer's padding: false, or pack.enabled: false to pad rows instead."
+            )
 
 
 def _refuse_longer(row: dict[str, Any], *, max_length: int, text_field: str) -> dict[str, Any]:
@@ -738,4 +792,5 @@ def _pack_of(
         chosen = _tokenizer_config(first, config, tokenize)
         if chosen is not None:
             eos = tokenizers.load(chosen, first.tokenizer_kwargs).eos_token_id
-    return Pack.from_config(stage, eos_token_id=eos, batch_size=batch_size)
+    pack = Pack.from_config(stage, eos_token_id=eos, batch_size=batch_size)
+    return dataclasses.replace(pack, mask_field=stage.mask_field)

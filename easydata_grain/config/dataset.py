@@ -21,9 +21,12 @@ class TokenizerConfig(Config):
     ``transformers.AutoTokenizer.from_pretrained``."""
     max_length: int = bounded(2048, minimum=1)
     """The longest token sequence a text gives (see ``truncation``)."""
-    truncation: bool = True
-    """Cut texts longer than ``max_length`` tokens; False: such a text is an error naming its
-    row (nothing is cut silently)."""
+    truncation: bool | None = None
+    """True: cut texts longer than ``max_length`` tokens (even in a pipeline that packs);
+    False: never cut, and without packing a longer text is an error naming its row (nothing is
+    cut silently). None (the default): cut, except in a pipeline whose pack stage is enabled,
+    where a long document continues in the next packed row and no token is dropped
+    (``cuts``). EasyData's default is True, which cuts before packing."""
     padding: bool | Literal["max_length", "longest", "do_not_pad"] = False
     """``"max_length"``: every row padded to ``max_length`` (fixed-shape batches);
     ``"longest"`` or True: each batch padded to its longest row, with masks (``Collate``);
@@ -36,6 +39,11 @@ class TokenizerConfig(Config):
     trust_remote_code: bool = False
     """Run a tokenizer's own code from the Hub. EasyData's default is True; ours is False
     (loading a config must not run code from the network unless asked)."""
+
+    def cuts(self, packing: bool) -> bool:
+        """Whether texts are cut at ``max_length``: ``truncation`` when set, else unless the
+        pipeline packs (``packing``)."""
+        return (not packing) if self.truncation is None else self.truncation
 
 
 @dataclasses.dataclass(frozen=True)

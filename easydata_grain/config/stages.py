@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from easydata_grain.config.validation import Config, bounded
+from easydata_grain.config.validation import Config, bounded, join, require
 from easydata_grain.io.retry import RetryPolicy
 
 
@@ -46,7 +46,9 @@ class TokenizeStageConfig(Config):
     default_tokenizer: str | None = None
     """The tokenizer of datasets that name none; None: the pipeline's ``default_tokenizer``."""
     max_length: int = bounded(2048, minimum=1)
-    """``max_length`` of tokenizers given by name (a ``TokenizerConfig`` carries its own)."""
+    """``max_length`` of tokenizers given by name (a ``TokenizerConfig`` carries its own):
+    texts are cut there, except when the pack stage is enabled (packing splits long documents
+    across rows; ``TokenizerConfig.truncation``)."""
     batch_size: int = bounded(1000, minimum=1)
     """Texts per tokenizer call (a call on a list is many times faster than one per text)."""
     num_workers: int = bounded(0, minimum=0)
@@ -58,6 +60,12 @@ class TokenizeStageConfig(Config):
     False: a tokenized dataset is not cached. Nothing without a cache."""
     remove_columns: tuple[str, ...] | None = None
     """Fields dropped after tokenizing (the text, say); None: none."""
+    empty_texts: Literal["error", "skip", "keep"] = "error"
+    """What an empty ``content_field`` text does: ``error`` (a ``MalformedRowError`` naming
+    its file and row), ``skip`` (rows whose text is empty or only whitespace are left out
+    before tokenizing: ``FilterNonEmpty``), ``keep`` (tokenized as it is: the tokenizer's
+    special tokens only, ``TokenizeTransform(allow_empty=True)``; packing refuses a document
+    with no token). (Not an EasyData field.)"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +89,11 @@ class PackStageConfig(Config):
     """Rows held open at once by ``first_fit``."""
     include_segment_ids: bool = True
     """Keep the ``segment_ids`` field (document number in the row, 0 for padding)."""
+    mask_field: str | None = None
+    """A per-token 0/1 field of the input rows (an SFT assistant mask: a column of
+    pre-tokenized data, or ``ChatTemplateTransform(assistant_mask_field=...)``) ANDed into the
+    packed ``loss_mask`` (``Pack(mask_field=...)``); None: ``loss_mask`` is the attention
+    mask. A row without the field is an error naming it. (Not an EasyData field.)"""
     shuffle_packed: bool = False
     """Shuffle packed rows in windows of ``shuffle_buffer_factor`` x batch size rows
     (``Pack(shuffle_rows=...)``: the state saves positions, never rows; a restore packs at most
@@ -88,6 +101,12 @@ class PackStageConfig(Config):
     packing. A save writes packed rows in packing order."""
     shuffle_buffer_factor: int = bounded(10, minimum=1)
     """The packed-row shuffle window, in batches (with ``shuffle_packed``)."""
+
+    def _check(self, path: str) -> None:
+        require(
+            self.mask_field != "",
+            f"{join(path, 'mask_field')}: an empty field name (None: no mask)",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -179,7 +179,8 @@ class TokenizeTransform(FieldMap):
         if not text and not self.allow_empty:
             raise MalformedRowError(
                 f"TokenizeTransform: {self.text_field!r} of {describe_row(row)} is empty.",
-                hint="Drop empty documents first (FilterNonEmpty), or pass allow_empty=True.",
+                hint="Drop empty documents first (FilterNonEmpty; in a pipeline config, "
+                "tokenize.empty_texts: skip), or pass allow_empty=True (tokenize.empty_texts: keep).",
             )
         return text
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from easydata_grain import (
     AsyncDataLoader,
+    ChatTemplateTransform,
     InMemorySource,
     LoaderStateError,
     MalformedRowError,
@@ -149,6 +150,30 @@ def test_an_assistant_mask_reaches_the_loss_mask() -> None:
     assert row["attention_mask"].tolist() == [1, 1, 1, 1, 1, 0]
 
 
+def test_a_row_mask_of_the_packed_names_is_used_or_refused_never_replaced() -> None:
+    """docs/transforms.md's SFT mask (ChatTemplateTransform(assistant_mask_field="loss_mask"))
+    then Pack without mask_field gave a loss_mask of 1 on every token, user turns included."""
+    tokenizer = tiny_tokenizer()
+    template = ChatTemplateTransform(tokenizer, output_field=None, assistant_mask_field="loss_mask")
+    conversation = [
+        {"role": "user", "content": "the fox"},
+        {"role": "assistant", "content": "and the dog"},
+    ]
+    expected = template.map({"messages": conversation})["loss_mask"].tolist()
+    source = InMemorySource.from_rows([{"messages": conversation}] * 2)
+
+    def loader(pack: Pack) -> AsyncDataLoader:
+        return AsyncDataLoader(source, batch_size=1, transforms=[template], pack=pack)
+
+    with pytest.raises(MalformedRowError, match=r"Pack\(mask_field='loss_mask'\)"):
+        next(loader(Pack(64, eos_token_id=tokenizer.eos_token_id)))
+    batch = next(loader(Pack(64, eos_token_id=tokenizer.eos_token_id, mask_field="loss_mask")))
+    assert batch["loss_mask"][0][: len(expected)].tolist() == expected
+    # the tokenizer's all-ones attention_mask is the packed one: it is not refused
+    (row,) = packed([{"input_ids": [5, 6], "attention_mask": [1, 1]}], Pack(4))
+    assert row["attention_mask"].tolist() == [1, 1, 0, 0]
+
+
 @pytest.mark.parametrize(
     ("row", "message"),
     [
@@ -158,6 +183,10 @@ def test_an_assistant_mask_reaches_the_loss_mask() -> None:
         ({"input_ids": ["a", "b"]}, "1-D list of token ids"),
         ({"input_ids": [1, -3]}, "token id -3 is outside"),
         ({"input_ids": [1, 600]}, "token id 600 is outside"),
+        ({"input_ids": [1, 2], "loss_mask": [0, 1]}, r"carries 'loss_mask'.*mask_field="),
+        ({"input_ids": [1, 2], "segment_ids": [1, 1]}, "carries 'segment_ids'"),
+        ({"input_ids": [1, 2], "positions": [0, 1]}, "carries 'positions'"),
+        ({"input_ids": [1, 2], "attention_mask": [1, 0]}, "'attention_mask' has 0s"),
     ],
 )
 def test_bad_rows_are_named(row: dict[str, Any], message: str) -> None:

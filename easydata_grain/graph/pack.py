@@ -6,8 +6,11 @@ no token.
 it on each host after the host split). Every output row has ``seq_length`` int32 tokens in
 ``input_ids``, ``segment_ids`` (1, 2, ... per document piece in the row, 0 for padding),
 ``positions`` (0, 1, ... within each piece), ``attention_mask`` (1 on real tokens) and
-``loss_mask`` (the attention mask, ANDed with an assistant-token mask when rows carry one).
-Other fields of the input rows are not carried (they have no per-token meaning).
+``loss_mask`` (the attention mask, ANDed with ``Pack.mask_field``'s per-token mask when it is
+set). Other fields of the input rows are not carried (they have no per-token meaning), except
+that a field packing would replace with other content is an error naming the row: a
+``loss_mask`` that is not ``mask_field``, ``segment_ids``, ``positions``, and an
+``attention_mask`` with 0s (an all-ones one, the tokenizer's, is the packed one).
 
 - ``greedy``: documents are laid end to end and cut every ``seq_length`` tokens: a document
   that does not fit continues in the next row (its positions restart at 0 there), so rows
@@ -173,6 +176,41 @@ class FillBatch(grain.transforms.Map):
         return f"FillBatch(batch_size={self.batch_size}, pad_token_id={self.pack.pad_token_id})"
 
 
+def _check_not_replaced(row: Mapping[str, Any], pack: Pack, index: int) -> None:
+    """Raise ``MalformedRowError`` where input row ``index`` carries a field that packing
+    writes and would replace with other content: ``loss_mask`` unless it is
+    ``Pack.mask_field`` (ANDed in then), ``segment_ids`` and ``positions`` (packed rows), and an
+    ``attention_mask`` with 0s (a padded row; the tokenizer's all-ones mask is the packed one)."""
+    for name in PACKED_FIELDS:
+        if name not in row or name in (pack.field, pack.mask_field):
+            continue
+        if name == "loss_mask":
+            raise MalformedRowError(
+                f"Input row {index} carries 'loss_mask', which packing writes: without "
+                "Pack(mask_field='loss_mask') it would be replaced by the attention mask (every "
+                "real token in the loss, user turns included).",
+                row=index,
+                hint="Pass Pack(mask_field='loss_mask') (PackStageConfig mask_field) to AND it "
+                "into the packed loss_mask, or drop or rename the field before packing.",
+            )
+        if name == "attention_mask":
+            if np.asarray(row[name]).all():
+                continue
+            raise MalformedRowError(
+                f"Input row {index}: its 'attention_mask' has 0s (a padded row): packing would "
+                "pack its padding as real tokens and replace the mask.",
+                row=index,
+                hint="Do not pad before packing (tokenizer padding=False): packed rows are "
+                "padded after the last document; or drop the field.",
+            )
+        raise MalformedRowError(
+            f"Input row {index} carries {name!r}, which packing writes: it would be replaced "
+            "by the packed row's own.",
+            row=index,
+            hint="Drop or rename the field before packing (DropFields, RenameFields).",
+        )
+
+
 def _tokens(row: Any, pack: Pack, index: int) -> tuple[np.ndarray, np.ndarray | None]:
     """The checked token ids (with EOS) and mask of input row ``index``."""
     if not isinstance(row, Mapping) or pack.field not in row:
@@ -182,6 +220,7 @@ def _tokens(row: Any, pack: Pack, index: int) -> tuple[np.ndarray, np.ndarray | 
             row=index,
             hint="Tokenize before packing (TokenizeTransform), or set Pack(field=...).",
         )
+    _check_not_replaced(row, pack, index)
     ids = np.asarray(row[pack.field])
     if ids.ndim != 1 or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
         raise MalformedRowError(

@@ -59,8 +59,9 @@ class AsyncDataLoader:
     runs the transforms in that many processes instead (for heavy Python transforms).
 
     ``pack`` (a ``Pack``) packs token rows into fixed-length rows on each host after the host
-    split (see ``graph/pack.py``); on several hosts, a host that runs out of rows first
-    yields padding batches until all are done, so every host takes the same number of steps.
+    split (see ``graph/pack.py``); its rows have a fixed length, so ``pad`` is refused with it.
+    On several hosts, a host that runs out of rows first yields padding batches until all are
+    done, so every host takes the same number of steps.
 
     ``get_state()`` is small and JSON-serializable and carries a fingerprint of the pipeline;
     ``set_state()`` refuses a state from a different pipeline.
@@ -144,6 +145,12 @@ class AsyncDataLoader:
         transforms = [*steps, *transforms]
         self.transforms = transforms
         self.collate = Collate(pad=pad, pad_value=pad_value)
+        if pack is not None and pad:
+            raise ValueError(
+                f"pad={pad!r} with pack=: packed rows are already {pack.seq_length} tokens long "
+                "(their attention_mask and loss_mask mark the padding), so there is nothing to "
+                "pad and pad would only add all-ones *_mask fields. Drop pad (pad=False)."
+            )
         self.worker_processes = worker_processes
         self.plan: Plan = plan_pipeline(
             self.source,

@@ -209,6 +209,13 @@ def test_bad_settings_are_refused() -> None:
         AsyncDataLoader([{"input_ids": [1]}], pack={"seq_length": 8})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("pad", [True, {"input_ids": 16}])
+def test_pad_is_refused_with_pack(pad: bool | dict[str, int]) -> None:
+    """Packed rows have a fixed length: pad= only added all-ones *_mask fields."""
+    with pytest.raises(ValueError, match=r"with pack=.*Drop pad"):
+        AsyncDataLoader([{"input_ids": [1, 2]}], pad=pad, pack=Pack(8))
+
+
 def token_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     return [

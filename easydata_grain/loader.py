@@ -11,7 +11,7 @@ from typing import Any
 import grain
 
 from easydata_grain import loader_state
-from easydata_grain.distributed import Hosts
+from easydata_grain.distributed import Hosts, jax_multihost
 from easydata_grain.graph.compiler import build_dataset, plan_pipeline
 from easydata_grain.graph.mix import pass_order
 from easydata_grain.graph.pack import Pack, padding_batch
@@ -60,8 +60,10 @@ class AsyncDataLoader:
 
     ``pack`` (a ``Pack``) packs token rows into fixed-length rows on each host after the host
     split (see ``graph/pack.py``); its rows have a fixed length, so ``pad`` is refused with it.
-    On several hosts, a host that runs out of rows first yields padding batches until all are
-    done, so every host takes the same number of steps.
+    On several hosts under ``jax.distributed``, a host that runs out of rows first yields
+    padding batches until all are done, so every host takes the same number of steps; without
+    it (``Hosts(i, n)`` or ``EASYDATA_HOST_*`` alone) each host ends with its own rows, and
+    construction warns.
 
     ``get_state()`` is small and JSON-serializable and carries a fingerprint of the pipeline;
     ``set_state()`` refuses a state from a different pipeline.
@@ -101,6 +103,16 @@ class AsyncDataLoader:
             raise TypeError(f"pack must be a Pack (easydata_grain.Pack), got {pack!r}")
         self.pack = pack
         self.hosts = hosts or Hosts.detect()
+        if pack is not None and self.hosts.count > 1 and not jax_multihost():
+            warnings.warn(
+                f"pack= on host {self.hosts.index} of {self.hosts.count} without "
+                "jax.distributed: the hosts cannot tell each other when they run out of packed "
+                "rows, so this loader ends when its own rows do and hosts may take different "
+                "numbers of steps (a collective in the training step would then hang). Call "
+                "jax.distributed.initialize() before building the loader for equal steps; "
+                "hosts simulated in one process (Hosts(i, n)) each end with their own rows.",
+                stacklevel=2,
+            )
         if global_batch_size is not None:
             local = self.hosts.split(global_batch_size)
             if batch_size is not None and batch_size != local:

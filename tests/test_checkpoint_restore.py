@@ -12,6 +12,8 @@ from etils import epath
 from easydata_grain import AsyncDataLoader, Hosts, InMemorySource, LoaderStateError, Pack
 from easydata_grain.checkpoint import LoaderCheckpointHandler, LoaderRestore, LoaderSave
 
+# Hosts simulated in one process (each ends with its own rows, and the loader warns).
+pytestmark = pytest.mark.filterwarnings("ignore:pack= on host:UserWarning")
 ROWS = [{"input_ids": [2 + i] * (1 + i % 4)} for i in range(40)]
 
 

@@ -306,6 +306,7 @@ def test_shuffled_packed_rows_are_the_same_rows_in_another_order() -> None:
         Pack(32, shuffle_rows=-1)
 
 
+@pytest.mark.filterwarnings("ignore:pack= on host:UserWarning")
 def test_packing_states_are_per_host_and_refused_on_other_hosts() -> None:
     from easydata_grain import Hosts
 

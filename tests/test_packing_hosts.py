@@ -3,21 +3,26 @@ last partial global batch of documents is shared among the hosts, unpadded), gre
 host's documents in order, ``drop_remainder`` fills the last batch with padding rows instead of
 dropping it, and each host resumes exactly. Equal step counts across hosts need the hosts'
 all-gather: ``test_packing.py::test_two_hosts_pack_their_rows_with_equal_steps_and_resume``
-runs them as real ``jax.distributed`` processes."""
+runs them as real ``jax.distributed`` processes; here each simulated host ends with its own
+rows, and construction warns."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from easydata_grain import AsyncDataLoader, FilterFunction, Hosts, InMemorySource, Pack
 
 EOS, PAD = 1, 0
+# The hosts here are simulated in one process: each ends with its own rows (see the last test).
+pytestmark = pytest.mark.filterwarnings("ignore:pack= on host:UserWarning")
 
 
 def keep(row: dict[str, Any]) -> bool:
@@ -177,3 +182,22 @@ def test_fewer_documents_than_the_global_batch_still_come_out() -> None:
     pack = Pack(8, eos_token_id=EOS, pad_token_id=PAD)
     got = [real_tokens(list(loader(docs, "indexed", Hosts(h, 2), 8, pack, True))) for h in range(2)]
     assert got == [[2, 3, 4, EOS], [102, 103, 104, EOS, 202, 203, 204, EOS]]
+
+
+@pytest.mark.filterwarnings("default:pack= on host:UserWarning")
+def test_packing_on_hosts_without_jax_distributed_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hosts(i, n) (or EASYDATA_HOST_*) without jax.distributed: no channel to agree on the last
+    step, so simulated hosts end with their own rows (steps differ): said at construction."""
+    docs = documents([5] * 7, [True] * 7)
+    pack = Pack(4, eos_token_id=EOS, pad_token_id=PAD)
+    with pytest.warns(UserWarning, match=r"host 1 of 2 without jax.distributed"):
+        hosts = [loader(docs, "indexed", Hosts(h, 2), 2, pack, False) for h in range(2)]
+    assert len({len(list(h)) for h in hosts}) == 2  # what the warning is about
+    monkeypatch.setenv("EASYDATA_HOST_INDEX", "0")
+    monkeypatch.setenv("EASYDATA_HOST_COUNT", "2")
+    with pytest.warns(UserWarning, match="without jax.distributed"):
+        AsyncDataLoader(InMemorySource.from_rows(docs), global_batch_size=2, pack=pack)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "pack= on host")
+        loader(docs, "indexed", Hosts(0, 1), 2, pack, False)  # one host: nothing to agree on
+        AsyncDataLoader(InMemorySource.from_rows(docs), global_batch_size=2, pad=True)

@@ -172,6 +172,9 @@ def test_a_row_mask_of_the_packed_names_is_used_or_refused_never_replaced() -> N
     # the tokenizer's all-ones attention_mask is the packed one: it is not refused
     (row,) = packed([{"input_ids": [5, 6], "attention_mask": [1, 1]}], Pack(4))
     assert row["attention_mask"].tolist() == [1, 1, 0, 0]
+    # segment_ids that packing does not write are dropped like any other field
+    (row,) = packed([{"input_ids": [5], "segment_ids": [3]}], Pack(2, include_segment_ids=False))
+    assert "segment_ids" not in row
 
 
 @pytest.mark.parametrize(

@@ -179,11 +179,14 @@ class FillBatch(grain.transforms.Map):
 def _check_not_replaced(row: Mapping[str, Any], pack: Pack, index: int) -> None:
     """Raise ``MalformedRowError`` where input row ``index`` carries a field that packing
     writes and would replace with other content: ``loss_mask`` unless it is
-    ``Pack.mask_field`` (ANDed in then), ``segment_ids`` and ``positions`` (packed rows), and an
-    ``attention_mask`` with 0s (a padded row; the tokenizer's all-ones mask is the packed one)."""
+    ``Pack.mask_field`` (ANDed in then), ``segment_ids`` (unless ``include_segment_ids`` is
+    False) and ``positions`` (packed rows), and an ``attention_mask`` with 0s (a padded row;
+    the tokenizer's all-ones mask is the packed one)."""
     for name in PACKED_FIELDS:
         if name not in row or name in (pack.field, pack.mask_field):
             continue
+        if name == "segment_ids" and not pack.include_segment_ids:
+            continue  # not written: dropped like any other field
         if name == "loss_mask":
             raise MalformedRowError(
                 f"Input row {index} carries 'loss_mask', which packing writes: without "

@@ -10,6 +10,7 @@ from typing import Any
 
 import grain
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +24,7 @@ from easydata_grain import (
     MalformedRowError,
     Pack,
     PackIterDataset,
+    ParquetShardedSource,
 )
 from easydata_grain.config import DatasetConfig, LoadStageConfig, PackStageConfig, PipelineConfig
 from easydata_grain.graph.pack import padding_batch
@@ -441,3 +443,19 @@ def test_two_hosts_pack_their_rows_with_equal_steps_and_resume(tmp_path: Path) -
     for h in range(2):
         rest = json.loads((saved / f"host-{h}-restored.json").read_text())
         assert rest == hosts[h][k:]
+
+
+def test_a_pre_tokenized_loss_mask_column_is_read_and_refused_or_used(tmp_path: Path) -> None:
+    """The projection keeps the columns packing writes, so a Parquet loss_mask column is seen:
+    refused without mask_field (it was never read: silently replaced), ANDed in with it."""
+    rows = {"input_ids": [[5, 6, 7], [8, 9]], "loss_mask": [[0, 1, 1], [1, 0]], "id": [0, 1]}
+    pq.write_table(pa.table(rows), tmp_path / "sft.parquet")
+
+    def first(pack: Pack) -> dict[str, Any]:
+        source = ParquetShardedSource(str(tmp_path / "sft.parquet"))
+        return next(iter(AsyncDataLoader(source, batch_size=1, pack=pack)))
+
+    with pytest.raises(MalformedRowError, match=r"carries 'loss_mask'"):
+        first(Pack(8))
+    batch = first(Pack(8, mask_field="loss_mask"))
+    assert batch["loss_mask"][0].tolist() == [0, 1, 1, 1, 0, 0, 0, 0]

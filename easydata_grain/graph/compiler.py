@@ -27,7 +27,7 @@ from easydata_grain.graph.host_split import (
 )
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.graph.mix import MixedMapDataset, mixture_length, pass_order
-from easydata_grain.graph.pack import FillBatch, PackIterDataset
+from easydata_grain.graph.pack import PACKED_FIELDS, FillBatch, PackIterDataset
 from easydata_grain.graph.plan import Batching, Mode, Plan, Resume, Settings, Split, op_name
 from easydata_grain.graph.row_address import last_read_address, row_address
 from easydata_grain.graph.row_errors import NamedRowErrorsDataset
@@ -210,6 +210,8 @@ def _fields_needed(
     if pack is not None:
         needed = frozenset({pack.field} | ({pack.mask_field} if pack.mask_field else set()))
         why = f"packing reads {sorted(needed)}"
+        # and checks the fields it writes, which a row must not carry (never replaced silently)
+        needed |= frozenset(PACKED_FIELDS)
     for op in reversed(row_ops):
         before = needed
         needed = op.fields_needed(needed) if isinstance(op, FieldTransform) else None

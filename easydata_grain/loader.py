@@ -202,6 +202,9 @@ class AsyncDataLoader:
         self._iterator: list[grain.DatasetIterator] = []
         self._state_at_close: Any = None
         self._batches = 0
+        """Batches this process took (``stats``)."""
+        self._batches_before = 0
+        """Batches taken before the state this loader was restored from (``get_state``)."""
         self._rows = 0
         self._wait = 0.0
         self._started: float | None = None
@@ -345,22 +348,22 @@ class AsyncDataLoader:
             self.plan,
             self.fingerprint(),
             self._iter().get_state(),
-            batches=self._batches,
+            batches=self._batches_before + self._batches,
             pass_number=self._pass,
             pass_done=self._pass_done,
         )
 
     def set_state(self, state: dict[str, Any] | str | bytes) -> None:
-        """Continue from ``state`` (a dict or its JSON text), its batch counter included
-        (``stats()["batches"]`` and the next ``get_state()`` count on from it); a state from
-        another pipeline, or one whose fields do not hold what they should, raises
+        """Continue from ``state`` (a dict or its JSON text), its batch counter included (the
+        next ``get_state()`` counts on from it; ``stats()`` describes this process's run); a
+        state from another pipeline, or one whose fields do not hold what they should, raises
         ``LoaderStateError``."""
         state = loader_state.parse(state, self.fingerprint())
         iterator_state = loader_state.iterator_state_for(self.plan, state)
         if state.get("pass", 0) != self._pass:
             self._start_pass(state.get("pass", 0))
         self._pass_done = state.get("pass_done", False)
-        self._batches = state.get("batches", 0)
+        self._batches_before = state.get("batches", 0) - self._batches
         self._state_at_close = None
         try:
             self._iter().set_state(iterator_state)

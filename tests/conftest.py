@@ -47,6 +47,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``synthetic.tiny_tokenizer()`` saved to a directory (a local ``name_or_path``)."""
+    from easydata_grain.synthetic import tiny_tokenizer
+
+    directory = tmp_path_factory.mktemp("tokenizer")
+    tiny_tokenizer().save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
 def s3_store() -> Iterator[StoreEndpoint]:
     """A moto S3 server for the whole session."""
     with start_emulator("s3") as emulator:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -35,3 +36,9 @@ def start_ray_for_tests(num_cpus: int = 2) -> None:
             del os.environ["PYTHONPATH"]
         else:
             os.environ["PYTHONPATH"] = saved
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
+    """``rows`` written to ``path`` as JSON lines; the path as a string."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)

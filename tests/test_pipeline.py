@@ -32,13 +32,6 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(directory)
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    directory = tmp_path_factory.mktemp("tokenizer")
-    tiny_tokenizer().save_pretrained(directory)
-    return str(directory)
-
-
 def _ids(loader: object) -> list[int]:
     return [int(i) for batch in loader for i in batch["id"]]  # type: ignore[attr-defined]
 

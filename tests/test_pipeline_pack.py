@@ -4,7 +4,6 @@ tokenizer's padding refused, and ``tokenize.empty_texts``."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +19,9 @@ from easydata_grain import (
     load_config,
 )
 from easydata_grain.io.errors import MalformedRowError
-from easydata_grain.synthetic import tiny_tokenizer
+from tests.helpers import write_jsonl
 
 WORDS = ("the", "fox", "and", "dog", "jumps")
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    directory = tmp_path_factory.mktemp("tokenizer")
-    tiny_tokenizer().save_pretrained(directory)
-    return str(directory)
-
-
-def _jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
 
 
 def _texts() -> list[str]:
@@ -57,7 +44,7 @@ def _config(data: str, **fields: Any) -> dict[str, Any]:
 
 def test_packing_keeps_documents_longer_than_max_length(tmp_path: Path, tokenizer_dir: str) -> None:
     texts = _texts()
-    data = _jsonl(tmp_path / "a.jsonl", [{"text": t} for t in texts])
+    data = write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in texts])
     lengths = [len(ids) for ids in AutoTokenizer.from_pretrained(tokenizer_dir)(texts).input_ids]
     assert max(lengths) > 32
     whole = sum(n + 1 for n in lengths)  # + the EOS the pack stage appends
@@ -84,7 +71,7 @@ def test_mask_field_is_anded_into_the_packed_loss_mask(tmp_path: Path) -> None:
         {"input_ids": [5, 6, 7, 8], "loss_mask": [0, 0, 1, 1]},
         {"input_ids": [9, 10, 11], "loss_mask": [0, 1, 1]},
     ]
-    data = _jsonl(tmp_path / "sft.jsonl", rows)
+    data = write_jsonl(tmp_path / "sft.jsonl", rows)
     config = {
         "datasets": [{"data_files": data}],
         "pack": {"enabled": True, "seq_length": 16, "eos_token_id": 2, "mask_field": "loss_mask"},
@@ -105,7 +92,7 @@ def test_mask_field_is_checked() -> None:
 
 
 def test_a_tokenizer_that_pads_is_refused_with_packing(tmp_path: Path, tokenizer_dir: str) -> None:
-    data = _jsonl(tmp_path / "a.jsonl", [{"text": t} for t in _texts()])
+    data = write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in _texts()])
     config = _config(data)
     config["datasets"][0]["tokenizer"] = {"name_or_path": tokenizer_dir, "padding": "max_length"}
     with pytest.raises(ValueError, match=r"padding='max_length' with pack.enabled.*padding: false"):
@@ -115,7 +102,7 @@ def test_a_tokenizer_that_pads_is_refused_with_packing(tmp_path: Path, tokenizer
 
 
 def test_empty_texts_error_skip_or_keep(tmp_path: Path, tokenizer_dir: str) -> None:
-    data = _jsonl(tmp_path / "a.jsonl", [{"text": t} for t in ("the fox", "", "and the dog")])
+    data = write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in ("the fox", "", "and the dog")])
     config = _config(data, default_tokenizer=tokenizer_dir)
     with pytest.raises(MalformedRowError, match=r"a.jsonl.*row 1.*tokenize.empty_texts: skip"):
         _packed_tokens(config)

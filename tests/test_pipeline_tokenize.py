@@ -4,7 +4,6 @@ with different fields, ``truncation=False`` (a long text is an error naming its 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +13,11 @@ from transformers import AutoTokenizer
 from easydata_grain import Pipeline
 from easydata_grain.io.errors import SourceError
 from easydata_grain.synthetic import tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    directory = tmp_path_factory.mktemp("tokenizer")
-    tiny_tokenizer().save_pretrained(directory)
-    return str(directory)
-
-
-def _jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
+from tests.helpers import write_jsonl
 
 
 def _build(tmp_path: Path, tokenizer: dict[str, Any], texts: list[str], batch_size: int = 1) -> Any:
-    data = _jsonl(tmp_path / "a.jsonl", [{"id": i, "text": t} for i, t in enumerate(texts)])
+    data = write_jsonl(tmp_path / "a.jsonl", [{"id": i, "text": t} for i, t in enumerate(texts)])
     config = {
         "datasets": [{"data_files": data, "tokenizer": tokenizer}],
         "load": {"batch_size": batch_size, "shuffle_buffer_size": 0},
@@ -40,8 +28,12 @@ def _build(tmp_path: Path, tokenizer: dict[str, Any], texts: list[str], batch_si
 def test_remove_columns_drops_the_named_columns_each_dataset_has(
     tmp_path: Path, tokenizer_dir: str
 ) -> None:
-    web = _jsonl(tmp_path / "web.jsonl", [{"text": f"hello {i}", "url": "u"} for i in range(20)])
-    code = _jsonl(tmp_path / "code.jsonl", [{"content": f"def f{i}(): pass"} for i in range(20)])
+    web = write_jsonl(
+        tmp_path / "web.jsonl", [{"text": f"hello {i}", "url": "u"} for i in range(20)]
+    )
+    code = write_jsonl(
+        tmp_path / "code.jsonl", [{"content": f"def f{i}(): pass"} for i in range(20)]
+    )
     config = {
         "datasets": [
             {"data_files": web, "name": "web", "content_field": "text"},

@@ -138,3 +138,53 @@ def test_an_edited_format_callback_misses_the_cache(tmp_path: Path) -> None:
     assert values(with_value(5)) == [5, 5, 5, 5]
     assert values(with_value(6)) == [6, 6, 6, 6]
     assert len(os.listdir(tmp_path / "cache")) == 4
+
+
+def _defined(source: str, name: str) -> Any:
+    """``name`` from ``source`` run as a module's code (two versions of one definition)."""
+    namespace: dict[str, Any] = {"__name__": "user_module"}
+    exec(source, namespace)
+    return namespace[name]
+
+
+def test_regexes_getters_and_methods_count_by_what_they_do() -> None:
+    import operator
+    import re
+
+    import grain
+
+    from easydata_grain.fingerprint import describe
+
+    assert callable_identity(re.compile("-").sub) != callable_identity(re.compile("_").sub)
+    uses = "import re\nPAT = re.compile({!r})\ndef clean(row):\n    return PAT.sub(' ', row)\n"
+    assert callable_identity(_defined(uses.format("-"), "clean")) != callable_identity(
+        _defined(uses.format("_"), "clean")
+    )
+    assert describe(operator.itemgetter("a")) != describe(operator.itemgetter("b"))
+    assert describe(operator.methodcaller("strip")) != describe(operator.methodcaller("lower"))
+    mapper = "import grain\nclass Up(grain.transforms.Map):\n    def map(self, row):\n        {}\n"
+    one = _defined(mapper.format("return {'t': row['t'].upper()}"), "Up")()
+    other = _defined(mapper.format("return {'t': row['t'].lower()}"), "Up")()
+    assert isinstance(one, grain.transforms.Map) and describe(one) != describe(other)
+    caller = "class F:\n    def __call__(self, row):\n        return self.f(row)\n    def f(self, row):\n        return {}\n"
+    assert callable_identity(_defined(caller.format("1"), "F")()) != callable_identity(
+        _defined(caller.format("2"), "F")()
+    )
+
+
+def test_a_function_of_the_programs_own_module_is_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    identities = []
+    for body in ("text.lower()", "text.upper()"):
+        (tmp_path / "textutils_probe.py").write_text(f"def normalize(text):\n    return {body}\n")
+        sys.modules.pop("textutils_probe", None)
+        importlib.invalidate_caches()
+        module = importlib.import_module("textutils_probe")
+        use = _defined("def clean(row):\n    return textutils_probe.normalize(row)\n", "clean")
+        use.__globals__["textutils_probe"] = module
+        identities.append(callable_identity(use))
+    assert identities[0] != identities[1]

@@ -703,7 +703,7 @@ def _tokenize_steps(
         )
     steps: list[Any] = []
     if stage.empty_texts == "skip":
-        steps.append(FilterNonEmpty(ds.content_field))
+        steps.append(FilterNonEmpty(ds.content_field, strip=False))  # empty as error's
     elif stage.empty_texts == "error":
         steps.append(MapFunction(functools.partial(_refuse_empty, text_field=ds.content_field)))
     cut = chosen.cuts(packing)

@@ -62,3 +62,21 @@ def test_an_alpaca_row_needs_its_instruction_and_output(field: str) -> None:
         ConvertInputOutputToChatML().map(row)
     ok = {"instruction": "say hi", "input": None, "output": "hi"}
     assert ConvertInputOutputToChatML().map(ok)["messages"][0]["content"] == "say hi"
+
+
+def test_a_null_target_is_absent_for_the_overwrite_check() -> None:
+    """An Alpaca row of a mixed-layout Parquet file has ``messages: None``: converting it writes
+    the field (a non-null one is still refused)."""
+    row = {"instruction": "say hi", "input": "", "output": "hi", "messages": None}
+    assert ConvertInputOutputToChatML().map(row)["messages"][1]["content"] == "hi"
+    with pytest.raises(MalformedRowError, match="would overwrite 'messages'"):
+        ConvertInputOutputToChatML().map({**row, "messages": [{"role": "user", "content": "x"}]})
+
+
+def test_a_text_conversation_field_falls_through_to_the_alpaca_layout() -> None:
+    row = {"conversation": "conv-123", "instruction": "say hi", "input": "", "output": "hi"}
+    out = ChatTemplateTransform(tiny_tokenizer()).map(row)
+    assert "user\nsay hi" in out["text"] and "assistant\nhi" in out["text"]
+    assert out["conversation"] == "conv-123"  # not a conversation: kept (drop_messages)
+    with pytest.raises(MalformedRowError, match="should be a list of messages"):
+        ChatTemplateTransform(tiny_tokenizer()).map({"messages": "not turns"})

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from easydata_grain import AsyncDataLoader, InMemorySource
+from easydata_grain import AsyncDataLoader, InMemorySource, MalformedRowError
 from easydata_grain import order as order_module
 from easydata_grain.config import DatasetConfig, LoadStageConfig, MixStageConfig, PipelineConfig
 from easydata_grain.graph import mix as mix_module
@@ -591,6 +591,14 @@ def test_the_source_field_names_each_rows_component() -> None:
     assert "from" not in next(
         iter(AsyncDataLoader(MixedShardedSource(parts([3, 3])), batch_size=2))
     )
+
+
+@pytest.mark.parametrize("rows_only", [False, True])
+def test_a_source_field_the_rows_have_is_an_error_not_an_overwrite(rows_only: bool) -> None:
+    mix = MixedShardedSource(parts([4, 4]), source_field="src")  # the rows' own field
+    transforms = [lambda row: row] if rows_only else []  # dict rows, or gathered columns
+    with pytest.raises(MalformedRowError, match="source field 'src' is a field of the rows"):
+        next(iter(AsyncDataLoader(mix, batch_size=2, transforms=transforms)))
 
 
 @settings(_settings, max_examples=20)

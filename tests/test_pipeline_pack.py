@@ -102,16 +102,17 @@ def test_a_tokenizer_that_pads_is_refused_with_packing(tmp_path: Path, tokenizer
 
 
 def test_empty_texts_error_skip_or_keep(tmp_path: Path, tokenizer_dir: str) -> None:
-    data = write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in ("the fox", "", "and the dog")])
+    texts = ("the fox", "", "and the dog", "  ")  # spaces are not empty: they have tokens
+    data = write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in texts])
     config = _config(data, default_tokenizer=tokenizer_dir)
     with pytest.raises(MalformedRowError, match=r"a.jsonl.*row 1.*tokenize.empty_texts: skip"):
         _packed_tokens(config)
     hf = AutoTokenizer.from_pretrained(tokenizer_dir)
-    kept = sum(len(ids) + 1 for ids in hf(["the fox", "and the dog"]).input_ids)
+    kept = sum(len(ids) + 1 for ids in hf(["the fox", "and the dog", "  "]).input_ids)
     assert _packed_tokens({**config, "tokenize": {"empty_texts": "skip"}}) == kept
     unpacked = {**config, "pack": {"enabled": False}, "tokenize": {"empty_texts": "keep"}}
     ids = [b["input_ids"][0].tolist() for b in Pipeline.from_config(unpacked).build()]
-    assert ids[1] == hf("").input_ids and len(ids) == 3
+    assert ids[1] == hf("").input_ids and len(ids) == 4
     with pytest.raises(ValueError, match=r"empty_texts: expected one of 'error', 'skip', 'keep'"):
         TokenizeStageConfig(empty_texts="drop")  # type: ignore[arg-type]
 

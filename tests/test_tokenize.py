@@ -314,6 +314,27 @@ def test_after_a_chat_template_no_second_bos() -> None:
         TokenizeTransform(tokenizer, add_special_tokens="yes")  # type: ignore[arg-type]
 
 
+def test_the_rendered_text_is_followed_through_renames_and_drops() -> None:
+    """A rename carries the chat text to the tokenizer (one BOS, not two); a drop or an
+    overwrite of it ends it there, and plain text renamed into its place keeps its BOS."""
+    from easydata_grain.transforms.chat import ChatTemplateTransform
+    from easydata_grain.transforms.fields import DropFields
+    from easydata_grain.transforms.tokenize import after_chat_template
+
+    tokenizer = _llama()
+    chat = ChatTemplateTransform(tokenizer)
+    renamed = after_chat_template(
+        [chat, RenameFields({"text": "body"}), TokenizeTransform(tokenizer, text_field="body")]
+    )
+    assert renamed[2].add_special_tokens is False
+    replaced = after_chat_template(
+        [chat, DropFields("text"), RenameFields({"raw": "text"}), TokenizeTransform(tokenizer)]
+    )
+    assert replaced[3].add_special_tokens is True
+    row = replaced[3].map({"text": "the fox"})
+    assert row["input_ids"].tolist()[0] == tokenizer.bos_token_id
+
+
 def _fluent(tokenizer: Any) -> list[int]:
     from easydata_grain import InMemorySource
 

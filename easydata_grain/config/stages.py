@@ -62,8 +62,9 @@ class TokenizeStageConfig(Config):
     """Fields dropped after tokenizing (the text, say); None: none."""
     empty_texts: Literal["error", "skip", "keep"] = "error"
     """What an empty ``content_field`` text does: ``error`` (a ``MalformedRowError`` naming
-    its file and row), ``skip`` (rows whose text is empty or only whitespace are left out
-    before tokenizing: ``FilterNonEmpty``), ``keep`` (tokenized as it is: the tokenizer's
+    its file and row), ``skip`` (rows whose text is empty are left out before tokenizing:
+    ``FilterNonEmpty(strip=False)``; a text of spaces is not empty in any mode, it has tokens),
+    ``keep`` (tokenized as it is: the tokenizer's
     special tokens only, ``TokenizeTransform(allow_empty=True)``; packing refuses a document
     with no token). (Not an EasyData field.)"""
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from easydata_grain.batch_format import Column, ColumnarRows, Ragged
 from easydata_grain.graph.columns import gather
+from easydata_grain.io.errors import MalformedRowError
 from easydata_grain.mix_order import MixtureOrder
 from easydata_grain.mix_schedule import ScheduleType, schedule_from
 
@@ -211,7 +212,18 @@ class MixedMapDataset(grain.MapDataset):
     def _label(self, row: Any, component: int) -> Any:
         if self._source_field is None:
             return row
+        if self._source_field in row:
+            raise self._field_taken(f"a row of {self._names[component]!r} has it")
         return {**row, self._source_field: self._names[component]}
+
+    def _field_taken(self, where: str) -> MalformedRowError:
+        """The error for a source field the rows already have (never overwritten)."""
+        return MalformedRowError(
+            f"The mixture's source field {self._source_field!r} is a field of the rows ({where}):"
+            " labelling them would overwrite it.",
+            hint="Name the source field otherwise (source_field=..., mix.add_source_field: "
+            "...), or rename the rows' field first.",
+        )
 
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
@@ -242,6 +254,8 @@ class MixedMapDataset(grain.MapDataset):
         if schemas[0] is None or not all(s is not None and s.equals(schemas[0]) for s in schemas):
             return None
         if self._source_field is not None:
+            if self._source_field in schemas[0].names:
+                raise self._field_taken("a column of the sources")
             return schemas[0].append(pa.field(self._source_field, pa.string()))
         return schemas[0]
 

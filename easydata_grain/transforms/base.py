@@ -80,8 +80,9 @@ def either(ours: Any, theirs: Any, names: tuple[str, str], default: Any = None) 
 
 def check_new_field(row: Row, field: str, who: str) -> None:
     """Raise ``MalformedRowError`` when ``row`` already has ``field``, which ``who`` (a
-    transform in words) would overwrite."""
-    if field in row:
+    transform in words) would overwrite. A null field counts as absent (a Parquet file of
+    mixed layouts has nulls where a row has another layout)."""
+    if row.get(field) is not None:
         raise MalformedRowError(
             f"{who} would overwrite {field!r}, which {describe_row(row)} already has.",
             hint="Pass overwrite=True to replace it, or drop or rename the field first.",

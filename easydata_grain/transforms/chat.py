@@ -200,14 +200,18 @@ class ChatTemplateTransform(FieldMap):
     def messages(self, row: Row) -> tuple[str, list[dict[str, Any]]] | None:
         """The row's layout (its field name, or ``alpaca``) and its messages; None when the
         row has no conversation. A null field counts as absent (a Parquet file of mixed
-        layouts has nulls where a row has another layout)."""
+        layouts has nulls where a row has another layout), and so does a ``conversations`` or
+        ``conversation`` field that holds text, not turns (an id, say; ``messages_field``
+        must hold turns)."""
         check_row(row, self)
         for field in self.conversation_fields:
-            if row.get(field) is not None:
-                messages = to_messages(row[field], field, row, self.roles)
-                if self.system_prompt and messages[0].get("role") != "system":
-                    messages.insert(0, {"role": "system", "content": self.system_prompt})
-                return field, messages
+            value = row.get(field)
+            if value is None or self._holds_text(field, value):
+                continue
+            messages = to_messages(value, field, row, self.roles)
+            if self.system_prompt and messages[0].get("role") != "system":
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
+            return field, messages
         if row.get("instruction") is not None and row.get("output") is not None:
             return "alpaca", alpaca_messages(row, system_prompt=self.system_prompt)
         return None
@@ -255,12 +259,21 @@ class ChatTemplateTransform(FieldMap):
                 out[self.assistant_mask_field] = np.asarray(mask, dtype=np.int32)
         return outputs
 
+    def _holds_text(self, field: str, value: Any) -> bool:
+        """Whether a ``conversations``/``conversation`` field holds text (an id, say), not
+        turns: it is not a conversation, and it is kept."""
+        return field != self.messages_field and isinstance(value, str | bytes)
+
     def _finish(self, element: Row, written: Mapping[str, Any]) -> Row:
         """``element`` with the ``written`` fields, without its conversation fields when
         ``drop_messages``."""
         if not self.drop_messages:
             return {**element, **written}
-        kept = {k: v for k, v in element.items() if k not in self.conversation_fields}
+        kept = {
+            k: v
+            for k, v in element.items()
+            if k not in self.conversation_fields or self._holds_text(k, v)
+        }
         return {**kept, **written}
 
     def map(self, element: Row) -> Row:

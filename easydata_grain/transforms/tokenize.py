@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from easydata_grain.io.errors import MalformedRowError
+from easydata_grain.op_protocols import FieldTransform
 from easydata_grain.transforms.base import FieldMap, check_name, describe_row, field_of
 from easydata_grain.transforms.tokenizer_identity import tokenizer_fingerprint
 from easydata_grain.types import Row
@@ -236,12 +237,25 @@ def after_chat_template(steps: Sequence[Any]) -> list[Any]:
     second BOS (transformers' ``apply_chat_template(tokenize=True)`` passes False too). With
     ``pass_through=True`` the rows that pass through are plain text, which needs them: the
     default stays True, with a warning when the tokenizer adds any. Idempotent (a resolved
-    transform counts as given)."""
+    transform counts as given).
+
+    The rendered text is followed through the steps between: a ``RenameFields`` moves it, a
+    step that declares it writes the field (a drop, an overwrite) ends it there; a step that
+    declares nothing (a function) is taken to keep it."""
     from easydata_grain.transforms.chat import ChatTemplateTransform
+    from easydata_grain.transforms.fields import RenameFields
 
     rendered: dict[str, ChatTemplateTransform] = {}
     out = []
     for step in steps:
+        if isinstance(step, RenameFields):
+            moved = {new: rendered[old] for old, new in step.mapping.items() if old in rendered}
+            for field in step.writes:
+                rendered.pop(field, None)
+            rendered.update(moved)
+        elif isinstance(step, FieldTransform) and step.writes:
+            for field in step.writes:
+                rendered.pop(field, None)
         if isinstance(step, ChatTemplateTransform) and step.output_field is not None:
             rendered[step.output_field] = step
         chat = rendered.get(step.text_field) if isinstance(step, TokenizeTransform) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import time
 import warnings
 import weakref
@@ -383,7 +384,11 @@ class AsyncDataLoader:
         """
         elapsed = time.perf_counter() - self._started if self._started is not None else 0.0
         read = self.plan.source  # projected: reads only the columns the transforms need
-        io = read.stats.snapshot() if isinstance(read, IndexedSource) else {}
+        parts = read.sources if isinstance(read, MixedShardedSource) else [read]
+        io: collections.Counter[str] = collections.Counter()
+        for part in parts:  # a mixture's reads are its sources'
+            if isinstance(part, IndexedSource):
+                io.update(part.stats.snapshot())
         per_second = 1.0 / elapsed if elapsed > 0 else 0.0
         return {
             "batches": self._batches,

@@ -954,3 +954,14 @@ def test_two_real_hosts_mix_disjoint_complete_equal_and_restore_on_one(tmp_path:
     restored = build("mix", data)
     restored.set_state(state)
     assert [b["id"].tolist() for b in restored] == [b["id"].tolist() for b in one]
+
+
+def test_a_mixtures_stats_count_its_sources_reads(tmp_path: Path) -> None:
+    parts_read = {}
+    for name in ("a", "b"):
+        write_parquet_dataset(str(tmp_path / name), num_shards=1, rows_per_shard=200)
+        parts_read[name] = ParquetShardedSource(str(tmp_path / name / "*.parquet"))
+    loader = AsyncDataLoader(MixedShardedSource(parts_read), batch_size=50, pad=True)
+    list(loader)
+    read = sum(part.stats.snapshot()["bytes_read"] for part in parts_read.values())
+    assert loader.stats()["bytes_read"] == read > 0  # was 0: the mixture itself reads nothing

@@ -554,3 +554,13 @@ def test_shard_names_sort_in_unit_order(rows: EpochRows, tmp_path: Path) -> None
     ]
     narrow = dataclasses.replace(header, positions=100_000, unit_rows=1)
     assert narrow.shard_name(99_999) == "part-99999.parquet"
+
+
+def test_epoch_rows_of_a_mixture_points_to_mixture_rows() -> None:
+    from easydata_grain import MixedShardedSource
+
+    parts = {name: InMemorySource.from_rows([{"x": 1}] * 3) for name in ("a", "b")}
+    with pytest.raises(TypeError, match="a mixture's rows are MixtureRows"):
+        EpochRows(MixedShardedSource(parts))
+    with pytest.raises(TypeError, match="a mixture's rows are MixtureRows"):
+        EpochRows(MixedShardedSource(parts).map(lambda row: row))

@@ -18,8 +18,9 @@ from easydata_grain.fingerprint import describe, digest
 from easydata_grain.graph.indexed_dataset import IndexedSourceDataset
 from easydata_grain.materialize.arrow_table import positions_table
 from easydata_grain.op_protocols import Fingerprinted
+from easydata_grain.sources.mixed import MixedShardedSource
 from easydata_grain.sources.protocol import IndexedSource, missing_members
-from easydata_grain.sources.transformed import TransformedShardedSource
+from easydata_grain.sources.transformed import TransformedShardedSource, mixture_and_steps
 from easydata_grain.transforms.chat import ChatTemplateTransform
 from easydata_grain.transforms.tokenize import TokenizeTransform
 
@@ -67,12 +68,18 @@ class EpochRows:
     ):
         if transforms is not None:
             source = TransformedShardedSource(source, transforms)
+        if isinstance(mixture_and_steps(source)[0], MixedShardedSource):
+            raise TypeError(
+                "EpochRows takes one indexed source; a mixture's rows are MixtureRows "
+                "(easydata_grain.materialize.MixtureRows, or Pipeline.rows())."
+            )
         if not isinstance(source, IndexedSource):
             raise TypeError(
                 f"EpochRows needs an indexed source (row counts known, so that ranges of "
                 f"positions can be written in parallel); {type(source).__name__} lacks "
                 f"{missing_members(source, IndexedSource)}. A stream cannot be cut into ranges: "
-                "materialize its files instead (ParquetShardedSource, JsonShardedSource)."
+                "materialize its files instead (ParquetShardedSource, JsonShardedSource), or "
+                "in a pipeline turn the dataset's cache off (cache_enabled: false)."
             )
         if not isinstance(shuffle, bool):
             raise TypeError(f"shuffle must be a bool, got {shuffle!r}")

@@ -702,10 +702,8 @@ def _tokenize_steps(
             "its tokenizer, tokenize.default_tokenizer or the pipeline's default_tokenizer."
         )
     steps: list[Any] = []
-    if stage.empty_texts == "skip":
-        steps.append(FilterNonEmpty(ds.content_field, strip=False))  # empty as error's
-    elif stage.empty_texts == "error":
-        steps.append(MapFunction(functools.partial(_refuse_empty, text_field=ds.content_field)))
+    if stage.empty_texts == "skip":  # "error": TokenizeTransform refuses them, naming the fix
+        steps.append(FilterNonEmpty(ds.content_field, strip=False))  # empty as it means it
     cut = chosen.cuts(packing)
     steps.append(
         TokenizeTransform(
@@ -729,18 +727,6 @@ def _tokenize_steps(
     if stage.remove_columns:
         steps.append(DropFields(list(stage.remove_columns), strict=False))
     return steps
-
-
-def _refuse_empty(row: dict[str, Any], *, text_field: str) -> dict[str, Any]:
-    """``row`` as it is; a ``MalformedRowError`` naming the config's remedy when its text is
-    empty (the source adds the shard and row)."""
-    if row.get(text_field) == "":
-        raise MalformedRowError(
-            f"The text in {text_field!r} is empty.",
-            hint="Set the pipeline's tokenize.empty_texts: skip to leave such rows out (or "
-            "keep to tokenize them as they are), or drop them from the data.",
-        )
-    return row
 
 
 def _refuse_padding(config: PipelineConfig, stage: TokenizeStageConfig) -> None:
@@ -792,5 +778,4 @@ def _pack_of(
         chosen = _tokenizer_config(first, config, tokenize)
         if chosen is not None:
             eos = tokenizers.load(chosen, first.tokenizer_kwargs).eos_token_id
-    pack = Pack.from_config(stage, eos_token_id=eos, batch_size=batch_size)
-    return dataclasses.replace(pack, mask_field=stage.mask_field)
+    return Pack.from_config(stage, eos_token_id=eos, batch_size=batch_size)

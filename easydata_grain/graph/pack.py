@@ -133,6 +133,7 @@ class Pack:
             num_packers=config.num_packers,
             include_segment_ids=config.include_segment_ids,
             shuffle_rows=shuffle_rows,
+            mask_field=config.mask_field,
         )
 
     def fingerprint(self) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 import grain
 
-from easydata_grain.graph.row_errors import Locate, named
+from easydata_grain.graph.row_errors import Locate, raise_named
 from easydata_grain.op_protocols import BatchMap
 from easydata_grain.types import mapped_row
 
@@ -116,10 +116,7 @@ class ChunkedMapDataset(grain.MapDataset):
                 try:
                     _map_chunk(self.transform, [row])
                 except Exception as row_error:
-                    renamed = named(row_error, self.locate(start + k))
-                    if renamed is row_error:
-                        raise
-                    raise renamed from row_error
+                    raise_named(row_error, self.locate(start + k))
             raise
 
     def __getitem__(self, index: int | slice) -> Any:

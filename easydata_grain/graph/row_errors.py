@@ -16,7 +16,7 @@ unchanged, and so does one whose element has no address here (a mixture).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import grain
 
@@ -26,12 +26,12 @@ Locate = Callable[[int], "tuple[str, int] | None"]
 """An element index -> its ``(shard name, row)``, or None when unknown."""
 
 
-def named(error: Exception, address: tuple[str, int] | None) -> Exception:
-    """``error`` naming ``address`` (``error_at``); ``error`` itself when it names a file
-    already or the address is unknown."""
+def raise_named(error: Exception, address: tuple[str, int] | None) -> NoReturn:
+    """Raise ``error`` naming ``address`` (``error_at``, from ``error``); ``error`` itself
+    when it names a file already or the address is unknown."""
     if address is None or (isinstance(error, SourceError) and error.path is not None):
-        return error
-    return error_at(error, *address)
+        raise error
+    raise error_at(error, *address) from error
 
 
 class NamedRowErrorsDataset(grain.MapDataset):
@@ -50,10 +50,7 @@ class NamedRowErrorsDataset(grain.MapDataset):
         try:
             return self._parent[index]
         except Exception as error:
-            renamed = named(error, self._locate(index))
-            if renamed is error:
-                raise
-            raise renamed from error
+            raise_named(error, self._locate(index))
 
     def _getitems(self, indices: Sequence[int]) -> list[Any]:
         try:
